@@ -1,0 +1,3 @@
+from mlnmf_cli.cli import main
+
+main()

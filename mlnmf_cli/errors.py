@@ -1,0 +1,33 @@
+"""The package's exception types and the command line's exit codes.
+
+Every error a user can cause is a :class:`MlnmfError` whose message is one
+line, fit to print after the name of the input it concerns.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class MlnmfError(Exception):
+    """Base of every error the package raises on purpose."""
+
+
+class ParameterError(MlnmfError, ValueError):
+    """An option or an input matrix breaks a rule; raised before any work starts."""
+
+
+class InputError(MlnmfError):
+    """An input file (image or saved model) cannot be used."""
+
+
+class OutputError(MlnmfError):
+    """A result cannot be written where it was asked to go."""
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    PARTIAL = 3
+    INTERRUPTED = 130
