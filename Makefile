@@ -1,0 +1,36 @@
+# mlnmf: every target a newcomer would guess. `make demo` and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test lint bench experiments fuzz clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/mlnmf decompose sample_images/camera.png --layers 3 --ranks 64,32,16 --out out --force
+	@echo
+	@echo "Pictures are in out/camera/: summary.png, original.png, reconstruction.png,"
+	@echo "reconstruction_depth{1,2,3}.png, features_layer{1,2,3}.png, coefficients_layer{1,2,3}.png;"
+	@echo "the numbers are in out/camera/report.json."
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_engine.py
+
+clean:
+	rm -rf $(VENV) out mlnmf-out .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -1,0 +1,1 @@
+"""``mlnmf compare`` and ``mlnmf random-test``."""
