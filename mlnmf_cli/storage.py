@@ -170,15 +170,21 @@ def unique_names(paths: Sequence[Path]) -> list[str]:
         parts = resolved[i].with_suffix("").parts[-depth[i] :]
         return "__".join(p.strip("/") or "root" for p in parts)
 
-    for _ in range(64):
+    while True:
         names = [name(i) for i in range(len(paths))]
-        clashes = {n for n in names if names.count(n) > 1}
-        if not clashes:
-            return names
+        owners: dict[str, set[Path]] = {}
         for i, n in enumerate(names):
-            if n in clashes and depth[i] < len(resolved[i].parts):
-                depth[i] += 1
-    # Identical paths given twice: number the repeats.
+            owners.setdefault(n, set()).add(resolved[i])
+        grow = [
+            i
+            for i, n in enumerate(names)
+            if len(owners[n]) > 1 and depth[i] < len(resolved[i].with_suffix("").parts)
+        ]
+        if not grow:
+            break
+        for i in grow:
+            depth[i] += 1
+    # The same file given twice: number the repeats.
     seen: dict[str, int] = {}
     out = []
     for n in names:
