@@ -1,0 +1,504 @@
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import imagegen as gen
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from mlnmf_cli.errors import InputError, ParameterError
+from mlnmf_cli.imageio import (
+    ALLOWED_FORMATS,
+    CHANNEL_MODES,
+    IMAGE_SUFFIXES,
+    LoadedImage,
+    from_matrices,
+    load_image,
+    to_matrices,
+    to_pil,
+)
+
+WHITE_NOTE = "alpha channel composited over white"
+TRUNCATED = "truncated or corrupt image data (the file ends before the image data does)"
+
+
+def check_pixels(img: LoadedImage) -> None:
+    assert img.pixels.dtype == np.float64
+    assert np.all(np.isfinite(img.pixels))
+    assert img.pixels.min() >= 0.0
+    assert img.pixels.max() <= 1.0
+
+
+# --- good images -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("maker", "name", "fmt", "mode"),
+    [
+        (gen.make_gray16_png, "a.png", "PNG", "I;16"),
+        (gen.make_gray16_tiff, "a.tif", "TIFF", "I;16"),
+        (gen.make_gray16b_tiff, "a.tif", "TIFF", "I;16B"),
+    ],
+)
+def test_16_bit_grey_keeps_16_bits(
+    maker: Callable[[Path], Path], name: str, fmt: str, mode: str, tmp_path: Path
+) -> None:
+    img = load_image(maker(tmp_path / name))
+    assert (img.format, img.mode, img.bit_depth, img.is_color) == (fmt, mode, 16, False)
+    assert img.size == gen.GRAY16_VALUES.shape
+    np.testing.assert_array_equal(img.pixels, gen.GRAY16_VALUES / 65535.0)
+    assert img.pixels[0, 1] == 1000 / 65535  # not 3 / 255
+    assert img.notes == ()
+
+
+def test_16_bit_grey_transparent_level_becomes_white(tmp_path: Path) -> None:
+    img = load_image(gen.make_gray16_transparent_png(tmp_path / "t.png"))
+    np.testing.assert_array_equal(img.pixels, [[1000 / 65535, 1.0, 3000 / 65535]])
+    assert img.notes == ("transparent pixels composited over white",)
+
+
+def test_16_bit_colour_is_reduced_by_pillow_and_said_so(tmp_path: Path) -> None:
+    img = load_image(gen.make_rgb16_png(tmp_path / "c.png"))
+    assert (img.mode, img.bit_depth, img.pixels.shape) == ("RGB", 8, (1, 2, 3))
+    np.testing.assert_array_equal(img.pixels[0, 1] * 255, [255, 0, 2])
+    assert img.notes == ("16-bit colour reduced to 8 bits by Pillow",)
+
+
+def test_gray8(tmp_path: Path) -> None:
+    img = load_image(gen.make_gray8_png(tmp_path / "g.png"))
+    assert (img.format, img.mode, img.bit_depth, img.is_color) == ("PNG", "L", 8, False)
+    np.testing.assert_array_equal(img.pixels, gen.GRAY8_VALUES / 255.0)
+
+
+def test_bilevel(tmp_path: Path) -> None:
+    img = load_image(gen.make_bilevel_png(tmp_path / "b.png"))
+    assert (img.mode, img.bit_depth) == ("1", 1)
+    np.testing.assert_array_equal(img.pixels, [[1.0, 0.0], [0.0, 1.0]])
+
+
+def test_int32_scaled_by_32_bits(tmp_path: Path) -> None:
+    img = load_image(gen.make_int32_tiff(tmp_path / "i.tif"))
+    assert (img.mode, img.bit_depth, img.is_color) == ("I", 32, False)
+    np.testing.assert_array_equal(
+        img.pixels, [[0.0, 100000 / (2**32 - 1), (2**31 - 1) / (2**32 - 1)]]
+    )
+
+
+def test_int32_negative_values_clipped(tmp_path: Path) -> None:
+    img = load_image(gen.make_int32_tiff(tmp_path / "i.tif", np.array([[-5, 70000]])))
+    np.testing.assert_array_equal(img.pixels, [[0.0, 70000 / (2**32 - 1)]])
+    assert img.notes == ("negative values clipped to 0",)
+
+
+def test_float_clipped_with_note(tmp_path: Path) -> None:
+    img = load_image(gen.make_float_tiff(tmp_path / "f.tif"))
+    assert (img.mode, img.bit_depth) == ("F", 32)
+    np.testing.assert_array_equal(img.pixels, [[0.0, 0.25, 1.0, 0.0]])
+    assert img.notes == ("floating-point values clipped to [0, 1]",)
+
+
+def test_float_in_range_has_no_note(tmp_path: Path) -> None:
+    img = load_image(gen.make_float_tiff(tmp_path / "f.tif", np.array([[0.0, 0.5, 1.0]])))
+    np.testing.assert_array_equal(img.pixels, [[0.0, 0.5, 1.0]])
+    assert img.notes == ()
+
+
+def test_float_nan_and_inf_replaced(tmp_path: Path) -> None:
+    values = np.array([[np.nan, np.inf, -np.inf, 0.5]], dtype=np.float32)
+    img = load_image(gen.make_float_tiff(tmp_path / "f.tif", values))
+    np.testing.assert_array_equal(img.pixels, [[0.0, 1.0, 0.0, 0.5]])
+    assert len(img.notes) == 1 and img.notes[0].startswith("NaN or infinite values replaced")
+
+
+def test_la_composited_over_white_and_stays_grey(tmp_path: Path) -> None:
+    img = load_image(gen.make_la_png(tmp_path / "la.png"))
+    assert (img.mode, img.is_color) == ("LA", False)
+    half = 128 / 255
+    np.testing.assert_allclose(img.pixels, [[0.0, 1.0, 100 / 255 * half + 1 - half]])
+    assert img.notes == (WHITE_NOTE,)
+
+
+def test_rgb(tmp_path: Path) -> None:
+    img = load_image(gen.make_rgb_png(tmp_path / "c.png"))
+    assert (img.mode, img.bit_depth, img.is_color, img.size) == ("RGB", 8, True, (2, 3))
+    np.testing.assert_array_equal(img.pixels, gen.RGB_VALUES / 255.0)
+
+
+def test_rgb_with_equal_channels_stays_colour(tmp_path: Path) -> None:
+    img = load_image(gen.make_rgb_gray_png(tmp_path / "c.png"))
+    assert img.pixels.shape == (*gen.GRAY8_VALUES.shape, 3)
+
+
+def test_rgba_composited_over_white(tmp_path: Path) -> None:
+    img = load_image(gen.make_rgba_png(tmp_path / "c.png"))
+    np.testing.assert_array_equal(img.pixels, [[[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]]])
+    assert img.notes == (WHITE_NOTE,)
+
+
+def test_palette_without_transparency(tmp_path: Path) -> None:
+    img = load_image(gen.make_palette_png(tmp_path / "p.png"))
+    assert img.mode == "P"
+    np.testing.assert_array_equal(img.pixels, [[[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]])
+    assert img.notes == ()
+
+
+def test_palette_with_transparency_composited_over_white(tmp_path: Path) -> None:
+    img = load_image(gen.make_palette_transparent_png(tmp_path / "p.png"))
+    assert img.mode == "P"
+    np.testing.assert_array_equal(img.pixels, [[[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]]])
+    assert img.notes == (WHITE_NOTE,)
+
+
+def test_cmyk_jpeg_becomes_rgb(tmp_path: Path) -> None:
+    img = load_image(gen.make_cmyk_jpeg(tmp_path / "c.jpg"))
+    assert (img.format, img.mode, img.pixels.shape) == ("JPEG", "CMYK", (8, 8, 3))
+    np.testing.assert_allclose(img.pixels[4, 4], [0.0, 1.0, 1.0], atol=3 / 255)
+    assert img.notes == ("CMYK converted to RGB without a colour profile",)
+
+
+def test_exif_orientation_applied(tmp_path: Path) -> None:
+    img = load_image(gen.make_exif_rotated_jpeg(tmp_path / "r.jpg"))
+    assert img.size == (16, 8)  # stored 8 high x 16 wide
+    assert img.pixels[:6].max() < 0.1  # the black left half is now on top
+    assert img.pixels[10:].min() > 0.9
+    assert img.notes == ("EXIF orientation applied (rotated 90° clockwise)",)
+
+
+def test_exif_orientation_8(tmp_path: Path) -> None:
+    img = load_image(gen.make_exif_rotated_jpeg(tmp_path / "r.jpg", orientation=8))
+    assert img.size == (16, 8)
+    assert img.pixels[:6].min() > 0.9  # counter-clockwise: the white right half on top
+    assert img.notes == ("EXIF orientation applied (rotated 90° counter-clockwise)",)
+
+
+def test_animated_gif_first_frame_with_note(tmp_path: Path) -> None:
+    img = load_image(gen.make_animated_gif(tmp_path / "a.gif", frames=5))
+    assert (img.format, img.pixels.shape) == ("GIF", (4, 4, 3))
+    np.testing.assert_array_equal(img.pixels, 0.0)
+    assert img.notes == ("animated GIF with 5 frames: first frame used",)
+
+
+def test_pillow_warnings_become_notes_not_output(tmp_path: Path) -> None:
+    path = gen.make_corrupt_exif_jpeg(tmp_path / "e.jpg")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        img = load_image(path)
+    assert img.size == (2, 4)
+    assert img.notes == (
+        "Pillow warned: Corrupt EXIF data. Expecting to read 12 bytes but only got 0.",
+    )
+
+
+@pytest.mark.parametrize(
+    ("maker", "name", "fmt"),
+    [(gen.make_bmp, "a.bmp", "BMP"), (gen.make_webp_lossless, "a.webp", "WEBP")],
+)
+def test_other_allowed_formats(
+    maker: Callable[[Path], Path], name: str, fmt: str, tmp_path: Path
+) -> None:
+    img = load_image(maker(tmp_path / name))
+    assert img.format == fmt
+    np.testing.assert_array_equal(img.pixels, gen.RGB_VALUES / 255.0)
+
+
+@pytest.mark.parametrize(
+    ("maker", "value"),
+    [(gen.make_1x1, 128 / 255), (gen.make_all_black, 0.0), (gen.make_all_white, 1.0)],
+)
+def test_trivial_images(maker: Callable[[Path], Path], value: float, tmp_path: Path) -> None:
+    img = load_image(maker(tmp_path / "x.png"))
+    check_pixels(img)
+    np.testing.assert_array_equal(img.pixels, value)
+
+
+def test_path_can_be_str(tmp_path: Path) -> None:
+    assert load_image(str(gen.make_1x1(tmp_path / "x.png"))).size == (1, 1)
+
+
+def test_every_maker_for_a_good_image_loads_cleanly(tmp_path: Path) -> None:
+    good = [
+        gen.make_gray8_png, gen.make_gray16_png, gen.make_rgb_png, gen.make_rgba_png,
+        gen.make_la_png, gen.make_palette_png, gen.make_palette_transparent_png,
+        gen.make_bilevel_png, gen.make_1x1, gen.make_gray_png,
+    ]  # fmt: skip
+    for i, maker in enumerate(good):
+        check_pixels(load_image(maker(tmp_path / f"{i}.png")))
+
+
+# --- bad files -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("maker", "name", "message"),
+    [
+        (gen.make_zero_byte, "z.png", "empty file"),
+        (gen.make_text_as_png, "t.png", "not an image Pillow can read"),
+        (gen.make_truncated_png, "t.png", TRUNCATED),
+        (gen.make_truncated_jpeg, "t.jpg", TRUNCATED),
+        (
+            gen.make_png_header_only,
+            "h.png",
+            "truncated or corrupt image data (unreadable PNG header)",
+        ),
+        (gen.make_directory, "d.png", "is a directory, not an image file"),
+        (
+            gen.make_decompression_bomb,
+            "b.png",
+            "image has 400000000 pixels, more than the limit of 89478485 (raise it with --max-pixels)",
+        ),
+        (
+            gen.make_ico,
+            "i.ico",
+            "format ICO is not supported (allowed: PNG, JPEG, TIFF, BMP, WebP, GIF)",
+        ),
+        (
+            gen.make_pcx,
+            "i.pcx",
+            "format PCX is not supported (allowed: PNG, JPEG, TIFF, BMP, WebP, GIF)",
+        ),
+        (
+            gen.make_xpm,
+            "i.xpm",
+            "format XPM is not supported (allowed: PNG, JPEG, TIFF, BMP, WebP, GIF)",
+        ),
+        (
+            gen.make_ico,
+            "renamed.png",
+            "format ICO is not supported (allowed: PNG, JPEG, TIFF, BMP, WebP, GIF)",
+        ),
+    ],
+)
+def test_bad_files_raise_input_error(
+    maker: Callable[[Path], Path], name: str, message: str, tmp_path: Path
+) -> None:
+    path = maker(tmp_path / name)
+    with pytest.raises(InputError) as info:
+        load_image(path)
+    assert str(info.value) == message
+    assert str(tmp_path) not in str(info.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"^file not found$"):
+        load_image(tmp_path / "nope.png")
+
+
+def test_bomb_between_limit_and_twice_the_limit_is_refused_without_a_warning(
+    tmp_path: Path,
+) -> None:
+    path = gen.make_decompression_bomb(tmp_path / "b.png", 10000, 10000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InputError) as info:
+            load_image(path)
+    assert str(info.value) == (
+        "image has 100000000 pixels, more than the limit of 89478485 (raise it with --max-pixels)"
+    )
+
+
+def test_max_pixels_lowers_the_limit(tmp_path: Path) -> None:
+    path = gen.make_gray_png(tmp_path / "g.png", size=(100, 50))
+    assert load_image(path, max_pixels=5000).size == (50, 100)
+    with pytest.raises(InputError) as info:
+        load_image(path, max_pixels=4999)
+    assert str(info.value) == (
+        "image has 5000 pixels, more than the limit of 4999 (raise it with --max-pixels)"
+    )
+    with pytest.raises(InputError, match="more than the limit of 1000 "):
+        load_image(path, max_pixels=1000)  # beyond twice the limit: Pillow's own error
+
+
+def test_max_pixels_raises_the_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pillow checks the limit when the header is read (PNG), when tiles are
+    # allocated (TIFF) and when frames grow (GIF): all must honour max_pixels.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    png = gen.make_gray_png(tmp_path / "g.png", size=(100, 50))
+    tiff = tmp_path / "big.tif"
+    Image.new("I;16", (100, 50), 7).save(tiff)
+    gif = tmp_path / "big.gif"
+    frames = [Image.new("RGB", (100, 50), (i, i, i)) for i in (0, 90)]
+    frames[0].save(gif, save_all=True, append_images=frames[1:])
+    for path in (png, tiff, gif):
+        with pytest.raises(InputError, match="more than the limit of 1000 "):
+            load_image(path)
+        assert load_image(path, max_pixels=5000).size == (50, 100)
+    assert Image.MAX_IMAGE_PIXELS == 1000
+
+
+def test_global_limit_and_warning_filters_restored(tmp_path: Path) -> None:
+    before_limit, before_filters = Image.MAX_IMAGE_PIXELS, list(warnings.filters)
+    load_image(gen.make_1x1(tmp_path / "x.png"), max_pixels=10)
+    with pytest.raises(InputError):
+        load_image(gen.make_decompression_bomb(tmp_path / "b.png"), max_pixels=10)
+    assert Image.MAX_IMAGE_PIXELS == before_limit
+    assert list(warnings.filters) == before_filters
+
+
+def test_concurrent_loads_with_different_limits(tmp_path: Path) -> None:
+    path = gen.make_gray_png(tmp_path / "g.png", size=(100, 50))
+    outcomes: list[str] = []
+
+    def run(limit: int) -> None:
+        for _ in range(20):
+            try:
+                load_image(path, max_pixels=limit)
+                outcomes.append(f"ok {limit}")
+            except InputError:
+                outcomes.append(f"refused {limit}")
+
+    threads = [threading.Thread(target=run, args=(limit,)) for limit in (100, 10**6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(set(outcomes)) == ["ok 1000000", "refused 100"]
+    assert Image.MAX_IMAGE_PIXELS == 89478485
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+def test_max_pixels_must_be_positive_int(bad: object, tmp_path: Path) -> None:
+    with pytest.raises(ParameterError, match="max_pixels must be a positive integer"):
+        load_image(gen.make_1x1(tmp_path / "x.png"), max_pixels=bad)  # type: ignore[arg-type]
+
+
+def test_constants() -> None:
+    assert ALLOWED_FORMATS == ("PNG", "JPEG", "TIFF", "BMP", "WEBP", "GIF")
+    assert CHANNEL_MODES == ("gray", "stack", "separate")
+    assert {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif"} == IMAGE_SUFFIXES
+
+
+# --- fuzzing ---------------------------------------------------------------------
+
+VALID = {"png": gen.valid_png_bytes(), "jpg": gen.valid_jpeg_bytes()}
+
+
+def assert_loads_or_refuses(path: Path) -> None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            img = load_image(path, max_pixels=1_000_000)
+    except InputError as exc:
+        assert "\n" not in str(exc) and str(path) not in str(exc)
+        return
+    check_pixels(img)
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    kind=st.sampled_from(sorted(VALID)),
+    flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 7)), min_size=1, max_size=4),
+    cut=st.none() | st.integers(0, 10**6),
+)
+def test_fuzz_bit_flips(
+    kind: str, flips: list[tuple[int, int]], cut: int | None, tmp_path: Path
+) -> None:
+    data = bytearray(VALID[kind])
+    for position, bit in flips:
+        data[position % len(data)] ^= 1 << bit
+    if cut is not None:
+        data = data[: cut % (len(data) + 1)]
+    path = tmp_path / f"fuzz.{kind}"
+    path.write_bytes(bytes(data))
+    assert_loads_or_refuses(path)
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    prefix=st.sampled_from(
+        [b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF89a", b"BM", b"II*\x00", b"RIFF"]
+    ),
+    body=st.binary(max_size=300),
+)
+def test_fuzz_random_bytes(prefix: bytes, body: bytes, tmp_path: Path) -> None:
+    path = tmp_path / "fuzz.img"
+    path.write_bytes(prefix + body)
+    assert_loads_or_refuses(path)
+
+
+# --- channel layouts -------------------------------------------------------------
+
+
+def test_to_matrices_colour_layouts() -> None:
+    rng = np.random.default_rng(0)
+    pixels = rng.random((4, 5, 3))
+    (gray,) = to_matrices(pixels, "gray")
+    np.testing.assert_allclose(
+        gray, 0.299 * pixels[..., 0] + 0.587 * pixels[..., 1] + 0.114 * pixels[..., 2]
+    )
+    (stack,) = to_matrices(pixels, "stack")
+    assert stack.shape == (4, 15)
+    np.testing.assert_array_equal(stack[:, 5:10], pixels[..., 1])
+    separate = to_matrices(pixels, "separate")
+    assert len(separate) == 3
+    np.testing.assert_array_equal(separate[2], pixels[..., 2])
+
+
+@pytest.mark.parametrize("channels", CHANNEL_MODES)
+def test_grey_pixels_give_one_matrix_whatever_the_mode(channels: str) -> None:
+    pixels = np.arange(6.0).reshape(2, 3) / 5
+    (matrix,) = to_matrices(pixels, channels)
+    np.testing.assert_array_equal(matrix, pixels)
+    np.testing.assert_array_equal(from_matrices([matrix], channels, pixels.shape), pixels)
+
+
+@pytest.mark.parametrize("channels", ["stack", "separate"])
+@pytest.mark.parametrize("shape", [(4, 5, 3), (1, 1, 3), (7, 2, 3)])
+def test_colour_round_trip_is_exact(channels: str, shape: tuple[int, int, int]) -> None:
+    pixels = np.random.default_rng(1).random(shape)
+    back = from_matrices(to_matrices(pixels, channels), channels, pixels.shape)
+    np.testing.assert_array_equal(back, pixels)
+
+
+def test_gray_on_colour_returns_the_luminance_image() -> None:
+    pixels = np.random.default_rng(2).random((3, 4, 3))
+    matrices = to_matrices(pixels, "gray")
+    back = from_matrices(matrices, "gray", pixels.shape)
+    assert back.shape == (3, 4)
+    np.testing.assert_array_equal(back, matrices[0])
+
+
+def test_unknown_channel_mode() -> None:
+    message = "unknown channel mode 'rgb' (allowed: gray, stack, separate)"
+    with pytest.raises(ParameterError) as info:
+        to_matrices(np.zeros((2, 2)), "rgb")
+    assert str(info.value) == message
+    with pytest.raises(ParameterError):
+        from_matrices([np.zeros((2, 2))], "rgb", (2, 2))
+
+
+def test_from_matrices_checks_shapes() -> None:
+    with pytest.raises(ParameterError, match="needs 3 matrix"):
+        from_matrices([np.zeros((2, 2))] * 2, "separate", (2, 2, 3))
+    with pytest.raises(ParameterError, match=r"shape \(2, 6\)"):
+        from_matrices([np.zeros((2, 5))], "stack", (2, 2, 3))
+
+
+# --- to_pil ----------------------------------------------------------------------
+
+
+def test_to_pil_rounds_and_clips() -> None:
+    image = to_pil(np.array([[0.0, 0.499 / 255, 0.5 / 255 + 1e-9, 1.7 / 255, -3.0, 2.0, np.nan]]))
+    assert image.mode == "L"
+    assert list(np.asarray(image)[0]) == [0, 0, 1, 2, 0, 255, 0]
+
+
+def test_to_pil_colour_and_round_trip_of_8_bit_values(tmp_path: Path) -> None:
+    img = load_image(gen.make_rgb_png(tmp_path / "c.png"))
+    image = to_pil(img.pixels)
+    assert image.mode == "RGB" and image.size == (3, 2)
+    np.testing.assert_array_equal(np.asarray(image), gen.RGB_VALUES)
+
+
+def test_to_pil_rejects_other_shapes() -> None:
+    with pytest.raises(ParameterError):
+        to_pil(np.zeros((2, 2, 4)))
