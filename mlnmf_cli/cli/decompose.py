@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -133,13 +137,16 @@ def decompose(
                     error_line(f"{row['input']}: {row['error']}")
                 progress.update(batch_task, advance=1, detail=f"{len(rows)}/{len(items)}")
 
-            batch.run_batch(
-                items, options, out, force=force, skip_existing=skip_existing,
-                jobs=n_jobs, scheduler=scheduler,
-                on_start=on_start, on_progress=on_progress, on_done=on_done,
-            )  # fmt: skip
+            with _sigterm_as_interrupt():
+                batch.run_batch(
+                    items, options, out, force=force, skip_existing=skip_existing,
+                    jobs=n_jobs, scheduler=scheduler,
+                    on_start=on_start, on_progress=on_progress, on_done=on_done,
+                )  # fmt: skip
     except KeyboardInterrupt:
         interrupted = True
+    except MlnmfError as exc:
+        fail(str(exc))
     summary = pipeline.write_summary(out, rows, options, interrupted=interrupted)
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
@@ -151,6 +158,23 @@ def decompose(
         )
         raise typer.Exit(int(ExitCode.INTERRUPTED))
     raise typer.Exit(int(_batch_exit_code(summary)))
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a script stopping us) ends the batch like Ctrl-C: summary written, exit 130."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def parse_jobs(value: str) -> int:
