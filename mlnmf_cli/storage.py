@@ -16,6 +16,7 @@ import platform
 import shutil
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,7 +247,7 @@ def load_model(path: Path) -> SavedModel:
         if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
             raise InputError("model contains pickled objects; refusing to load it") from exc
         raise InputError(f"not a valid model file ({exc})") from exc
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError) as exc:
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, RuntimeError) as exc:
         raise InputError(f"not a valid model file (truncated or corrupt: {exc})") from exc
     return _check_model(arrays)
 
