@@ -29,6 +29,7 @@ greys, gives ``(H, W, 3)``.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import struct
@@ -208,6 +209,11 @@ def _decode(path: str, max_pixels: int | None) -> _Decoded:
     except MemoryError as exc:
         raise InputError("not enough memory to decode the image") from exc
     except OSError as exc:
+        if exc.errno in (errno.EINVAL, errno.EOVERFLOW):
+            # A seek to an offset the corrupt file itself declared.
+            raise InputError(
+                "truncated or corrupt image data (invalid offset in the file)"
+            ) from exc
         if exc.errno is not None:
             raise InputError(f"cannot read the file ({exc.strerror or exc.errno})") from exc
         raise InputError(f"truncated or corrupt image data ({_detail(exc, path)})") from exc

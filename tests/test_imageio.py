@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import errno
+import struct
 import threading
 import warnings
 from collections.abc import Callable
@@ -10,7 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, ImageFile
 
 from mlnmf_cli.errors import InputError, ParameterError
 from mlnmf_cli.imageio import (
@@ -287,6 +289,37 @@ def test_bad_files_raise_input_error(
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"^file not found$"):
         load_image(tmp_path / "nope.png")
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        (
+            OSError(errno.EINVAL, "Invalid argument"),
+            "truncated or corrupt image data (invalid offset in the file)",
+        ),
+        (OSError(errno.EIO, "Input/output error"), "cannot read the file (Input/output error)"),
+        (MemoryError(), "not enough memory to decode the image"),
+        (
+            struct.error("unpack requires a buffer of 4 bytes"),
+            "truncated or corrupt image data (unpack requires a buffer of 4 bytes)",
+        ),
+        (KeyError("x"), "truncated or corrupt image data ('x')"),
+    ],
+)
+def test_decoder_failures_are_mapped(
+    error: BaseException, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = gen.make_gray8_png(tmp_path / "g.png")
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(Image.Image, "load", fail)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", fail)
+    with pytest.raises(InputError) as info:
+        load_image(path)
+    assert str(info.value) == message
 
 
 def test_bomb_between_limit_and_twice_the_limit_is_refused_without_a_warning(
