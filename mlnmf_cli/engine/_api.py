@@ -1,0 +1,332 @@
+"""Public entry points: :func:`factorize` (one layer) and :func:`factorize_deep`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mlnmf_cli.engine._deep import chain, normalize_columns, refit_coefficients
+from mlnmf_cli.engine._deep import fine_tune as run_fine_tune
+from mlnmf_cli.engine._init import initialize
+from mlnmf_cli.engine._linalg import explicit_relative_error
+from mlnmf_cli.engine._single import Callback, solve
+from mlnmf_cli.engine._validation import (
+    check_matrix,
+    check_parameters,
+    check_rank,
+    check_ranks,
+)
+from mlnmf_cli.errors import ParameterError
+
+DEFAULTS: dict[str, Any] = dict(
+    method="nmf",
+    solver="hals",
+    init="nndsvda",
+    max_iter=200,
+    tol=1e-4,
+    target_error=None,
+    seed=0,
+    fine_tune=True,
+    fine_tune_iter=100,
+    normalize=True,
+)
+
+
+@dataclass(frozen=True)
+class NMFResult:
+    """One layer X ~ W H.
+
+    ``errors[0]`` is the relative error ||X - W H|| / ||X|| of the
+    initialisation and ``errors[i]`` the one after iteration i (float64).
+    ``converged`` is True when the run stopped on ``tol`` or ``target_error``
+    (not on ``max_iter`` or a callback's request).
+    """
+
+    W: np.ndarray
+    H: np.ndarray
+    errors: np.ndarray
+    n_iter: int
+    converged: bool
+    seconds: float
+
+
+@dataclass
+class DeepResult:
+    """A multilayer factorisation X ~ W1 W2 ... WL HL.
+
+    ``Hs[d-1]`` is the coefficient matrix of depth d, so that
+    ``W1 @ ... @ Wd @ Hs[d-1]`` is the depth-d reconstruction. ``errors`` and
+    ``greedy_errors`` are relative to X at depths 1..L; ``layer_errors`` are the
+    final layers' own fits ||H_{l-1} - W_l H_l|| / ||H_{l-1}|| (H_0 = X);
+    ``layers`` holds each greedy layer's own :class:`NMFResult` (before the
+    column normalisation).
+    """
+
+    Ws: list[np.ndarray]
+    Hs: list[np.ndarray]
+    ranks: tuple[int, ...]
+    errors: list[float]
+    greedy_errors: list[float]
+    layer_errors: list[float]
+    layers: list[NMFResult]
+    fine_tune_errors: np.ndarray
+    fine_tune_n_iter: int
+    converged: bool
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def H(self) -> np.ndarray:
+        return self.Hs[-1]
+
+    def _check_depth(self, depth: int | None) -> int:
+        L = len(self.Ws)
+        if depth is None:
+            return L
+        if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)):
+            raise ParameterError(f"depth must be an integer between 1 and {L}, got {depth!r}")
+        if not 1 <= depth <= L:
+            raise ParameterError(f"depth must be between 1 and {L}, got {depth}")
+        return int(depth)
+
+    def effective_features(self, depth: int | None = None) -> np.ndarray:
+        """W1 @ ... @ Wd (m x r_d); default the deepest."""
+        d = self._check_depth(depth)
+        return chain(self.Ws[:d])
+
+    def reconstruct(self, depth: int | None = None) -> np.ndarray:
+        """W1 @ ... @ Wd @ Hs[d-1] (m x n); default the deepest."""
+        d = self._check_depth(depth)
+        return self.effective_features(d) @ self.Hs[d - 1]
+
+
+def _check_common(
+    method: str,
+    solver: str,
+    init: str,
+    max_iter: int,
+    tol: float,
+    target_error: float | None,
+    seed: int,
+    callback: Callback,
+) -> None:
+    check_parameters(
+        method=method,
+        solver=solver,
+        init=init,
+        max_iter=max_iter,
+        tol=tol,
+        target_error=target_error,
+        seed=seed,
+        callback=callback,
+    )
+
+
+def _factorize_checked(
+    X: np.ndarray,
+    rank: int,
+    *,
+    method: str,
+    solver: str,
+    init: str,
+    max_iter: int,
+    tol: float,
+    target_error: float | None,
+    seed: int,
+    callback: Callback,
+    stage: str,
+) -> NMFResult:
+    start = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    W, H = initialize(X, rank, init, rng, solver, method)
+    out = solve(
+        X,
+        W,
+        H,
+        method=method,
+        solver=solver,
+        max_iter=max_iter,
+        tol=float(tol),
+        target_error=None if target_error is None else float(target_error),
+        callback=callback,
+        stage=stage,
+    )
+    return NMFResult(
+        W=out.W,
+        H=out.H,
+        errors=np.asarray(out.errors, dtype=np.float64),
+        n_iter=out.n_iter,
+        converged=out.converged,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def factorize(
+    X: Any,
+    rank: int,
+    *,
+    method: str = DEFAULTS["method"],
+    solver: str = DEFAULTS["solver"],
+    init: str = DEFAULTS["init"],
+    max_iter: int = DEFAULTS["max_iter"],
+    tol: float = DEFAULTS["tol"],
+    target_error: float | None = DEFAULTS["target_error"],
+    seed: int = DEFAULTS["seed"],
+    callback: Callback = None,
+) -> NMFResult:
+    """Factorise X (m x n) as W H with W (m x rank), H (rank x n) >= 0.
+
+    Parameters
+    ----------
+    X : array_like, 2-D
+        Non-negative for ``method="nmf"``; any sign for ``"semi"`` (W unconstrained).
+        float32 stays float32, everything else becomes float64.
+    rank : int
+        1 <= rank <= min(m, n) (>= 2 for ``init="svd"``).
+    method, solver, init : str
+        One of :data:`METHODS`, :data:`SOLVERS`, :data:`INITS`.
+    max_iter : int
+        Iterations (>= 0; 0 returns the initialisation).
+    tol : float
+        Stop when an iteration lowers the relative error by less than ``tol``
+        times its previous value.
+    target_error : float, optional
+        Stop as soon as the relative error is <= this.
+    seed : int
+        Seed of ``np.random.default_rng`` (random init, randomized SVD).
+    callback : callable, optional
+        ``callback("layer1", iteration, error)`` after each iteration; a True
+        return stops the run.
+
+    Raises
+    ------
+    ParameterError
+        For any invalid parameter or input, before any work starts.
+    """
+    _check_common(method, solver, init, max_iter, tol, target_error, seed, callback)
+    A = check_matrix(X, method)
+    r = check_rank(rank, A.shape, init)
+    return _factorize_checked(
+        A,
+        r,
+        method=method,
+        solver=solver,
+        init=init,
+        max_iter=max_iter,
+        tol=tol,
+        target_error=target_error,
+        seed=seed,
+        callback=callback,
+        stage="layer1",
+    )
+
+
+def factorize_deep(
+    X: Any,
+    ranks: Sequence[int],
+    *,
+    layers: int | None = None,
+    method: str = DEFAULTS["method"],
+    solver: str = DEFAULTS["solver"],
+    init: str = DEFAULTS["init"],
+    max_iter: int = DEFAULTS["max_iter"],
+    tol: float = DEFAULTS["tol"],
+    target_error: float | None = DEFAULTS["target_error"],
+    seed: int = DEFAULTS["seed"],
+    callback: Callback = None,
+    fine_tune: bool = DEFAULTS["fine_tune"],
+    fine_tune_iter: int = DEFAULTS["fine_tune_iter"],
+    normalize: bool = DEFAULTS["normalize"],
+) -> DeepResult:
+    """Factorise X as W1 W2 ... WL HL with ranks r1 >= r2 >= ... >= rL.
+
+    Greedy layer-wise pretraining (layer l factors H_{l-1}, the previous
+    layer's coefficients, with the same method, solver, init, max_iter, tol
+    and target_error; with ``normalize`` W_l's columns are scaled to unit norm
+    and the scale moved into H_l first), then, with ``fine_tune``, joint
+    refinement of all factors on ||X - W1 ... WL HL|| for up to
+    ``fine_tune_iter`` rounds (stopping on ``tol`` or when the deepest error
+    reaches ``target_error``). After fine-tuning each shallower ``Hs[d-1]`` is
+    re-fitted to X with W1 ... Wd fixed, warm-started at W(d+1) ... WL HL.
+
+    ``method="semi", init="svd", normalize=False, fine_tune=False, max_iter=0``
+    is exactly the stacked Gillis-Kumar ``appr_seminmf`` pipeline.
+    Callback stages are "layer1", ..., "layerL" and "fine-tune".
+    """
+    _check_common(method, solver, init, max_iter, tol, target_error, seed, callback)
+    check_parameters(
+        layers=layers, fine_tune=fine_tune, fine_tune_iter=fine_tune_iter, normalize=normalize
+    )
+    A = check_matrix(X, method)
+    rs = check_ranks(ranks, A.shape, init, layers)
+    L = len(rs)
+    t0 = time.perf_counter()
+    results: list[NMFResult] = []
+    Ws: list[np.ndarray] = []
+    Hs: list[np.ndarray] = []
+    current = A
+    for li, r in enumerate(rs):
+        res = _factorize_checked(
+            current,
+            r,
+            method=method,
+            solver=solver,
+            init=init,
+            max_iter=max_iter,
+            tol=tol,
+            target_error=target_error,
+            seed=seed,
+            callback=callback,
+            stage=f"layer{li + 1}",
+        )
+        results.append(res)
+        W, H = res.W.copy(), res.H.copy()
+        if normalize:
+            normalize_columns([W], H)
+        Ws.append(W)
+        Hs.append(H)
+        current = H
+    greedy_errors = [explicit_relative_error(A, chain(Ws[: d + 1]) @ Hs[d]) for d in range(L)]
+    t1 = time.perf_counter()
+    ft_errors = np.asarray([greedy_errors[-1]], dtype=np.float64)
+    ft_iter = 0
+    converged = all(r.converged for r in results)
+    if fine_tune:
+        ft = run_fine_tune(
+            A,
+            Ws,
+            Hs[-1],
+            method=method,
+            max_iter=fine_tune_iter,
+            tol=float(tol),
+            target_error=None if target_error is None else float(target_error),
+            callback=callback,
+            normalize=normalize,
+        )
+        Ws = ft.Ws
+        Hs = [*Hs[:-1], ft.H]
+        for d in range(1, L):
+            Hs[d - 1] = refit_coefficients(A, chain(Ws[:d]), chain([*Ws[d:], ft.H]))
+        ft_errors = np.asarray(ft.errors, dtype=np.float64)
+        ft_iter = ft.n_iter
+        converged = ft.converged
+    t2 = time.perf_counter()
+    errors = [explicit_relative_error(A, chain(Ws[: d + 1]) @ Hs[d]) for d in range(L)]
+    inputs = [A, *Hs[:-1]]
+    layer_errors = [explicit_relative_error(inputs[d], Ws[d] @ Hs[d]) for d in range(L)]
+    return DeepResult(
+        Ws=Ws,
+        Hs=Hs,
+        ranks=rs,
+        errors=errors,
+        greedy_errors=greedy_errors,
+        layer_errors=layer_errors,
+        layers=results,
+        fine_tune_errors=ft_errors,
+        fine_tune_n_iter=ft_iter,
+        converged=converged,
+        seconds={"greedy": t1 - t0, "fine_tune": t2 - t1},
+    )

@@ -1,0 +1,114 @@
+"""Initial factors: NNDSVD(a), seeded random, and the Gillis-Kumar Semi-NMF SVD start."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mlnmf_cli.engine._linalg import truncated_svd
+
+
+def initialize(
+    X: np.ndarray, rank: int, init: str, rng: np.random.Generator, solver: str, method: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return (W, H) in X's dtype.
+
+    W is rescaled by <X, W H> / ||W H||^2, except for ``svd`` with Semi-NMF,
+    whose W H is already the best rank-(r-1) approximation (factor 1); for
+    plain NMF the ``svd`` start's negative entries of W are set to 0. For the
+    ``mu`` solver exact zeros, which multiplicative updates can never leave,
+    are filled with a small positive value.
+    """
+    dtype = X.dtype
+    if init == "svd":
+        W, H = _svd_seminmf(X, rank, rng)
+    elif init == "random":
+        avg = np.sqrt(max(float(np.mean(X, dtype=np.float64)), 0.0) / rank)
+        W = avg * np.abs(rng.standard_normal((X.shape[0], rank)))
+        H = avg * np.abs(rng.standard_normal((rank, X.shape[1])))
+    else:
+        W, H = _nndsvd(X, rank, rng, fill=init == "nndsvda")
+    W = np.ascontiguousarray(W, dtype=dtype)
+    H = np.ascontiguousarray(H, dtype=dtype)
+    if init == "svd" and method == "nmf":
+        np.maximum(W, 0, out=W)
+    if init != "svd" or method == "nmf":
+        _rescale(X, W, H)
+    if solver == "mu":
+        _fill_zeros(X, W, H)
+    return W, H
+
+
+def _rescale(X: np.ndarray, W: np.ndarray, H: np.ndarray) -> None:
+    WtX = (W.T @ X).astype(np.float64)
+    num = float(np.vdot(WtX, H.astype(np.float64)))
+    WtW = (W.T @ W).astype(np.float64)
+    HHt = (H @ H.T).astype(np.float64)
+    den = float(np.vdot(WtW, HHt))
+    if den > 0.0 and num > 0.0:
+        W *= W.dtype.type(num / den)
+
+
+def _fill_zeros(X: np.ndarray, W: np.ndarray, H: np.ndarray) -> None:
+    avg = float(np.mean(np.abs(X), dtype=np.float64))
+    fill_w = np.sqrt(avg / W.shape[1]) * 1e-2 if avg > 0 else np.finfo(W.dtype).eps
+    W[W == 0] = fill_w
+    H[H == 0] = fill_w
+
+
+def _nndsvd(
+    X: np.ndarray, rank: int, rng: np.random.Generator, fill: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """NNDSVD of Boutsidis & Gallopoulos (2008); ``fill`` gives NNDSVDa (zeros -> mean(X))."""
+    U, s, Vt = truncated_svd(X, rank, rng)
+    m, n = X.shape
+    W = np.zeros((m, rank))
+    H = np.zeros((rank, n))
+    W[:, 0] = np.sqrt(s[0]) * np.abs(U[:, 0])
+    H[0, :] = np.sqrt(s[0]) * np.abs(Vt[0, :])
+    for j in range(1, rank):
+        x, y = U[:, j], Vt[j, :]
+        xp, yp = np.maximum(x, 0), np.maximum(y, 0)
+        xn, yn = np.abs(np.minimum(x, 0)), np.abs(np.minimum(y, 0))
+        xpn, ypn = np.linalg.norm(xp), np.linalg.norm(yp)
+        xnn, ynn = np.linalg.norm(xn), np.linalg.norm(yn)
+        mp, mn_ = xpn * ypn, xnn * ynn
+        if mp > mn_:
+            u, v, sigma = (xp / xpn, yp / ypn, mp)
+        elif mn_ > 0:
+            u, v, sigma = (xn / xnn, yn / ynn, mn_)
+        else:
+            continue
+        lbd = np.sqrt(s[j] * sigma)
+        W[:, j] = lbd * u
+        H[j, :] = lbd * v
+    if fill:
+        avg = max(float(np.mean(X, dtype=np.float64)), 0.0)
+        W[W == 0] = avg
+        H[H == 0] = avg
+    return W, H
+
+
+def _svd_seminmf(
+    X: np.ndarray, rank: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gillis & Kumar (2015) Semi-NMF start from the rank-(r-1) SVD, as in ``appr_seminmf``.
+
+    With A = U S and B = V^T of the rank-(r-1) truncation, each row of B gets the
+    sign that makes its minimum largest; W = [A, -sum of A's columns] (r = 2:
+    [A, -A]) and H = [B; 0] shifted column-wise to be >= 0. W H equals A B.
+    """
+    k = rank - 1
+    U, s, Vt = truncated_svd(X, k, rng, exact=True)
+    A = U * s
+    B = Vt.copy()
+    flip = B.min(axis=1) < (-B).min(axis=1)
+    B[flip] *= -1.0
+    A[:, flip] *= -1.0
+    if rank == 2:
+        W = np.concatenate([A, -A], axis=1)
+        shift = -np.minimum(0.0, B[0])
+    else:
+        W = np.concatenate([A, -A.sum(axis=1, keepdims=True)], axis=1)
+        shift = -np.minimum(0.0, B.min(axis=0))
+    H = np.concatenate([B, np.zeros((1, X.shape[1]))], axis=0) + shift
+    return W, H

@@ -1,0 +1,261 @@
+"""Single-layer solvers on arrays: accelerated HALS, multiplicative updates, Semi-NMF.
+
+Everything works on W transposed (``Wt``, r x m) so that the W and H updates
+are the same sweep over contiguous rows: for V (r x p) fitted with the fixed
+factor U (r x q) in ``Xo ~ V^T U``, the sweep needs only P = U Xo^T and
+G = U U^T.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mlnmf_cli.engine._linalg import relative_error_from_products, squared_norm
+
+ALPHA = 0.5
+DELTA = 0.1
+BLOCK = 32
+
+Callback = Callable[[str, int, float], Any] | None
+
+
+class RowSweeper:
+    """Block-sequential HALS sweeps over the rows of V (r x p), in place.
+
+    Within a block of rows the coordinate updates are sequential (exact HALS);
+    the contribution of the rows outside the block is one matrix product per
+    block, and the rows inside it one short matrix-vector product per row, so
+    a sweep reads V about r / BLOCK times instead of r times.
+    """
+
+    def __init__(self, V: np.ndarray, block: int = BLOCK) -> None:
+        r, p = V.shape
+        self.V = V
+        self.dtype = V.dtype
+        self.zero = V.dtype.type(0)
+        self.Gm = np.empty((r, r), V.dtype)
+        self.C = np.zeros((r, min(block, r)), V.dtype)
+        self.Ps = np.empty_like(V)
+        self.T = np.empty((min(block, r), p), V.dtype)
+        self.buf = np.empty(p, V.dtype)
+        self.prev = np.empty_like(V)
+        self.blocks: list[tuple[int, int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]] = []
+        for k0 in range(0, r, block):
+            k1 = min(k0 + block, r)
+            rows = [(self.C[k, : k - k0 + 1], V[k0 : k + 1], V[k]) for k in range(k0 + 1, k1)]
+            self.blocks.append((k0, k1, rows))
+
+    def update(self, P: np.ndarray, G: np.ndarray, max_sweeps: int, delta: float) -> int:
+        """Run up to ``max_sweeps`` sweeps; stop when a sweep changes V by less than
+        ``delta`` times the first sweep's change. Returns the number of sweeps."""
+        V, Gm, C = self.V, self.Gm, self.C
+        d = np.diagonal(G).copy()
+        d[d <= 0] = 1
+        inv = (1.0 / d)[:, None]
+        np.multiply(G, inv, out=Gm)
+        np.multiply(P, inv, out=self.Ps)
+        for k0, k1, _ in self.blocks:
+            b = k1 - k0
+            Gbb = Gm[k0:k1, k0:k1]
+            C[k0:k1, :b] = -np.tril(Gbb, -1)
+            C[k0:k1, :b] += np.eye(b, dtype=self.dtype)
+            Gbb[...] = np.triu(Gbb, 1)
+        first = 0.0
+        s = 0
+        for s in range(max_sweeps):
+            if max_sweeps > 1:
+                np.copyto(self.prev, V)
+            self._sweep()
+            if max_sweeps > 1:
+                np.subtract(V, self.prev, out=self.prev)
+                change = float(np.vdot(self.prev, self.prev))
+                if s == 0:
+                    first = change
+                elif change <= delta * delta * first:
+                    break
+        return s + 1
+
+    def _sweep(self) -> None:
+        V, Gm, Ps, buf, zero = self.V, self.Gm, self.Ps, self.buf, self.zero
+        for k0, k1, rows in self.blocks:
+            T = self.T[: k1 - k0]
+            np.dot(Gm[k0:k1], V, out=T)
+            np.subtract(Ps[k0:k1], T, out=V[k0:k1])
+            np.maximum(V[k0], zero, out=V[k0])
+            for c, head, row in rows:
+                np.dot(c, head, out=buf)
+                np.maximum(buf, zero, out=row)
+
+
+@dataclass
+class SolveOutput:
+    W: np.ndarray
+    H: np.ndarray
+    errors: list[float] = field(default_factory=list)
+    n_iter: int = 0
+    converged: bool = False
+
+
+def _n_sweeps(p: int, q: int, r: int, alpha: float) -> int:
+    """Gillis & Glineur's bound: 1 + alpha * (cost of the products / cost of a sweep)."""
+    return 1 + math.ceil(alpha * (q / r + q / p))
+
+
+def _revive(
+    V: np.ndarray,
+    U: np.ndarray,
+    P: np.ndarray,
+    G: np.ndarray,
+    Xo: np.ndarray,
+    rowsq: np.ndarray,
+    nonneg: bool,
+) -> None:
+    """Give each dead component (zero row k of U) the residual of a worst-fitted row of Xo.
+
+    V[k] is set to 0 first, so the loss is unchanged and the next exact sweep
+    can only lower it. P = U Xo^T and G = U U^T are patched to match.
+    """
+    dead = np.flatnonzero(np.diagonal(G) <= 0)
+    if dead.size == 0:
+        return
+    V64 = V.astype(np.float64)
+    fit = 2.0 * np.einsum("ki,ki->i", V64, P.astype(np.float64))
+    fit -= np.einsum("ki,ki->i", V64, G.astype(np.float64) @ V64)
+    resid = rowsq - fit
+    order = np.argsort(-resid, kind="stable")
+    for k, i in zip(dead, order[: dead.size], strict=False):
+        if resid[i] <= 0:
+            break
+        u = Xo[i] - V[:, i] @ U
+        if nonneg:
+            np.maximum(u, 0, out=u)
+        if not np.any(u):
+            continue
+        V[k] = 0
+        U[k] = u
+        P[k] = Xo @ u
+        g = U @ u
+        G[k, :] = g
+        G[:, k] = g
+
+
+def solve(
+    X: np.ndarray,
+    W: np.ndarray,
+    H: np.ndarray,
+    *,
+    method: str,
+    solver: str,
+    max_iter: int,
+    tol: float,
+    target_error: float | None,
+    callback: Callback,
+    stage: str,
+    alpha: float = ALPHA,
+    delta: float = DELTA,
+) -> SolveOutput:
+    """Iterate from (W, H); returns the final factors and the relative-error history."""
+    m, n = X.shape
+    r = W.shape[1]
+    dtype = X.dtype
+    Wt = np.ascontiguousarray(W.T)
+    H = np.ascontiguousarray(H).copy()
+    normX2 = squared_norm(X)
+    HHt = H @ H.T
+    WtX = Wt @ X
+    WtW = Wt @ Wt.T
+    out = SolveOutput(W, H)
+    out.errors.append(relative_error_from_products(normX2, WtX, H, WtW, HHt, X, Wt.T))
+    if max_iter == 0 or normX2 == 0.0:
+        out.converged = normX2 == 0.0
+        if normX2 == 0.0:
+            Wt[...] = 0
+            H[...] = 0
+            out.errors[0] = 0.0
+        out.W, out.H = np.ascontiguousarray(Wt.T), H
+        return out
+    semi = method == "semi"
+    hals = solver == "hals"
+    Pw = np.empty((r, m), dtype)
+    sweep_w = RowSweeper(Wt) if hals and not semi else None
+    sweep_h = RowSweeper(H) if hals else None
+    nsw_w = _n_sweeps(m, n, r, alpha)
+    nsw_h = _n_sweeps(n, m, r, alpha)
+    rowsq: np.ndarray | None = None
+    colsq: np.ndarray | None = None
+    tiny = np.finfo(dtype).tiny
+    for it in range(1, max_iter + 1):
+        np.dot(H, X.T, out=Pw)
+        if semi:
+            Wt = _least_squares(HHt, Pw)
+        elif hals:
+            assert sweep_w is not None
+            if np.any(np.diagonal(HHt) <= 0):
+                if rowsq is None:
+                    rowsq = np.einsum("ij,ij->i", X, X, dtype=np.float64)
+                _revive(Wt, H, Pw, HHt, X, rowsq, nonneg=True)
+            sweep_w.update(Pw, HHt, nsw_w, delta)
+        else:
+            denom = HHt @ Wt
+            np.maximum(denom, tiny, out=denom)
+            Wt *= Pw
+            Wt /= denom
+        np.dot(Wt, X, out=WtX)
+        np.dot(Wt, Wt.T, out=WtW)
+        if hals:
+            assert sweep_h is not None
+            if np.any(np.diagonal(WtW) <= 0):
+                if colsq is None:
+                    colsq = np.einsum("ij,ij->j", X, X, dtype=np.float64)
+                _revive(H, Wt, WtX, WtW, X.T, colsq, nonneg=not semi)
+            sweep_h.update(WtX, WtW, nsw_h, delta)
+        elif semi:
+            _dlj_update(H, WtX, WtW, tiny)
+        else:
+            denom = WtW @ H
+            np.maximum(denom, tiny, out=denom)
+            H *= WtX
+            H /= denom
+        np.dot(H, H.T, out=HHt)
+        err = relative_error_from_products(normX2, WtX, H, WtW, HHt, X, Wt.T)
+        prev = out.errors[-1]
+        out.errors.append(err)
+        out.n_iter = it
+        stop = bool(callback(stage, it, err)) if callback is not None else False
+        if target_error is not None and err <= target_error:
+            out.converged = True
+            break
+        if err == 0.0 or (prev - err) <= tol * prev:
+            out.converged = True
+            break
+        if stop:
+            break
+    out.W, out.H = np.ascontiguousarray(Wt.T), H
+    return out
+
+
+def _least_squares(G: np.ndarray, P: np.ndarray) -> np.ndarray:
+    """Solve (G + ridge I) V = P in float64 with a tiny ridge; V in P's dtype."""
+    G64 = G.astype(np.float64)
+    r = G64.shape[0]
+    scale = float(np.trace(G64)) / r
+    rel = 1e-6 if P.dtype == np.float32 else 1e-10
+    ridge = rel * scale if scale > 0 else 1.0
+    G64[np.diag_indices(r)] += ridge
+    V = np.linalg.solve(G64, P.astype(np.float64))
+    return np.ascontiguousarray(V, dtype=P.dtype)
+
+
+def _dlj_update(H: np.ndarray, WtX: np.ndarray, WtW: np.ndarray, tiny: float) -> None:
+    """Ding, Li & Jordan's multiplicative Semi-NMF rule for H (W of any sign)."""
+    pos_x, neg_x = np.maximum(WtX, 0), np.maximum(-WtX, 0)
+    pos_g, neg_g = np.maximum(WtW, 0), np.maximum(-WtW, 0)
+    num = pos_x + neg_g @ H
+    den = neg_x + pos_g @ H
+    np.maximum(den, tiny, out=den)
+    H *= np.sqrt(num / den)

@@ -1,0 +1,554 @@
+"""Tests of the numerical engine (mlnmf_cli.engine)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mlnmf_cli.engine import (
+    DEFAULTS,
+    INITS,
+    METHODS,
+    SOLVERS,
+    DeepResult,
+    NMFResult,
+    factorize,
+    factorize_deep,
+)
+from mlnmf_cli.errors import MlnmfError, ParameterError
+
+ROOT = Path(__file__).parent.parent
+CAMERA = ROOT / "sample_images" / "camera.png"
+
+
+def camera() -> np.ndarray:
+    return np.asarray(Image.open(CAMERA), dtype=float) / 255
+
+
+def rel_err(X: np.ndarray, W: np.ndarray, H: np.ndarray) -> float:
+    X = np.asarray(X, dtype=float)
+    return float(np.linalg.norm(X - W.astype(float) @ H.astype(float)) / np.linalg.norm(X))
+
+
+@pytest.fixture(scope="module")
+def rand_matrix() -> np.ndarray:
+    return np.random.default_rng(1).random((40, 30))
+
+
+@pytest.fixture(scope="module")
+def planted() -> np.ndarray:
+    rng = np.random.default_rng(2)
+    return rng.random((60, 5)) @ rng.random((5, 50))
+
+
+# --------------------------------------------------------------------------- API
+
+
+def test_public_constants() -> None:
+    assert METHODS == ("nmf", "semi")
+    assert SOLVERS == ("hals", "mu")
+    assert INITS == ("nndsvda", "nndsvd", "random", "svd")
+    assert DEFAULTS["method"] in METHODS
+    assert DEFAULTS["solver"] == "hals"
+    assert DEFAULTS["init"] == "nndsvda"
+    assert DEFAULTS["fine_tune"] is True
+    assert DEFAULTS["normalize"] is True
+
+
+def test_result_fields(rand_matrix: np.ndarray) -> None:
+    res = factorize(rand_matrix, 4, max_iter=7, tol=0)
+    assert isinstance(res, NMFResult)
+    assert res.W.shape == (40, 4) and res.H.shape == (4, 30)
+    assert res.errors.dtype == np.float64 and res.errors.shape == (8,)
+    assert res.n_iter == 7 and res.converged is False
+    assert res.seconds >= 0
+    assert res.errors[-1] == pytest.approx(rel_err(rand_matrix, res.W, res.H), rel=1e-9)
+    assert np.all(res.W >= 0) and np.all(res.H >= 0)
+    with pytest.raises(AttributeError):
+        res.n_iter = 3  # type: ignore[misc]
+
+
+def test_error_history_matches_explicit_residual(rand_matrix: np.ndarray) -> None:
+    res = factorize(rand_matrix, 5, max_iter=0)
+    assert res.errors.shape == (1,)
+    assert res.errors[0] == pytest.approx(rel_err(rand_matrix, res.W, res.H), rel=1e-9)
+
+
+# ---------------------------------------------------------------- monotonicity
+
+
+@pytest.mark.parametrize(
+    ("method", "solver", "init"),
+    [
+        ("nmf", "hals", "nndsvda"),
+        ("nmf", "hals", "random"),
+        ("nmf", "hals", "nndsvd"),
+        ("nmf", "mu", "nndsvda"),
+        ("nmf", "mu", "random"),
+        ("semi", "hals", "svd"),
+        ("semi", "hals", "nndsvda"),
+    ],
+)
+def test_loss_never_increases(rand_matrix: np.ndarray, method: str, solver: str, init: str) -> None:
+    res = factorize(rand_matrix, 6, method=method, solver=solver, init=init, max_iter=60, tol=0)
+    e = res.errors
+    assert res.n_iter == 60
+    assert np.all(np.diff(e) <= 1e-10 * e[:-1]), np.diff(e).max()
+    assert e[-1] < e[1]
+
+
+def test_planted_low_rank_is_recovered(planted: np.ndarray) -> None:
+    res = factorize(planted, 5, max_iter=3000, tol=0, target_error=1e-5)
+    assert res.errors[-1] < 1e-4
+    assert rel_err(planted, res.W, res.H) < 1e-4
+    assert res.converged
+
+
+def test_semi_nmf_fits_signed_matrix() -> None:
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((50, 4)) @ rng.random((4, 40))
+    assert X.min() < 0
+    res = factorize(X, 4, method="semi", init="svd", max_iter=500, tol=1e-12)
+    assert np.all(res.H >= 0)
+    assert res.W.min() < 0
+    assert rel_err(X, res.W, res.H) < 1e-3
+    with pytest.raises(ParameterError) as info:
+        factorize(X, 4)
+    assert str(info.value) == (
+        f"X must be non-negative for method 'nmf', got minimum {X.min():g} "
+        "(use method 'semi' for signed data)"
+    )
+
+
+def test_semi_nmf_on_signed_noise_improves_on_start() -> None:
+    X = np.random.default_rng(4).standard_normal((30, 20))
+    res = factorize(X, 5, method="semi", max_iter=50)
+    assert np.isfinite(res.errors).all() and res.errors[-1] < res.errors[0]
+
+
+# ------------------------------------------------------------- deep / fine-tune
+
+
+def test_deep_result_structure(rand_matrix: np.ndarray) -> None:
+    d = factorize_deep(rand_matrix, [8, 5, 3], max_iter=30, fine_tune_iter=10)
+    assert isinstance(d, DeepResult)
+    assert d.ranks == (8, 5, 3)
+    assert [W.shape for W in d.Ws] == [(40, 8), (8, 5), (5, 3)]
+    assert [H.shape for H in d.Hs] == [(8, 30), (5, 30), (3, 30)]
+    assert d.H is d.Hs[-1]
+    assert len(d.errors) == len(d.greedy_errors) == len(d.layer_errors) == 3
+    assert len(d.layers) == 3 and all(isinstance(r, NMFResult) for r in d.layers)
+    assert d.fine_tune_errors.dtype == np.float64
+    assert d.fine_tune_errors.shape == (d.fine_tune_n_iter + 1,)
+    assert set(d.seconds) == {"greedy", "fine_tune"}
+    for depth in (1, 2, 3):
+        R = d.reconstruct(depth)
+        assert R.shape == rand_matrix.shape
+        E = d.effective_features(depth)
+        assert np.allclose(R, E @ d.Hs[depth - 1])
+        assert d.errors[depth - 1] == pytest.approx(
+            np.linalg.norm(rand_matrix - R) / np.linalg.norm(rand_matrix), rel=1e-9
+        )
+    assert np.array_equal(d.reconstruct(), d.reconstruct(3))
+    for W in d.Ws:
+        assert np.all(W >= 0)
+    for H in d.Hs:
+        assert np.all(H >= 0)
+
+
+@pytest.mark.parametrize("bad", [0, 4, -1])
+def test_reconstruct_rejects_bad_depth(rand_matrix: np.ndarray, bad: int) -> None:
+    d = factorize_deep(rand_matrix, [5, 3, 2], max_iter=5, fine_tune_iter=2)
+    with pytest.raises(ParameterError, match=rf"^depth must be between 1 and 3, got {bad}$"):
+        d.reconstruct(bad)
+
+
+def test_fine_tune_never_worse_than_greedy(rand_matrix: np.ndarray) -> None:
+    for method, init in (("nmf", "nndsvda"), ("nmf", "random"), ("semi", "svd")):
+        d = factorize_deep(rand_matrix, [10, 6, 3], method=method, init=init, max_iter=40)
+        assert d.errors[-1] <= d.greedy_errors[-1] * (1 + 1e-12)
+        assert d.fine_tune_errors[0] == pytest.approx(d.greedy_errors[-1], rel=1e-9)
+        assert d.fine_tune_errors.min() == pytest.approx(d.errors[-1], rel=1e-6)
+        if method == "nmf":
+            assert all(e <= d.errors[-1] * (1 + 1e-9) for e in d.errors)
+
+
+def test_greedy_without_normalisation_and_without_fine_tune(rand_matrix: np.ndarray) -> None:
+    d = factorize_deep(rand_matrix, [8, 4], fine_tune=False, normalize=False, max_iter=20)
+    assert d.fine_tune_n_iter == 0
+    assert d.errors == d.greedy_errors
+    assert np.array_equal(d.Ws[0], d.layers[0].W) and np.array_equal(d.Hs[0], d.layers[0].H)
+    assert np.array_equal(d.Ws[1], d.layers[1].W) and np.array_equal(d.Hs[1], d.layers[1].H)
+    assert d.layers[1].errors[-1] == pytest.approx(d.layer_errors[1], rel=1e-9)
+
+
+def test_normalisation_gives_unit_columns_and_keeps_products(rand_matrix: np.ndarray) -> None:
+    d = factorize_deep(rand_matrix, [8, 4], fine_tune=False, max_iter=20)
+    for W in d.Ws:
+        assert np.allclose(np.linalg.norm(W, axis=0), 1.0)
+    raw = d.layers[0]
+    assert np.allclose(d.Ws[0] @ d.Hs[0], raw.W @ raw.H)
+
+
+@pytest.mark.slow
+def test_camera_deep_fine_tuned_close_to_single_layer() -> None:
+    X = camera()
+    single = factorize(X, 16)
+    d = factorize_deep(X, [64, 32, 16])
+    assert d.greedy_errors[-1] < 0.25
+    assert d.errors[-1] <= 1.05 * single.errors[-1]
+    assert d.errors[-1] < d.greedy_errors[-1]
+
+
+# ------------------------------------------------------------ seed reproduction
+
+
+def test_seed_pipeline_svd_start_is_rank_r_minus_1_svd() -> None:
+    X = np.random.default_rng(5).random((30, 25))
+    r = 6
+    res = factorize(X, r, method="semi", init="svd", max_iter=0)
+    U, s, Vt = np.linalg.svd(X, full_matrices=False)
+    best = (U[:, : r - 1] * s[: r - 1]) @ Vt[: r - 1]
+    assert np.allclose(res.W @ res.H, best, atol=1e-10)
+    assert np.all(res.H >= 0)
+    assert np.allclose(res.W[:, -1], -res.W[:, :-1].sum(axis=1))
+    res2 = factorize(X, 2, method="semi", init="svd", max_iter=0)
+    assert np.allclose(res2.W[:, 0], -res2.W[:, 1])
+    assert np.allclose(res2.W @ res2.H, s[0] * np.outer(U[:, 0], Vt[0]), atol=1e-10)
+
+
+def test_seed_pipeline_deep_reproduces_stacked_appr_seminmf() -> None:
+    X = np.random.default_rng(6).random((30, 25))
+    d = factorize_deep(
+        X, [6, 5, 4], method="semi", init="svd", normalize=False, fine_tune=False, max_iter=0
+    )
+    current = X
+    for layer, r in enumerate([6, 5, 4]):
+        U, s, Vt = np.linalg.svd(current, full_matrices=False)
+        best = (U[:, : r - 1] * s[: r - 1]) @ Vt[: r - 1]
+        assert np.allclose(d.Ws[layer] @ d.Hs[layer], best, atol=1e-9)
+        current = d.Hs[layer]
+    assert d.fine_tune_n_iter == 0
+    iterated = factorize_deep(
+        X, [6, 5, 4], method="semi", init="svd", normalize=False, fine_tune=False, max_iter=20
+    )
+    assert iterated.layer_errors[0] < d.layer_errors[0]
+
+
+def test_nmf_with_svd_start_is_non_negative(rand_matrix: np.ndarray) -> None:
+    res = factorize(rand_matrix, 4, init="svd", max_iter=0)
+    assert np.all(res.W >= 0) and np.all(res.H >= 0)
+
+
+# ------------------------------------------------------------------ degenerate
+
+
+DEGENERATE = {
+    "zero": (np.zeros((6, 7)), 3),
+    "constant": (np.full((6, 7), 2.5), 3),
+    "row": (np.random.default_rng(7).random((1, 9)), 1),
+    "column": (np.random.default_rng(8).random((9, 1)), 1),
+    "rank1": (np.random.default_rng(9).random((8, 6)), 1),
+    "full_rank": (np.random.default_rng(10).random((8, 6)), 6),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DEGENERATE))
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("init", INITS)
+@pytest.mark.parametrize("method", METHODS)
+def test_degenerate_inputs_stay_finite(name: str, solver: str, init: str, method: str) -> None:
+    X, r = DEGENERATE[name]
+    if init == "svd" and r < 2:
+        pytest.skip("svd init needs rank >= 2 (tested as invalid)")
+    res = factorize(X, r, method=method, solver=solver, init=init, max_iter=30)
+    assert np.isfinite(res.W).all() and np.isfinite(res.H).all()
+    assert np.isfinite(res.errors).all()
+    assert np.all(res.H >= 0)
+    if name == "zero":
+        assert np.all(res.errors == 0.0)
+        assert not np.any(res.W @ res.H)
+    else:
+        assert res.errors[-1] == pytest.approx(rel_err(X, res.W, res.H), rel=1e-6, abs=1e-7)
+
+
+def test_constant_matrix_is_fitted_exactly() -> None:
+    X = np.full((6, 7), 2.5)
+    res = factorize(X, 1)
+    assert res.errors[-1] < 1e-12
+
+
+def test_degenerate_deep() -> None:
+    for X in (np.zeros((6, 7)), np.full((6, 7), 1.0), np.random.default_rng(11).random((1, 5))):
+        ranks = [1] if X.shape[0] == 1 else [3, 2, 1]
+        d = factorize_deep(X, ranks, max_iter=20, fine_tune_iter=10)
+        for A in (*d.Ws, *d.Hs):
+            assert np.isfinite(A).all()
+        assert np.isfinite(d.errors).all() and np.isfinite(d.fine_tune_errors).all()
+        if not X.any():
+            assert d.errors == [0.0] * len(ranks)
+
+
+def test_dead_components_are_revived_without_nan() -> None:
+    X = np.zeros((40, 40))
+    X[:10, :10] = 1.0
+    X[20:, 25:] = np.random.default_rng(12).random((20, 15))
+    res = factorize(X, 12, init="nndsvd", max_iter=100)
+    assert np.isfinite(res.W).all() and np.isfinite(res.H).all()
+    assert res.errors[-1] < 0.5 * res.errors[0]
+
+
+# --------------------------------------------------------------------- invalid
+
+
+X33 = np.ones((3, 4))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            dict(X=-X33, rank=1),
+            "X must be non-negative for method 'nmf', got minimum -1 "
+            "(use method 'semi' for signed data)",
+        ),
+        (
+            dict(X=np.array([[np.nan, 1.0], [1.0, 1.0]]), rank=1),
+            "X must contain only finite values, got 1 NaN or inf entries",
+        ),
+        (
+            dict(X=np.array([[np.inf, 1.0], [-np.inf, 1.0]]), rank=1, method="semi"),
+            "X must contain only finite values, got 2 NaN or inf entries",
+        ),
+        (
+            dict(X=np.ones((2, 3, 4)), rank=1),
+            "X must be a 2-D array, got 3 dimension(s) (shape (2, 3, 4))",
+        ),
+        (dict(X=np.ones(5), rank=1), "X must be a 2-D array, got 1 dimension(s) (shape (5,))"),
+        (dict(X=np.ones((0, 4)), rank=1), "X must not be empty, got shape (0, 4)"),
+        (dict(X=np.array([["a"]]), rank=1), "X must be a real numeric array, got dtype <U1"),
+        (dict(X=X33, rank=0), "rank must be between 1 and min(m, n) = 3, got 0"),
+        (dict(X=X33, rank=4), "rank must be between 1 and min(m, n) = 3, got 4"),
+        (dict(X=X33, rank=2.0), "rank must be an integer, got 2.0"),
+        (dict(X=X33, rank=True), "rank must be an integer, got True"),
+        (dict(X=X33, rank=1, method="kl"), "method must be one of 'nmf', 'semi', got 'kl'"),
+        (dict(X=X33, rank=1, solver="cd"), "solver must be one of 'hals', 'mu', got 'cd'"),
+        (
+            dict(X=X33, rank=1, init="nndsvdar"),
+            "init must be one of 'nndsvda', 'nndsvd', 'random', 'svd', got 'nndsvdar'",
+        ),
+        (
+            dict(X=X33, rank=1, init="svd"),
+            "rank must be >= 2 for init 'svd' (the Gillis-Kumar start builds r non-negative "
+            "coefficients from a rank-(r-1) SVD), got 1",
+        ),
+        (dict(X=X33, rank=1, max_iter=-1), "max_iter must be an integer >= 0, got -1"),
+        (dict(X=X33, rank=1, max_iter=2.5), "max_iter must be an integer >= 0, got 2.5"),
+        (dict(X=X33, rank=1, tol=-0.1), "tol must be a finite number >= 0, got -0.1"),
+        (dict(X=X33, rank=1, tol=float("nan")), "tol must be a finite number >= 0, got nan"),
+        (
+            dict(X=X33, rank=1, target_error=-1.0),
+            "target_error must be a finite number >= 0 or None, got -1.0",
+        ),
+        (
+            dict(X=X33, rank=1, target_error="0.1"),
+            "target_error must be a finite number >= 0 or None, got '0.1'",
+        ),
+        (dict(X=X33, rank=1, seed=-3), "seed must be an integer >= 0, got -3"),
+        (dict(X=X33, rank=1, callback=5), "callback must be callable or None, got 5"),
+    ],
+)
+def test_invalid_single_layer(kwargs: dict, message: str) -> None:
+    with pytest.raises(ParameterError) as info:
+        factorize(**kwargs)
+    assert str(info.value) == message
+    assert isinstance(info.value, MlnmfError) and isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(ranks=[]), "ranks must not be empty, got []"),
+        (dict(ranks=5), "ranks must be a sequence of integers, got 5"),
+        (
+            dict(ranks=[2, 3]),
+            "ranks must be non-increasing, got ranks[1] = 3 > ranks[0] = 2 in [2, 3]",
+        ),
+        (dict(ranks=[3, 2], layers=3), "layers must equal len(ranks) = 2, got 3"),
+        (dict(ranks=[3, 2], layers=0), "layers must be an integer >= 1, got 0"),
+        (dict(ranks=[5]), "ranks[0] must be between 1 and min(m, n) = 4, got 5"),
+        (dict(ranks=[3, 0]), "ranks[1] must be between 1 and min(ranks[0], n) = 3, got 0"),
+        (dict(ranks=[3, 2.5]), "ranks[1] must be an integer, got 2.5"),
+        (
+            dict(ranks=[3, 1], init="svd"),
+            "ranks[1] must be >= 2 for init 'svd' (the Gillis-Kumar start builds r non-negative "
+            "coefficients from a rank-(r-1) SVD), got 1",
+        ),
+        (dict(ranks=[2], fine_tune="yes"), "fine_tune must be True or False, got 'yes'"),
+        (dict(ranks=[2], normalize=1), "normalize must be True or False, got 1"),
+        (dict(ranks=[2], fine_tune_iter=-2), "fine_tune_iter must be an integer >= 0, got -2"),
+    ],
+)
+def test_invalid_deep(kwargs: dict, message: str) -> None:
+    with pytest.raises(ParameterError) as info:
+        factorize_deep(np.ones((4, 6)), **kwargs)
+    assert str(info.value) == message
+
+
+def test_deep_rank_limited_by_columns() -> None:
+    with pytest.raises(ParameterError) as info:
+        factorize_deep(np.ones((10, 3)), [4, 2])
+    assert str(info.value) == "ranks[0] must be between 1 and min(m, n) = 3, got 4"
+    d = factorize_deep(np.ones((10, 3)), [3, 3, 2], max_iter=5, fine_tune_iter=2)
+    assert d.ranks == (3, 3, 2)
+    assert [W.shape for W in d.Ws] == [(10, 3), (3, 3), (3, 2)]
+
+
+def test_validation_happens_before_any_work() -> None:
+    calls: list[str] = []
+    with pytest.raises(ParameterError):
+        factorize_deep(np.ones((4, 6)), [3, 2, 5], callback=lambda *a: calls.append(a[0]))
+    assert calls == []
+
+
+# ---------------------------------------------------------------- determinism
+
+
+@pytest.mark.parametrize("init", INITS)
+def test_bit_identical_reruns(rand_matrix: np.ndarray, init: str) -> None:
+    a = factorize(rand_matrix, 5, init=init, max_iter=30, seed=3)
+    b = factorize(rand_matrix, 5, init=init, max_iter=30, seed=3)
+    assert np.array_equal(a.W, b.W) and np.array_equal(a.H, b.H)
+    assert np.array_equal(a.errors, b.errors)
+
+
+def test_random_init_depends_on_seed(rand_matrix: np.ndarray) -> None:
+    a = factorize(rand_matrix, 5, init="random", max_iter=0, seed=1)
+    b = factorize(rand_matrix, 5, init="random", max_iter=0, seed=2)
+    assert not np.array_equal(a.W, b.W)
+
+
+def test_deep_bit_identical(rand_matrix: np.ndarray) -> None:
+    a = factorize_deep(rand_matrix, [8, 4, 2], max_iter=20, fine_tune_iter=15)
+    b = factorize_deep(rand_matrix, [8, 4, 2], max_iter=20, fine_tune_iter=15)
+    for x, y in zip([*a.Ws, *a.Hs], [*b.Ws, *b.Hs], strict=True):
+        assert np.array_equal(x, y)
+
+
+# ---------------------------------------------------------------------- dtypes
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_float32_and_float64_agree(solver: str) -> None:
+    X = camera()[::4, ::4]
+    r64 = factorize(X, 10, solver=solver, max_iter=50, tol=0)
+    r32 = factorize(X.astype(np.float32), 10, solver=solver, max_iter=50, tol=0)
+    assert r32.W.dtype == np.float32 and r32.H.dtype == np.float32
+    assert r64.W.dtype == np.float64
+    assert r32.errors.dtype == np.float64
+    assert abs(r32.errors[-1] - r64.errors[-1]) < 1e-3
+    assert r32.errors[-1] == pytest.approx(rel_err(X, r32.W, r32.H), abs=1e-5)
+
+
+def test_float32_error_is_accurate_when_tiny(planted: np.ndarray) -> None:
+    X = planted.astype(np.float32)
+    res = factorize(X, 5, max_iter=400, tol=0)
+    assert res.errors[-1] == pytest.approx(rel_err(X, res.W, res.H), rel=0.05, abs=1e-7)
+
+
+def test_deep_dtype_preserved() -> None:
+    X = camera()[::8, ::8].astype(np.float32)
+    d = factorize_deep(X, [10, 5], max_iter=20, fine_tune_iter=5)
+    assert all(A.dtype == np.float32 for A in (*d.Ws, *d.Hs))
+    assert d.reconstruct().dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "X", [np.arange(12).reshape(3, 4), (np.arange(12).reshape(3, 4) % 2).astype(bool)]
+)
+def test_integer_and_bool_become_float64(X: np.ndarray) -> None:
+    res = factorize(X, 2, max_iter=5)
+    assert res.W.dtype == np.float64 and res.H.dtype == np.float64
+
+
+# ------------------------------------------------------ callback and stopping
+
+
+def test_callback_sees_every_stage(rand_matrix: np.ndarray) -> None:
+    seen: list[tuple[str, int, float]] = []
+    d = factorize_deep(
+        rand_matrix,
+        [6, 4, 2],
+        max_iter=5,
+        tol=0,
+        fine_tune_iter=4,
+        callback=lambda *a: seen.append(a),
+    )
+    stages = [s for s, _, _ in seen]
+    assert stages == ["layer1"] * 5 + ["layer2"] * 5 + ["layer3"] * 5 + ["fine-tune"] * 4
+    assert [i for s, i, _ in seen if s == "layer2"] == [1, 2, 3, 4, 5]
+    layer1 = [e for s, _, e in seen if s == "layer1"]
+    assert layer1 == list(d.layers[0].errors[1:])
+    assert all(isinstance(e, float) for _, _, e in seen)
+
+
+def test_callback_can_stop_a_stage(rand_matrix: np.ndarray) -> None:
+    def stop_layer1_at_3(stage: str, it: int, err: float) -> bool:
+        return stage == "layer1" and it == 3
+
+    d = factorize_deep(
+        rand_matrix, [6, 3], max_iter=20, tol=0, fine_tune_iter=5, callback=stop_layer1_at_3
+    )
+    assert d.layers[0].n_iter == 3 and not d.layers[0].converged
+    assert d.layers[1].n_iter == 20
+    assert d.fine_tune_n_iter == 5
+
+    d2 = factorize_deep(
+        rand_matrix,
+        [6, 3],
+        max_iter=5,
+        tol=0,
+        fine_tune_iter=50,
+        callback=lambda s, i, e: s == "fine-tune" and i == 2,
+    )
+    assert d2.fine_tune_n_iter == 2 and not d2.converged
+
+    single = factorize(rand_matrix, 4, max_iter=50, tol=0, callback=lambda s, i, e: i >= 4)
+    assert single.n_iter == 4
+
+
+def test_target_error_stops_early(rand_matrix: np.ndarray) -> None:
+    full = factorize(rand_matrix, 6, max_iter=100, tol=0)
+    target = float(full.errors[10])
+    res = factorize(rand_matrix, 6, max_iter=100, tol=0, target_error=target)
+    assert res.converged
+    assert res.n_iter <= 10
+    assert res.errors[-1] <= target < res.errors[-2]
+
+
+def test_tol_stops_and_reports_convergence(rand_matrix: np.ndarray) -> None:
+    res = factorize(rand_matrix, 6, max_iter=5000, tol=1e-3)
+    assert res.converged and res.n_iter < 5000
+    e = res.errors
+    assert (e[-2] - e[-1]) <= 1e-3 * e[-2]
+    assert np.all((e[:-2] - e[1:-1]) > 1e-3 * e[:-2])
+
+
+def test_deep_target_error_stops_fine_tune(rand_matrix: np.ndarray) -> None:
+    free = factorize_deep(rand_matrix, [8, 4], max_iter=30, tol=0, fine_tune_iter=60)
+    target = float(free.fine_tune_errors[5])
+    d = factorize_deep(
+        rand_matrix, [8, 4], max_iter=30, tol=0, fine_tune_iter=60, target_error=target
+    )
+    assert d.converged and d.fine_tune_n_iter <= 5
+    assert d.fine_tune_errors[-1] <= target
+
+
+def test_mu_start_has_no_exact_zeros(rand_matrix: np.ndarray) -> None:
+    res = factorize(rand_matrix, 6, solver="mu", init="nndsvd", max_iter=0)
+    assert np.all(res.W > 0) and np.all(res.H > 0)
+    plain = factorize(rand_matrix, 6, solver="hals", init="nndsvd", max_iter=0)
+    assert np.any(plain.W == 0) or np.any(plain.H == 0)
