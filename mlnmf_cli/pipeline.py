@@ -8,6 +8,7 @@ print: progress goes through callbacks and results come back as data.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from mlnmf_cli import engine, imageio, render, storage
-from mlnmf_cli.engine import metrics
+from mlnmf_cli.engine import _validation, metrics
 from mlnmf_cli.errors import InputError, MlnmfError, ParameterError
 
 DTYPES = ("float32", "float64")
@@ -54,16 +55,10 @@ class Options:
             )
         if self.max_pixels is not None and self.max_pixels < 1:
             raise ParameterError(f"max_pixels must be a positive number, got {self.max_pixels}")
-        engine.validate(
-            ranks=self.ranks,
-            method=self.method,
-            solver=self.solver,
-            init=self.init,
-            max_iter=self.max_iter,
-            tol=self.tol,
-            target_error=self.target_error,
-            fine_tune_iter=self.fine_tune_iter,
-        )
+        # The engine's own rules, checked once before a batch starts; the rank
+        # limits that depend on an image's size are checked per image.
+        _validation.check_parameters(**self.engine_kwargs())
+        _validation.check_ranks(self.ranks, (sys.maxsize, sys.maxsize), self.init, None)
 
     def engine_kwargs(self) -> dict[str, Any]:
         return {
@@ -128,8 +123,7 @@ class Decomposition:
                 {
                     "depth": d,
                     "rank": self.options.ranks[d - 1],
-                    "relative_error": metrics.relative_error(self.target, recon),
-                    "psnr": _finite(metrics.psnr(self.target, np.clip(recon, 0.0, 1.0))),
+                    **pixel_errors(self.target, recon),
                     "greedy_relative_error": greedy,
                 }
             )
@@ -207,6 +201,15 @@ class Decomposition:
             },
             "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
         }
+
+
+def pixel_errors(target: np.ndarray, recon: np.ndarray) -> dict[str, float | None]:
+    """Relative error of the model and PSNR of its displayable (clipped) pixels."""
+    t, r = target.reshape(target.shape[0], -1), recon.reshape(recon.shape[0], -1)
+    return {
+        "relative_error": metrics.relative_error(t, r),
+        "psnr": _finite(metrics.psnr(t, np.clip(r, 0.0, 1.0))),
+    }
 
 
 def _finite(x: float) -> float | None:
@@ -361,10 +364,7 @@ def compare_to_original(
             f"image is {'x'.join(map(str, target.shape))} but the model rebuilds "
             f"{'x'.join(map(str, pixels.shape))}"
         )
-    return {
-        "relative_error": metrics.relative_error(target, pixels),
-        "psnr": _finite(metrics.psnr(target, np.clip(pixels, 0.0, 1.0))),
-    }
+    return pixel_errors(target, pixels)
 
 
 # --------------------------------------------------------------------------- batches

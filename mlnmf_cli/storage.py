@@ -235,6 +235,9 @@ def load_model(path: Path) -> SavedModel:
     """Read and check a ``model.npz``; nothing in it is unpickled or executed."""
     path = Path(path)
     try:
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"PK\x03\x04":
+                raise InputError("not a valid model file (not an .npz archive)")
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
     except FileNotFoundError as exc:

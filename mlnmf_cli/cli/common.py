@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, Literal, NoReturn
 
-import click
 import typer
 from rich.console import Console
 from rich.text import Text
@@ -41,17 +40,18 @@ class _Group(TyperGroup):
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
             code = rv if isinstance(rv, int) else 0
-        except click.exceptions.NoArgsIsHelpError as exc:
-            exc.show()
-            code = ExitCode.USAGE
-        except click.UsageError as exc:
-            where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
-            error_line(exc.format_message() + where)
-            code = ExitCode.USAGE
-        except click.ClickException as exc:
-            error_line(exc.format_message())
-            code = exc.exit_code
-        except click.exceptions.Abort:
+        except typer.TyperException as exc:  # Click's errors, vendored by Typer
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                exc.show()  # type: ignore[attr-defined]
+                code = ExitCode.USAGE
+            else:
+                code = getattr(exc, "exit_code", ExitCode.ERROR)
+                ctx = getattr(exc, "ctx", None)
+                usage = code == ExitCode.USAGE and ctx is not None
+                error_line(
+                    exc.format_message() + (f" (see '{ctx.command_path} --help')" if usage else "")
+                )
+        except typer.Abort:
             code = ExitCode.INTERRUPTED
         if standalone_mode:
             sys.exit(int(code))
@@ -100,10 +100,13 @@ def parse_ranks(value: str | None) -> tuple[int, ...] | None:
             rank = int(piece)
         except ValueError:
             raise typer.BadParameter(
-                f"ranks must be whole numbers separated by commas, got {value!r}"
+                f"ranks must be whole numbers separated by commas, got {value!r}",
+                param_hint="'--ranks'",
             ) from None
         if rank < 1:
-            raise typer.BadParameter(f"every rank must be at least 1, got {rank}")
+            raise typer.BadParameter(
+                f"every rank must be at least 1, got {rank}", param_hint="'--ranks'"
+            )
         ranks.append(rank)
     return tuple(ranks)
 
@@ -121,21 +124,16 @@ Layers = Annotated[
     ),
 ]
 Method = Annotated[
-    str,
-    typer.Option(
-        click_type=click.Choice(engine.METHODS), help="nmf: W >= 0; semi: W unconstrained."
-    ),
+    Literal[engine.METHODS],  # type: ignore[valid-type]
+    typer.Option(help="nmf: W >= 0; semi: W unconstrained."),
 ]
 Solver = Annotated[
-    str,
-    typer.Option(
-        click_type=click.Choice(engine.SOLVERS), help="hals: fast; mu: multiplicative updates."
-    ),
+    Literal[engine.SOLVERS],  # type: ignore[valid-type]
+    typer.Option(help="hals: fast; mu: multiplicative updates."),
 ]
 Init = Annotated[
-    str,
+    Literal[engine.INITS],  # type: ignore[valid-type]
     typer.Option(
-        click_type=click.Choice(engine.INITS),
         help="Initialisation (svd: the seed's Semi-NMF start).",
     ),
 ]
@@ -160,13 +158,13 @@ TargetError = Annotated[
     typer.Option(min=0.0, help="Stop a layer as soon as its relative error reaches this."),
 ]
 Dtype = Annotated[
-    str, typer.Option(click_type=click.Choice(pipeline.DTYPES), help="Working precision.")
+    Literal[pipeline.DTYPES],  # type: ignore[valid-type]
+    typer.Option(help="Working precision."),
 ]
 Seed = Annotated[int, typer.Option(help="Random seed; recorded in every report.")]
 Channels = Annotated[
-    str | None,
+    Literal[imageio.CHANNEL_MODES] | None,  # type: ignore[valid-type]
     typer.Option(
-        click_type=click.Choice(imageio.CHANNEL_MODES),
         help="Colour images: gray (luminance), stack (R,G,B side by side, shared features), separate (one model per channel). [default: stack]",
     ),
 ]
@@ -200,7 +198,7 @@ def build_options(
     try:
         return pipeline.Options(ranks=parsed, **kwargs)
     except ParameterError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise typer.BadParameter(str(exc)) from None
 
 
 def pct(x: float | None) -> str:

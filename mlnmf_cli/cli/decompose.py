@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -103,7 +102,9 @@ def decompose(
 ) -> None:
     """Decompose images into layers of features and coefficients; write pictures, model and report."""
     if force and skip_existing:
-        raise click.UsageError("--force and --skip-existing contradict each other; choose one")
+        raise typer.BadParameter(
+            "--force and --skip-existing contradict each other; choose one", param_hint="'--force'"
+        )
     n_jobs = parse_jobs(jobs)
     options = build_options(
         ranks, layers, method=method, solver=solver, init=init, fine_tune=fine_tune,

@@ -1,0 +1,360 @@
+"""The decompose and reconstruct commands, driven through the real Typer app."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from mlnmf_cli import engine
+from mlnmf_cli.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+CAMERA = ROOT / "sample_images" / "camera.png"
+ENV = {"NO_COLOR": "1", "COLUMNS": "200", "TERM": "dumb"}
+
+
+def run(*args: str | Path) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, [str(a) for a in args], env=ENV, prog_name="mlnmf")
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im, dtype=np.float64) / 255.0
+
+
+@pytest.fixture
+def colour_png(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:48, 0:64]
+    rgb = np.stack([x / 63, y / 47, (x + y) / 110], axis=-1) * 200 + rng.integers(
+        0, 50, (48, 64, 3)
+    )
+    path = tmp_path / "colour.png"
+    Image.fromarray(rgb.astype(np.uint8), "RGB").save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def camera_result(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("out")
+    code, _, err = run("decompose", CAMERA, "--ranks", "24,12,6", "--out", out, "--quiet")
+    assert code == 0, err
+    return out / "camera"
+
+
+EXPECTED_FILES = [
+    "original.png",
+    "reconstruction.png",
+    "summary.png",
+    "model.npz",
+    "report.json",
+    *[f"reconstruction_depth{d}.png" for d in (1, 2, 3)],
+    *[f"{kind}_layer{d}.png" for kind in ("features", "coefficients") for d in (1, 2, 3)],
+    *[f"features_depth{d}.png" for d in (1, 2, 3)],
+]
+
+
+def test_decompose_writes_every_file_and_they_decode(camera_result: Path) -> None:
+    assert sorted(p.name for p in camera_result.iterdir()) == sorted(EXPECTED_FILES)
+    for name in EXPECTED_FILES:
+        if name.endswith(".png"):
+            with Image.open(camera_result / name) as im:
+                im.load()
+                assert im.width > 0 and im.height > 0
+    for name in ["original.png", "reconstruction.png", "reconstruction_depth1.png"]:
+        with Image.open(camera_result / name) as im:
+            assert im.size == (512, 512) and im.mode == "L"
+
+
+def test_report_errors_match_the_pictures(camera_result: Path) -> None:
+    report = json.loads((camera_result / "report.json").read_text())
+    original = pixels(camera_result / "original.png")
+    assert np.array_equal(original, pixels(CAMERA))
+    for row in report["depths"]:
+        recon = pixels(camera_result / f"reconstruction_depth{row['depth']}.png")
+        err = np.linalg.norm(original - recon) / np.linalg.norm(original)
+        # The PNG is the model rounded to 8 bits: the error differs by quantisation only.
+        assert err == pytest.approx(row["relative_error"], abs=2e-3)
+        assert (
+            row["relative_error"] >= report["svd_floor"]["relative_error"] - 1e-9
+            or row["depth"] < 3
+        )
+    deepest = report["depths"][-1]
+    assert report["relative_error"] == deepest["relative_error"]
+    assert deepest["relative_error"] < 0.2
+    assert report["parameters"]["ranks"] == [24, 12, 6]
+    assert report["parameters"]["seed"] == 0
+    assert set(report["versions"]) >= {"mlnmf", "python", "numpy", "pillow"}
+    assert [layer["rank"] for layer in report["layers"]] == [24, 12, 6]
+
+
+def test_reconstruct_rebuilds_the_reconstruction_within_one_level(
+    camera_result: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "rebuilt.png"
+    code, _, err = run("reconstruct", camera_result, "--out", target, "--original", CAMERA)
+    assert code == 0, err
+    assert (
+        np.max(np.abs(pixels(target) - pixels(camera_result / "reconstruction.png")))
+        <= 1 / 255 + 1e-12
+    )
+    report = json.loads((camera_result / "report.json").read_text())
+    assert f"relative error {100 * report['relative_error']:.2f}%" in err
+
+
+def test_reconstruct_shallower_depth_and_json(camera_result: Path, tmp_path: Path) -> None:
+    target = tmp_path / "d1.png"
+    code, out, _ = run(
+        "reconstruct", camera_result / "model.npz", "--depth", "1", "--out", target, "--json"
+    )
+    assert code == 0
+    assert json.loads(out) == {
+        "model": str(camera_result / "model.npz"),
+        "depth": 1,
+        "output": str(target),
+    }
+    assert (
+        np.max(np.abs(pixels(target) - pixels(camera_result / "reconstruction_depth1.png")))
+        <= 1 / 255 + 1e-12
+    )
+
+
+def test_reconstruct_refuses_to_overwrite_and_bad_depth(
+    camera_result: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "exists.png"
+    target.write_bytes(b"keep me")
+    code, _, err = run("reconstruct", camera_result, "--out", target)
+    assert code == 1
+    assert err.strip() == f"mlnmf: error: {target}: already exists (use --force to replace it)"
+    assert target.read_bytes() == b"keep me"
+    code, _, err = run("reconstruct", camera_result, "--depth", "4", "--out", tmp_path / "x.png")
+    assert code == 2
+    assert (
+        err.strip()
+        == f"mlnmf: error: {camera_result / 'model.npz'}: depth must be between 1 and 3, got 4"
+    )
+
+
+def test_reconstruct_rejects_a_file_that_is_not_a_model(tmp_path: Path) -> None:
+    bogus = tmp_path / "model.npz"
+    bogus.write_text("not a zip")
+    code, _, err = run("reconstruct", bogus)
+    assert code == 1
+    assert err.startswith(f"mlnmf: error: {bogus}: not a valid model file")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_colour_modes(colour_png: Path, tmp_path: Path) -> None:
+    for channels, mode, parts in (("stack", "RGB", 1), ("separate", "RGB", 3), ("gray", "L", 1)):
+        out = tmp_path / channels
+        code, _, err = run(
+            "decompose", colour_png, "--ranks", "8,4", "--channels", channels, "--out", out, "-q"
+        )
+        assert code == 0, err
+        folder = out / "colour"
+        for name in ("original.png", "reconstruction.png", "reconstruction_depth1.png"):
+            with Image.open(folder / name) as im:
+                assert (im.mode, im.size) == (mode, (64, 48))
+        report = json.loads((folder / "report.json").read_text())
+        assert report["channels"] == channels
+        with np.load(folder / "model.npz", allow_pickle=False) as npz:
+            assert sum(k.endswith("_W1") for k in npz.files) == parts
+            w1 = npz["part0_W1"]
+            assert w1.shape == (48, 8)
+
+
+def test_colour_default_is_stack(colour_png: Path, tmp_path: Path) -> None:
+    code, _, _ = run("decompose", colour_png, "--ranks", "8", "--out", tmp_path, "-q")
+    assert code == 0
+    report = json.loads((tmp_path / "colour" / "report.json").read_text())
+    assert report["channels"] == "stack"
+    with np.load(tmp_path / "colour" / "model.npz", allow_pickle=False) as npz:
+        assert npz["part0_H1"].shape == (8, 3 * 64)
+
+
+def test_layers_must_agree_with_ranks(tmp_path: Path) -> None:
+    code, _, err = run(
+        "decompose", CAMERA, "--layers", "2", "--ranks", "64,32,16", "--out", tmp_path
+    )
+    assert code == 2
+    assert err.strip() == (
+        "mlnmf: error: Invalid value for '--layers': --layers 2 does not match --ranks 64,32,16, "
+        "which has 3 rank(s) (see 'mlnmf decompose --help')"
+    )
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("ranks", "message"),
+    [
+        (
+            "16,32",
+            "Invalid value: ranks must be non-increasing, got ranks[1] = 32 > ranks[0] = 16 in [16, 32]",
+        ),
+        ("8,0", "Invalid value for '--ranks': every rank must be at least 1, got 0"),
+        ("8,-2", "Invalid value for '--ranks': every rank must be at least 1, got -2"),
+        (
+            "8,x",
+            "Invalid value for '--ranks': ranks must be whole numbers separated by commas, got '8,x'",
+        ),
+    ],
+)
+def test_bad_ranks_are_usage_errors(tmp_path: Path, ranks: str, message: str) -> None:
+    code, _, err = run("decompose", CAMERA, "--ranks", ranks, "--out", tmp_path / "o")
+    assert code == 2
+    assert err.strip() == f"mlnmf: error: {message} (see 'mlnmf decompose --help')"
+    assert not (tmp_path / "o").exists()
+
+
+def test_rank_larger_than_the_image_fails_that_input(tmp_path: Path) -> None:
+    small = tmp_path / "small.png"
+    Image.fromarray(np.full((10, 12), 128, np.uint8)).save(small)
+    code, _, err = run("decompose", small, "--ranks", "16", "--out", tmp_path / "o", "-q")
+    assert code == 1
+    assert (
+        err.strip()
+        == f"mlnmf: error: {small}: ranks[0] must be between 1 and min(m, n) = 10, got 16"
+    )
+    assert not (tmp_path / "o" / "small").exists()
+
+
+def test_existing_result_needs_force_or_skip(tmp_path: Path) -> None:
+    small = tmp_path / "img.png"
+    Image.fromarray((np.arange(400).reshape(20, 20) % 256).astype(np.uint8)).save(small)
+    out = tmp_path / "o"
+    assert run("decompose", small, "-r", "4", "-o", out, "-q")[0] == 0
+    report = (out / "img" / "report.json").read_bytes()
+    code, _, err = run("decompose", small, "-r", "4", "-o", out, "-q")
+    assert code == 1
+    assert err.strip() == (
+        f"mlnmf: error: {small}: result folder {out / 'img'} already exists "
+        "(use --force to replace it or --skip-existing to keep it)"
+    )
+    assert (out / "img" / "report.json").read_bytes() == report
+    code, stdout, _ = run(
+        "decompose", small, "-r", "4", "-o", out, "--skip-existing", "-q", "--json"
+    )
+    assert code == 0 and json.loads(stdout)["skipped"] == 1
+    code, _, _ = run("decompose", small, "-r", "3", "-o", out, "--force", "-q")
+    assert code == 0
+    assert json.loads((out / "img" / "report.json").read_text())["parameters"]["ranks"] == [3]
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
+def test_batch_goes_on_past_a_bad_file_and_lists_it(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    (folder / "a").mkdir(parents=True)
+    (folder / "b").mkdir()
+    img = (np.arange(256).reshape(16, 16)).astype(np.uint8)
+    Image.fromarray(img).save(folder / "a" / "same.png")
+    Image.fromarray(255 - img).save(folder / "b" / "same.png")
+    (folder / "a" / "broken.png").write_text("this is not a png")
+    out = tmp_path / "o"
+    code, stdout, err = run(
+        "decompose", folder, "--recursive", "-r", "4,2", "-o", out, "--json", "-q"
+    )
+    assert code == 3
+    summary = json.loads(stdout)
+    assert (summary["succeeded"], summary["failed"]) == (2, 1)
+    assert summary["errors"][0]["input"] == str(folder / "a" / "broken.png")
+    assert f"mlnmf: error: {folder / 'a' / 'broken.png'}: " in err
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["a__same", "b__same"]
+    with open(out / "summary.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["status"] for r in rows] == ["failed", "ok", "ok"]
+    assert json.loads((out / "summary.json").read_text()) == summary
+
+
+def test_every_option_reaches_the_engine(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, colour_png: Path
+) -> None:
+    seen: dict = {}
+    real = engine.factorize_deep
+
+    def spy(X, ranks, **kwargs):  # type: ignore[no-untyped-def]
+        seen.update(kwargs, ranks=tuple(ranks), dtype=X.dtype, shape=X.shape)
+        return real(X, ranks, **kwargs)
+
+    monkeypatch.setattr(engine, "factorize_deep", spy)
+    code, _, err = run(
+        "decompose", colour_png, "--ranks", "6,3", "--method", "semi", "--solver", "hals", "--init", "random",
+        "--no-fine-tune", "--fine-tune-iter", "7", "--no-normalize", "--max-iter", "9", "--tol", "0.01",
+        "--target-error", "0.5", "--dtype", "float64", "--seed", "42", "--channels", "gray", "-o", tmp_path, "-q",
+    )  # fmt: skip
+    assert code == 0, err
+    assert seen["ranks"] == (6, 3)
+    assert seen["dtype"] == np.float64 and seen["shape"] == (48, 64)
+    expected = {
+        "method": "semi", "solver": "hals", "init": "random", "fine_tune": False, "fine_tune_iter": 7,
+        "normalize": False, "max_iter": 9, "tol": 0.01, "target_error": 0.5, "seed": 42,
+    }  # fmt: skip
+    assert {k: seen[k] for k in expected} == expected
+
+
+def test_same_seed_same_factors(tmp_path: Path, colour_png: Path) -> None:
+    for name in ("a", "b"):
+        assert (
+            run(
+                "decompose",
+                colour_png,
+                "-r",
+                "5,3",
+                "--init",
+                "random",
+                "--seed",
+                "3",
+                "-o",
+                tmp_path / name,
+                "-q",
+            )[0]
+            == 0
+        )
+    with (
+        np.load(tmp_path / "a" / "colour" / "model.npz") as a,
+        np.load(tmp_path / "b" / "colour" / "model.npz") as b,
+    ):
+        for key in a.files:
+            if key != "meta":
+                assert np.array_equal(a[key], b[key]), key
+
+
+def test_output_path_that_is_a_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = run("decompose", CAMERA, "-o", blocker)
+    assert code == 1
+    assert err.strip() == f"mlnmf: error: {blocker}: output path exists and is not a directory"
+
+
+def test_python_dash_m_and_version() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlnmf_cli", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("mlnmf ")
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlnmf_cli", "decompose", "--nope"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "mlnmf: error: No such option: --nope (Possible options: --dtype, --force) "
+        "(see 'python -m mlnmf_cli decompose --help')\n"
+    )
