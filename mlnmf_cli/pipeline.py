@@ -112,8 +112,8 @@ class Decomposition:
         mats = [np.asarray(p.reconstruct(depth), dtype=np.float64) for p in self.parts]
         return imageio.from_matrices(mats, self.channels, self.target.shape)
 
-    def depth_errors(self) -> list[dict[str, float | int]]:
-        rows: list[dict[str, float | int]] = []
+    def depth_errors(self) -> list[dict[str, float | int | None]]:
+        rows: list[dict[str, float | int | None]] = []
         for d in range(1, self.depth + 1):
             recon = self.reconstruction(d)
             greedy = _combine_relative(

@@ -62,7 +62,10 @@ def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
 
 
 def write_bytes(path: Path, data: bytes) -> None:
-    _atomic_write(path, lambda fh: fh.write(data))
+    def write(fh: IO[bytes]) -> None:
+        fh.write(data)
+
+    _atomic_write(path, write)
 
 
 def write_text(path: Path, text: str) -> None:
@@ -287,7 +290,8 @@ def _check_model(arrays: Mapping[str, np.ndarray]) -> SavedModel:
 
     parts = []
     for c in range(n_parts):
-        Ws, Hs = [], []
+        Ws: list[np.ndarray] = []
+        Hs: list[np.ndarray] = []
         for layer in range(1, depth + 1):
             for kind, store in (("W", Ws), ("H", Hs)):
                 key = f"part{c}_{kind}{layer}"

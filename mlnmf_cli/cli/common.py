@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal, NoReturn
 
 import typer
@@ -31,14 +32,22 @@ class _Group(TyperGroup):
 
     def main(
         self,
-        args: Any = None,
-        prog_name: Any = None,
-        complete_var: Any = None,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
         standalone_mode: bool = True,
+        windows_expand_args: bool = True,
         **extra: Any,
-    ) -> Any:  # type: ignore[override]
+    ) -> Any:
         try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            rv = super().main(
+                args,
+                prog_name,
+                complete_var,
+                False,
+                windows_expand_args=windows_expand_args,
+                **extra,
+            )
             code = rv if isinstance(rv, int) else 0
         except typer.TyperException as exc:  # Click's errors, vendored by Typer
             if type(exc).__name__ == "NoArgsIsHelpError":
@@ -47,10 +56,10 @@ class _Group(TyperGroup):
             else:
                 code = getattr(exc, "exit_code", ExitCode.ERROR)
                 ctx = getattr(exc, "ctx", None)
-                usage = code == ExitCode.USAGE and ctx is not None
-                error_line(
-                    exc.format_message() + (f" (see '{ctx.command_path} --help')" if usage else "")
+                hint = (
+                    f" (see '{ctx.command_path} --help')" if ctx and code == ExitCode.USAGE else ""
                 )
+                error_line(exc.format_message() + hint)
         except typer.Abort:
             code = ExitCode.INTERRUPTED
         if standalone_mode:
