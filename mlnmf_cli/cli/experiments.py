@@ -1,1 +1,340 @@
-"""``mlnmf compare`` and ``mlnmf random-test``."""
+"""``mlnmf compare`` and ``mlnmf random-test``: parse, call :mod:`mlnmf_cli.experiments`, render."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from mlnmf_cli import experiments, storage
+from mlnmf_cli.cli.common import MaxPixels, app, console, fail, pct
+from mlnmf_cli.errors import ExitCode, MlnmfError, ParameterError
+
+ConfigSpecs = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help=(
+            'A configuration, e.g. "ranks=64,32,16 method=nmf fine_tune=on" (keys: '
+            + ", ".join(experiments.CONFIG_KEYS)
+            + "); repeat for several. [default: the decompose defaults]"
+        ),
+        show_default=False,
+    ),
+]
+Measure = Annotated[
+    Literal[experiments.MEASURES],  # type: ignore[valid-type]
+    typer.Option(
+        help="subspace: mean cosine of principal angles; matched: mean cosine of columns matched one to one.",
+    ),
+]
+NullDraws = Annotated[int, typer.Option(min=2, help="Random draws for each null baseline.")]
+VerdictDepth = Annotated[
+    int,
+    typer.Option(
+        min=1, help="Depth the verdict speaks about (1: the one layer of the seed's figures)."
+    ),
+]
+Force = Annotated[bool, typer.Option("--force", help="Replace existing output files.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no tables.")]
+
+
+def _configs(
+    specs: Sequence[str] | None, like_seed: tuple[int, ...] | None
+) -> list[experiments.Config]:
+    try:
+        configs = [experiments.parse_config(spec) for spec in specs or []]
+    except ParameterError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--config'") from None
+    if like_seed is not None:
+        configs.append(experiments.like_seed_config(like_seed))
+    return configs or [experiments.parse_config("")]
+
+
+def _size(value: str | None, option: str) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        return experiments.parse_size(value)
+    except ParameterError as exc:
+        raise typer.BadParameter(str(exc), param_hint=f"'{option}'") from None
+
+
+def _prepare_out(out: Path, names: Sequence[str], force: bool) -> Path:
+    try:
+        out = storage.prepare_output_dir(out)
+        experiments.refuse_existing_files(out, names, force=force)
+    except MlnmfError as exc:
+        fail(str(exc))
+    return out
+
+
+def _progress(quiet: bool) -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+        transient=True,
+    )
+
+
+def _exit_code(exc: MlnmfError) -> ExitCode:
+    return ExitCode.USAGE if isinstance(exc, ParameterError) else ExitCode.ERROR
+
+
+# --------------------------------------------------------------------------- compare
+
+
+@app.command()
+def compare(
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Image files, folders of images, result folders or model.npz files.",
+            show_default=False,
+        ),
+    ],
+    config: ConfigSpecs = None,
+    like_seed: Annotated[
+        bool,
+        typer.Option(
+            "--like-seed",
+            help="Add the seed's own setup: Semi-NMF, SVD start, greedy, ranks 100,80, channels separate.",
+        ),
+    ] = False,
+    resize: Annotated[
+        str | None,
+        typer.Option(help="Bring every image to HEIGHTxWIDTH first, e.g. 256x256."),
+    ] = None,
+    measure: Measure = "subspace",
+    null_draws: NullDraws = experiments.DEFAULT_NULL_DRAWS,
+    verdict_depth: VerdictDepth = 1,
+    max_pixels: MaxPixels = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the results.")] = Path(
+        "mlnmf-compare"
+    ),
+    force: Force = False,
+    as_json: AsJson = False,
+    quiet: Quiet = False,
+) -> None:
+    """Decompose every input with every configuration and measure how alike their features and coefficients are."""
+    configs = _configs(config, experiments.LIKE_SEED_IMAGE_RANKS if like_seed else None)
+    size = _size(resize, "--resize")
+    out = _prepare_out(
+        out, experiments.planned_files(len(configs), experiments.depths_of(configs)), force
+    )
+    try:
+        subjects = experiments.load_subjects(
+            inputs, resize=size, max_pixels=max_pixels, exclude=out
+        )
+    except MlnmfError as exc:
+        fail(str(exc))
+    try:
+        with _progress(quiet) as progress:
+            task = progress.add_task("decomposing", total=None)
+            result = experiments.compare(
+                subjects, configs, measure=measure, draws=null_draws,
+                step=lambda text: progress.update(task, description=f"decomposing {text}"),
+            )  # fmt: skip
+            progress.update(task, description="writing pictures")
+            data = experiments.write_outputs(result, out, verdict_depth=verdict_depth)
+    except MlnmfError as exc:
+        fail(str(exc), _exit_code(exc))
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    if not quiet:
+        _runs_table(result)
+        _similarity_table(experiments.summary_rows([result]), f"similarity ({measure})")
+        console.print(Text(f"results in {out} ({result.seconds:.1f} s)"), soft_wrap=True)
+    _print_verdicts(data["verdicts"])
+
+
+# --------------------------------------------------------------------------- random-test
+
+
+@app.command("random-test")
+def random_test(
+    count: Annotated[int, typer.Option(min=1, help="Number of random images.")] = 3,
+    size: Annotated[
+        str | None,
+        typer.Option(
+            help="HEIGHTxWIDTH of the images. [default: 128x128; 100x100 with --like-seed]"
+        ),
+    ] = None,
+    distribution: Annotated[
+        Literal[experiments.DISTRIBUTIONS],  # type: ignore[valid-type]
+        typer.Option(
+            help="uniform: U(0,1); normal: N(0.5, 0.15) clipped; binary: 0 or 1.",
+        ),
+    ] = "uniform",
+    seed: Annotated[
+        int, typer.Option(min=0, help="Seed of the random images (repeat r uses seed + r).")
+    ] = 0,
+    control: Annotated[
+        Path | None,
+        typer.Option(help="A real image compared with the random ones (resized, made grey)."),
+    ] = None,
+    repeats: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Rerun with this many image seeds; report means with 95% intervals."
+        ),
+    ] = 1,
+    like_seed: Annotated[
+        bool,
+        typer.Option(
+            "--like-seed",
+            help="The seed's own setup: Semi-NMF, SVD start, one greedy layer of rank 80, on 100x100 images.",
+        ),
+    ] = False,
+    config: ConfigSpecs = None,
+    measure: Measure = "subspace",
+    null_draws: NullDraws = experiments.DEFAULT_NULL_DRAWS,
+    verdict_depth: VerdictDepth = 1,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for images and results.")] = Path(
+        "mlnmf-random-test"
+    ),
+    force: Force = False,
+    as_json: AsJson = False,
+    quiet: Quiet = False,
+) -> None:
+    """Decompose images of random pixels and measure whether their features are more alike than their coefficients."""
+    if like_seed and config:
+        raise typer.BadParameter(
+            "--like-seed and --config contradict each other; choose one", param_hint="'--config'"
+        )
+    configs = _configs(config, experiments.LIKE_SEED_RANDOM_RANKS if like_seed else None)
+    default_size = experiments.LIKE_SEED_RANDOM_SIZE if like_seed else (128, 128)
+    shape = _size(size, "--size") or default_size
+    out = _prepare_out(out, experiments.random_test_files(count, repeats, configs), force)
+    try:
+        with _progress(quiet) as progress:
+            task = progress.add_task("decomposing", total=None)
+            test = experiments.random_test(
+                out, configs, count=count, size=shape, distribution=distribution, seed=seed,
+                repeats=repeats, control=control, measure=measure, draws=null_draws,
+                step=lambda text: progress.update(task, description=f"decomposing {text}"),
+            )  # fmt: skip
+            progress.update(task, description="writing pictures")
+            experiments.write_outputs(test.results[0], out, verdict_depth=verdict_depth)
+            data = test.to_json(verdict_depth)
+            storage.write_json(out / "random-test.json", data)
+    except MlnmfError as exc:
+        fail(str(exc), _exit_code(exc))
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    if not quiet:
+        _runs_table(test.results[0])
+        title = (
+            f"similarity ({measure}) of {count} {distribution} random images, {shape[0]}x{shape[1]}"
+        )
+        if repeats > 1:
+            title += f", mean and 95% interval over {repeats} repeats"
+        _similarity_table(experiments.summary_rows(test.results), title)
+        console.print(Text(f"results in {out} ({test.seconds:.1f} s)"), soft_wrap=True)
+    _print_verdicts(data["verdicts"])
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _num(x: float | None) -> str:
+    return "" if x is None else f"{x:.3f}"
+
+
+def _interval(stat: dict[str, float] | None, repeats: int) -> str:
+    if stat is None:
+        return "n/a"
+    if repeats > 1:
+        return f"{stat['mean']:.3f} [{stat['low']:.3f}, {stat['high']:.3f}]"
+    return f"{stat['mean']:.3f}"
+
+
+def _runs_table(result: experiments.CompareResult) -> None:
+    table = Table(title="decompositions", title_justify="left")
+    for name in (
+        "input",
+        "config",
+        "depth",
+        "rank",
+        "error",
+        "greedy",
+        "SVD floor",
+        "sparsity W",
+        "sparsity H",
+        "time",
+    ):
+        table.add_column(name, justify="left" if name in ("input", "config") else "right")
+    for row in result.runs:
+        for run in row:
+            for i, d in enumerate(run.depths):
+                time_text = "" if i or run.seconds is None else f"{run.seconds:.2f} s"
+                table.add_row(
+                    Text(run.subject.name if i == 0 else ""), Text(run.config.label if i == 0 else ""),
+                    str(d["depth"]), str(d["rank"]), pct(d["relative_error"]),
+                    pct(d.get("greedy_relative_error")), pct(d.get("svd_floor")),
+                    _num(d["sparsity_features"]), _num(d["sparsity_coefficients"]), time_text,
+                )  # fmt: skip
+    console.print(table)
+
+
+def _similarity_table(rows: list[dict[str, Any]], title: str) -> None:
+    repeats = rows[0]["repeats"] if rows else 1
+    has_control = any(r.get("control") is not None for r in rows)
+    table = Table(title=title, title_justify="left")
+    columns = ["config", "depth", "rank", "kind", "across inputs"]
+    if repeats == 1:
+        columns.append("pairs min-max")
+    columns += [
+        "null",
+        "null 95% range" if repeats == 1 else "",
+        "self (other seed)",
+        "above chance",
+    ]
+    if has_control:
+        columns.append("control vs random")
+    for name in columns:
+        if name:
+            table.add_column(name, justify="left" if name in ("config", "kind") else "right")
+    for r in rows:
+        cells = [
+            Text(r["config"]),
+            str(r["depth"]),
+            str(r["rank"]),
+            r["kind"],
+            _interval(r["across"], repeats),
+        ]
+        if repeats == 1:
+            pr = r["pair_range"]
+            cells.append("" if pr is None else f"{pr[0]:.3f}-{pr[1]:.3f}")
+            cells += [f"{r['null']['mean']:.3f}", f"{r['null']['low']:.3f}-{r['null']['high']:.3f}"]
+        else:
+            cells.append(_interval(r["null"], repeats))
+        cells.append(_interval(r["self"], repeats))
+        corrected = (
+            "trivial (rank = dimension)"
+            if r["corrected"] is None
+            else _interval(r["corrected"], repeats)
+        )
+        cells.append(corrected)
+        if has_control:
+            cells.append(_interval(r["control"], repeats))
+        table.add_row(*cells)
+    console.print(table)
+
+
+def _print_verdicts(items: list[dict[str, Any]]) -> None:
+    for item in items:
+        prefix = f"[{item['config']}] " if len(items) > 1 else ""
+        console.print(Text(f"verdict: {prefix}{item['verdict']}", style="bold"), soft_wrap=True)

@@ -1,0 +1,339 @@
+"""compare and random-test: the similarity measure, its baselines, the verdict, the commands."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from mlnmf_cli import experiments as ex
+from mlnmf_cli import pipeline
+from mlnmf_cli.cli import app
+from mlnmf_cli.errors import ParameterError
+
+ENV = {"NO_COLOR": "1", "COLUMNS": "200", "TERM": "dumb"}
+SMALL = "ranks=8,4"
+
+
+def run(*args: str | Path) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, [str(a) for a in args], env=ENV, prog_name="mlnmf")
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def smooth_png(path: Path, height: int = 32, width: int = 32, phase: float = 0.0) -> Path:
+    """A grey picture with structure (waves and a gradient), so NMF has something to find."""
+    y, x = np.mgrid[0:height, 0:width]
+    px = 0.5 + 0.25 * np.sin(x / 3.0 + phase) * np.cos(y / 5.0) + 0.2 * (y / height - 0.5)
+    Image.fromarray(np.uint8(np.clip(px, 0, 1) * 255), "L").save(path)
+    return path
+
+
+# --------------------------------------------------------------------------- the measure
+
+
+@pytest.mark.parametrize("measure", ex.MEASURES)
+@pytest.mark.parametrize("kind", ex.KINDS)
+def test_similarity_is_one_for_identical_factors(kind: str, measure: str) -> None:
+    A = np.random.default_rng(1).random((40, 6) if kind == "features" else (6, 40))
+    assert ex.similarity(A, A.copy(), kind, measure) == pytest.approx(1.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("measure", ex.MEASURES)
+def test_similarity_ignores_order_and_scale_of_components(measure: str) -> None:
+    rng = np.random.default_rng(2)
+    W, H = rng.random((40, 6)), rng.random((6, 50))
+    perm = rng.permutation(6)
+    scale = rng.uniform(0.1, 10.0, 6)
+    W2, H2 = W[:, perm] * scale[perm], H[perm, :] / scale[perm, None]
+    assert ex.similarity(W, W2, "features", measure) == pytest.approx(1.0, abs=1e-9)
+    assert ex.similarity(H, H2, "coefficients", measure) == pytest.approx(1.0, abs=1e-9)
+    # and it does see a real change
+    assert ex.similarity(W, rng.random((40, 6)), "features", measure) < 0.95
+
+
+@pytest.mark.parametrize("measure", ex.MEASURES)
+def test_independent_random_factors_score_near_the_null_baseline(measure: str) -> None:
+    rng = np.random.default_rng(3)
+    null = ex.null_draws((60, 5), 2, "features", measure, 40, rng)
+    observed = [ex.similarity(rng.random((60, 5)), rng.random((60, 5)), "features", measure)]
+    assert abs(np.mean(observed) - null.mean()) < 4 * null.std() + 0.02
+    # the null of non-negative matrices is far from 0: the shared mean direction
+    assert null.mean() > 0.2
+
+
+def test_rank_equal_to_dimension_is_flagged_trivial_with_no_chance_corrected_score() -> None:
+    rng = np.random.default_rng(4)
+    mats = [rng.random((8, 8)) for _ in range(3)]
+    matrix = ex.similarity_matrix(mats, "features", "subspace", [None] * 3)
+    null = ex.null_draws((8, 8), 3, "features", "subspace", 5, rng)
+    entry = ex.summarise(matrix, null, [None] * 3, trivial=True)
+    assert entry["across"]["mean"] == pytest.approx(1.0)
+    assert entry["null"]["mean"] == pytest.approx(1.0)
+    assert entry["corrected"] is None
+    assert ex.chance_corrected(0.75, 0.5) == pytest.approx(0.5)
+
+
+# --------------------------------------------------------------------------- configurations
+
+
+def test_parse_config_reads_every_kind_of_value() -> None:
+    c = ex.parse_config("ranks=12,6 method=semi fine_tune=off normalize=true tol=1e-3 seed=4")
+    o = c.options
+    assert (o.ranks, o.method, o.fine_tune, o.normalize, o.tol, o.seed) == (
+        (12, 6), "semi", False, True, 1e-3, 4,
+    )  # fmt: skip
+    assert c.label == "ranks=12,6 method=semi fine_tune=off normalize=true tol=1e-3 seed=4"
+    assert ex.parse_config("").options == pipeline.Options()
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("colour=on", "configuration 'colour=on': unknown key 'colour' (allowed: ranks,"),
+        ("fine_tune=maybe", "configuration 'fine_tune=maybe': fine_tune must be on/off/true/false, got 'maybe'"),
+        ("ranks=8,x", "configuration 'ranks=8,x': ranks must be whole numbers separated by commas, got '8,x'"),
+        ("method=magic", "configuration 'method=magic': method must be one of"),
+        ("ranks", "configuration 'ranks': expected key=value, got 'ranks'"),
+    ],
+)  # fmt: skip
+def test_parse_config_names_the_bad_key_or_value(spec: str, message: str) -> None:
+    with pytest.raises(ParameterError) as info:
+        ex.parse_config(spec)
+    assert str(info.value).startswith(message)
+
+
+def test_like_seed_config_is_the_seeds_setup() -> None:
+    o = ex.like_seed_config((80,)).options
+    assert (o.method, o.init, o.normalize, o.fine_tune, o.ranks) == (
+        "semi",
+        "svd",
+        False,
+        False,
+        (80,),
+    )
+
+
+# --------------------------------------------------------------------------- verdict
+
+
+def _synthetic(shared: str, n: int = 4, seed: int = 0) -> ex.CompareResult:
+    """Factor sets where one kind is the same for every input and the other independent."""
+    rng = np.random.default_rng(seed)
+    W0, H0 = rng.random((50, 5)), rng.random((5, 60))
+    subjects, runs = [], []
+    config = ex.parse_config("ranks=5")
+    for i in range(n):
+        W = W0[:, rng.permutation(5)] if shared == "features" else rng.random((50, 5))
+        H = H0[rng.permutation(5)] if shared == "coefficients" else rng.random((5, 60))
+        s = ex.Subject(f"s{i}", Path(f"s{i}.png"))
+        subjects.append(s)
+        runs.append(ex.Run(s, config, ex.Factors([([W], [H])]), [], None, "synthetic"))
+    return ex.compare_runs(subjects, [config], [runs], draws=30)
+
+
+def test_verdict_follows_the_numbers() -> None:
+    feat = ex.verdict(_synthetic("features").verdict_stats(0, 1))
+    coef = ex.verdict(_synthetic("coefficients").verdict_stats(0, 1))
+    assert "features are more alike across inputs than coefficients" in feat
+    assert "only the features beat their null baseline" in feat
+    assert "coefficients are more alike across inputs than features" in coef
+    assert "only the coefficients beat their null baseline" in coef
+
+
+def test_verdict_with_nothing_shared_says_so() -> None:
+    stats = ex.summary_stats([_synthetic("neither")], 0, 1)
+    text = ex.verdict(stats)
+    assert "about equally alike" in text
+    assert "neither beats its null baseline" in text
+
+
+def test_verdict_over_repeats_uses_intervals() -> None:
+    stats = ex.pooled_stats([_synthetic("features", seed=s).verdict_stats(0, 1) for s in range(3)])
+    assert stats["repeats"] == 3
+    f = stats["features"]["across"]
+    assert f["low"] <= f["mean"] <= f["high"]
+    assert ex.verdict(stats).startswith("At depth 1 over 3 repeats, features are more alike")
+
+
+def test_mean_interval() -> None:
+    iv = ex.mean_interval([1.0, 2.0, 3.0])
+    assert iv["mean"] == 2.0
+    assert iv["high"] - iv["mean"] == pytest.approx(4.303 * 1.0 / np.sqrt(3), rel=1e-6)
+    assert ex.mean_interval([5.0]) == {"mean": 5.0, "low": 5.0, "high": 5.0}
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def test_compare_two_copies_of_one_image_are_alike(tmp_path: Path) -> None:
+    a = smooth_png(tmp_path / "a.png")
+    b = tmp_path / "b.png"
+    b.write_bytes(a.read_bytes())
+    out = tmp_path / "out"
+    code, stdout, err = run("compare", a, b, "--config", SMALL, "--out", out, "--json")
+    assert code == 0, err
+    data = json.loads(stdout)
+    assert data == json.loads((out / "compare.json").read_text())
+    for e in data["similarities"]:
+        assert e["across"]["mean"] > 0.999, e
+        assert e["null"]["mean"] < 0.99
+    assert "verdict: At depth 1" in err
+    for name in ex.planned_files(1, [2]):
+        assert (out / name).is_file(), name
+    with Image.open(out / "heatmap_config1_depth2_features.png") as im:
+        im.load()
+    with (out / "compare.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["kind"] for r in rows} == {"features", "coefficients"}
+    assert all(r["null_mean"] for r in rows)
+
+
+def test_compare_deeper_configs_show_in_the_runs_table(tmp_path: Path) -> None:
+    a, b = smooth_png(tmp_path / "a.png"), smooth_png(tmp_path / "b.png", phase=1.0)
+    code, _, err = run(
+        "compare", a, b, "-c", "ranks=8", "-c", "ranks=8,4 fine_tune=off", "--out", tmp_path / "o"
+    )
+    assert code == 0, err
+    assert "ranks=8,4 fine_tune=off" in err and "above chance" in err
+    data = json.loads((tmp_path / "o" / "compare.json").read_text())
+    assert [len(r["depths"]) for r in data["runs"]] == [1, 1, 2, 2]
+    assert len(data["verdicts"]) == 2
+
+
+def test_compare_refuses_mismatched_shapes_without_resize(tmp_path: Path) -> None:
+    a = smooth_png(tmp_path / "a.png", 32, 32)
+    b = smooth_png(tmp_path / "b.png", 32, 40)
+    code, _, err = run("compare", a, b, "-c", SMALL, "--out", tmp_path / "o")
+    assert code == 2
+    assert err.strip() == (
+        "mlnmf: error: inputs have different shapes, so their features (which need equal height) "
+        f"and coefficients (which need equal width) cannot be compared: {a} 32x32, {b} 32x40; "
+        "use --resize HxW to bring them to one size"
+    )
+    code, _, err = run("compare", a, b, "-c", SMALL, "--resize", "24x24", "--out", tmp_path / "o")
+    assert code == 0, err
+
+
+def test_compare_bad_config_is_a_usage_error(tmp_path: Path) -> None:
+    a = smooth_png(tmp_path / "a.png")
+    code, _, err = run("compare", a, a, "-c", "rank=8", "--out", tmp_path / "o")
+    assert code == 2
+    assert "configuration 'rank=8': unknown key 'rank' (allowed: ranks, method" in err
+    assert not (tmp_path / "o" / "compare.json").exists()
+
+
+def test_compare_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
+    a, b = smooth_png(tmp_path / "a.png"), smooth_png(tmp_path / "b.png", phase=2.0)
+    out = tmp_path / "o"
+    assert run("compare", a, b, "-c", SMALL, "--out", out, "-q")[0] == 0
+    before = (out / "compare.json").read_bytes()
+    code, _, err = run("compare", a, b, "-c", "ranks=6", "--out", out, "-q")
+    assert code == 1
+    assert err.startswith(f"mlnmf: error: {out} already holds compare.json, compare.csv")
+    assert (out / "compare.json").read_bytes() == before
+    assert run("compare", a, b, "-c", "ranks=6", "--out", out, "-q", "--force")[0] == 0
+
+
+def test_compare_reuses_a_saved_model_and_refuses_a_mismatch(tmp_path: Path) -> None:
+    a, b = smooth_png(tmp_path / "a.png"), smooth_png(tmp_path / "b.png", phase=1.0)
+    code, _, err = run("decompose", a, "--ranks", "8,4", "--out", tmp_path / "dec", "-q")
+    assert code == 0, err
+    folder = tmp_path / "dec" / "a"
+    code, stdout, err = run("compare", folder, b, "-c", SMALL, "--out", tmp_path / "o", "--json")
+    assert code == 0, err
+    data = json.loads(stdout)
+    assert [r["source"] for r in data["runs"]] == ["saved model", "computed"]
+    assert data["runs"][0]["depths"][1]["relative_error"] is not None  # from report.json
+    code, _, err = run("compare", folder, b, "-c", "ranks=8,2", "--out", tmp_path / "o2")
+    assert code == 2
+    assert (
+        f"{folder}: saved model does not match configuration 'ranks=8,2' in ranks "
+        "(model 8,4, configuration 8,2), and it cannot be re-run because the original "
+        "image is not stored in it"
+    ) in err
+
+
+def test_compare_with_a_model_and_its_own_image_matches(tmp_path: Path) -> None:
+    a = smooth_png(tmp_path / "a.png")
+    assert run("decompose", a, "--ranks", "8,4", "--out", tmp_path / "dec", "-q")[0] == 0
+    code, stdout, err = run(
+        "compare",
+        tmp_path / "dec" / "a" / "model.npz",
+        a,
+        "-c",
+        SMALL,
+        "--out",
+        tmp_path / "o",
+        "--json",
+    )
+    assert code == 0, err
+    for e in json.loads(stdout)["similarities"]:
+        assert e["across"]["mean"] > 0.999
+
+
+# --------------------------------------------------------------------------- random-test
+
+
+def _random_test(out: Path, *extra: str) -> dict:
+    code, stdout, err = run(
+        "random-test", "--size", "24x24", "-c", "ranks=6,3", "--null-draws", "5",
+        "--out", out, "--json", *extra,
+    )  # fmt: skip
+    assert code == 0, err
+    assert err.rstrip().splitlines()[-1].startswith("verdict: At depth 1")
+    return json.loads(stdout)
+
+
+def _numbers(data: dict) -> dict:
+    return {k: v for k, v in data.items() if k not in ("seconds", "images")}
+
+
+def test_random_test_is_reproducible_with_a_seed(tmp_path: Path) -> None:
+    one = _random_test(tmp_path / "one", "--seed", "7")
+    two = _random_test(tmp_path / "two", "--seed", "7")
+    other = _random_test(tmp_path / "three", "--seed", "8")
+    assert _numbers(one) == _numbers(two)
+    assert _numbers(one) != _numbers(other)
+    for name in ("random-1.png", "random-2.png", "random-3.png"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+        assert (tmp_path / "one" / name).read_bytes() != (tmp_path / "three" / name).read_bytes()
+    with Image.open(tmp_path / "one" / "random-1.png") as im:
+        assert im.size == (24, 24)
+    assert (tmp_path / "one" / "montage_config1.png").is_file()
+
+
+def test_random_test_repeats_report_intervals_and_control(tmp_path: Path) -> None:
+    control = smooth_png(tmp_path / "control.png", 40, 50)
+    data = _random_test(
+        tmp_path / "o",
+        "--repeats",
+        "3",
+        "--count",
+        "2",
+        "--control",
+        control,
+        "--distribution",
+        "binary",
+    )
+    assert data["repeats"] == 3 and data["image_seeds"] == [0, 1, 2]
+    assert (tmp_path / "o" / "random-r03-2.png").is_file()
+    for row in data["summary"]:
+        for key in ("across", "null", "corrected", "control"):
+            assert row[key]["low"] <= row[key]["mean"] <= row[key]["high"], (key, row)
+    assert "over 3 repeats" in data["verdicts"][0]["verdict"]
+
+
+def test_random_pixels_distributions() -> None:
+    u, n, b = (ex.random_pixels(1, (50, 60), d, 0)[0] for d in ex.DISTRIBUTIONS)
+    assert u.shape == (50, 60) and 0 <= u.min() and u.max() <= 1
+    assert abs(n.mean() - 0.5) < 0.02 and n.std() < 0.2
+    assert set(np.unique(b)) == {0.0, 1.0}
+    with pytest.raises(ParameterError, match="distribution must be one of"):
+        ex.random_pixels(1, (5, 5), "poisson", 0)
