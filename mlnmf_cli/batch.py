@@ -423,7 +423,7 @@ def _run_dask(runner: _Runner, scheduler: str) -> None:
                     key=f"mlnmf-{index}-{item.name}-{os.urandom(4).hex()}",
                 )
                 futures[future] = index
-            for future in distributed.as_completed(list(futures)):
+            for future in distributed.as_completed(list(futures), loop=client.loop):
                 index = futures[future]
                 item = runner.items[index]
                 try:
@@ -446,7 +446,7 @@ def _run_dask(runner: _Runner, scheduler: str) -> None:
             client.close(timeout=CONNECT_TIMEOUT)
 
 
-def connect(scheduler: str, timeout: float = CONNECT_TIMEOUT) -> Any:
+def connect(scheduler: str, timeout: float | None = None) -> Any:
     """A Dask client for ``scheduler`` with at least one worker that runs this mlnmf version."""
     import logging
 
@@ -454,6 +454,7 @@ def connect(scheduler: str, timeout: float = CONNECT_TIMEOUT) -> Any:
 
     from mlnmf_cli import __version__
 
+    timeout = CONNECT_TIMEOUT if timeout is None else timeout
     quiet = logging.getLogger("distributed")
     level = quiet.level
     quiet.setLevel(logging.CRITICAL)
