@@ -27,11 +27,11 @@ DEFAULTS: dict[str, Any] = dict(
     solver="hals",
     init="nndsvda",
     max_iter=200,
-    tol=1e-4,
+    tol=1e-5,
     target_error=None,
     seed=0,
     fine_tune=True,
-    fine_tune_iter=100,
+    fine_tune_iter=150,
     normalize=True,
 )
 

@@ -5,6 +5,8 @@ by HALS sweeps (least squares for W1 in Semi-NMF), each inner Wl by a few
 Nesterov-accelerated projected-gradient steps with step
 1 / (||A^T A||_2 ||B B^T||_2) (least squares in Semi-NMF), where
 A = W1 ... W(l-1) and B = W(l+1) ... WL HL. The best iterate is kept.
+Joint fine-tuning improves slowly but steadily, so it stops when a round
+improves the deepest error by less than ``TOL_FACTOR * tol`` (relative).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from mlnmf_cli.engine._single import (
     _n_sweeps,
 )
 
-APG_STEPS = 10
+APG_STEPS = 30
+TOL_FACTOR = 0.1
 REFIT_SWEEPS = 100
 
 
@@ -169,7 +172,7 @@ def fine_tune(
         if target_error is not None and err <= target_error:
             out.converged = True
             break
-        if err == 0.0 or (prev - err) <= tol * prev:
+        if err == 0.0 or (prev - err) <= TOL_FACTOR * tol * prev:
             out.converged = True
             break
         if stop:

@@ -20,6 +20,10 @@ from mlnmf_cli.engine._linalg import relative_error_from_products, squared_norm
 ALPHA = 0.5
 DELTA = 0.1
 BLOCK = 32
+EXTRAPOLATE = True
+BETA0, ETA, GAMMA, GAMMA_BAR = 0.5, 1.5, 1.05, 1.01
+PATIENCE = 5
+MAX_SWEEPS = 10
 
 Callback = Callable[[str, int, float], Any] | None
 
@@ -103,7 +107,7 @@ class SolveOutput:
 
 def _n_sweeps(p: int, q: int, r: int, alpha: float) -> int:
     """Gillis & Glineur's bound: 1 + alpha * (cost of the products / cost of a sweep)."""
-    return 1 + math.ceil(alpha * (q / r + q / p))
+    return min(MAX_SWEEPS, 1 + math.ceil(alpha * (q / r + q / p)))
 
 
 def _revive(
@@ -181,6 +185,22 @@ def solve(
         return out
     semi = method == "semi"
     hals = solver == "hals"
+    if hals and not semi and EXTRAPOLATE:
+        _solve_extrapolated(
+            X,
+            Wt,
+            H,
+            out,
+            normX2,
+            max_iter=max_iter,
+            tol=tol,
+            target_error=target_error,
+            callback=callback,
+            stage=stage,
+            alpha=alpha,
+            delta=delta,
+        )
+        return out
     Pw = np.empty((r, m), dtype)
     sweep_w = RowSweeper(Wt) if hals and not semi else None
     sweep_h = RowSweeper(H) if hals else None
@@ -223,20 +243,129 @@ def solve(
             H /= denom
         np.dot(H, H.T, out=HHt)
         err = relative_error_from_products(normX2, WtX, H, WtW, HHt, X, Wt.T)
-        prev = out.errors[-1]
         out.errors.append(err)
         out.n_iter = it
-        stop = bool(callback(stage, it, err)) if callback is not None else False
-        if target_error is not None and err <= target_error:
-            out.converged = True
-            break
-        if err == 0.0 or (prev - err) <= tol * prev:
-            out.converged = True
-            break
-        if stop:
+        if _should_stop(out, it, err, tol, target_error, callback, stage):
             break
     out.W, out.H = np.ascontiguousarray(Wt.T), H
     return out
+
+
+def _should_stop(
+    out: SolveOutput,
+    it: int,
+    err: float,
+    tol: float,
+    target_error: float | None,
+    callback: Callback,
+    stage: str,
+) -> bool:
+    """Report the iteration; decide whether to stop (sets ``out.converged``).
+
+    Converged when the target is reached, the error is 0, or the relative
+    improvement per iteration, averaged over the last PATIENCE iterations
+    (fewer at the start), is at most ``tol``.
+    """
+    stop = bool(callback(stage, it, err)) if callback is not None else False
+    k = min(it, PATIENCE)
+    old = out.errors[-1 - k]
+    if (
+        (target_error is not None and err <= target_error)
+        or err == 0.0
+        or (old - err <= k * tol * old)
+    ):
+        out.converged = True
+        return True
+    return stop
+
+
+def _solve_extrapolated(
+    X: np.ndarray,
+    Wt: np.ndarray,
+    H: np.ndarray,
+    out: SolveOutput,
+    normX2: float,
+    *,
+    max_iter: int,
+    tol: float,
+    target_error: float | None,
+    callback: Callback,
+    stage: str,
+    alpha: float,
+    delta: float,
+) -> None:
+    """Accelerated HALS with extrapolation and restart (Ang & Gillis, 2019).
+
+    Each factor is updated by HALS sweeps against the other factor's
+    extrapolated point Y = max(0, new + beta (new - old)); when the error of
+    the extrapolated pair grows, the extrapolation is dropped for one step and
+    beta shrinks, otherwise beta grows up to a slowly rising cap. The best
+    feasible pair seen is kept, so the reported history is non-increasing.
+    """
+    m, n = X.shape
+    r = Wt.shape[0]
+    dtype = X.dtype
+    Wy, Hy = Wt.copy(), H.copy()
+    Wprev, Hprev = np.empty_like(Wt), np.empty_like(H)
+    bestW, bestH = Wt.copy(), H.copy()
+    Pw = np.empty((r, m), dtype)
+    Ph = np.empty((r, n), dtype)
+    G = np.empty((r, r), dtype)
+    HHt = Hy @ Hy.T
+    sweep_w, sweep_h = RowSweeper(Wt), RowSweeper(H)
+    nsw_w, nsw_h = _n_sweeps(m, n, r, alpha), _n_sweeps(n, m, r, alpha)
+    rowsq: np.ndarray | None = None
+    colsq: np.ndarray | None = None
+    beta, beta_cap = BETA0, 1.0
+    best = prev_y = out.errors[0]
+    for it in range(1, max_iter + 1):
+        np.dot(Hy, X.T, out=Pw)
+        if np.any(np.diagonal(HHt) <= 0):
+            if rowsq is None:
+                rowsq = np.einsum("ij,ij->i", X, X, dtype=np.float64)
+            _revive(Wt, Hy, Pw, HHt, X, rowsq, nonneg=True)
+        np.copyto(Wprev, Wt)
+        sweep_w.update(Pw, HHt, nsw_w, delta)
+        _extrapolate(Wt, Wprev, beta, Wy)
+        np.dot(Wy, X, out=Ph)
+        np.dot(Wy, Wy.T, out=G)
+        if np.any(np.diagonal(G) <= 0):
+            if colsq is None:
+                colsq = np.einsum("ij,ij->j", X, X, dtype=np.float64)
+            _revive(H, Wy, Ph, G, X.T, colsq, nonneg=True)
+        np.copyto(Hprev, H)
+        sweep_h.update(Ph, G, nsw_h, delta)
+        HnHn = H @ H.T
+        err_n = relative_error_from_products(normX2, Ph, H, G, HnHn, X, Wy.T)
+        _extrapolate(H, Hprev, beta, Hy)
+        HHt = Hy @ Hy.T
+        err_y = relative_error_from_products(normX2, Ph, Hy, G, HHt, X, Wy.T)
+        if err_y > prev_y:
+            np.copyto(Hy, H)
+            HHt = HnHn
+            err_y = err_n
+            beta_cap = beta
+            beta = beta / ETA
+        else:
+            beta = min(beta_cap, GAMMA * beta)
+            beta_cap = min(1.0, GAMMA_BAR * beta_cap)
+        prev_y = err_y
+        if min(err_n, err_y) < best:
+            np.copyto(bestW, Wy)
+            np.copyto(bestH, H if err_n <= err_y else Hy)
+            best = min(err_n, err_y)
+        out.errors.append(best)
+        out.n_iter = it
+        if _should_stop(out, it, best, tol, target_error, callback, stage):
+            break
+    out.W, out.H = np.ascontiguousarray(bestW.T), bestH
+
+
+def _extrapolate(new: np.ndarray, old: np.ndarray, beta: float, out: np.ndarray) -> None:
+    np.subtract(new, old, out=out)
+    out *= new.dtype.type(beta)
+    out += new
+    np.maximum(out, 0, out=out)
 
 
 def _least_squares(G: np.ndarray, P: np.ndarray) -> np.ndarray:
