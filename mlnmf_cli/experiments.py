@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mlnmf_cli import imageio, pipeline, storage
+from mlnmf_cli import batch, imageio, pipeline, storage
 from mlnmf_cli.engine import metrics
 from mlnmf_cli.errors import InputError, MlnmfError, OutputError, ParameterError
 
@@ -364,7 +364,9 @@ class Factors:
     """The factors of one decomposition, one ``(Ws, Hs)`` pair per decomposed matrix.
 
     In ``separate`` mode there are three parts (R, G, B); they are compared
-    together: features side by side (m x 3r), coefficients stacked (3r x n).
+    part by part (R with R, ...) and the similarities averaged. (Put side by
+    side, 3r features could fill the whole space and make every comparison
+    trivially 1.)
     """
 
     parts: list[tuple[list[np.ndarray], list[np.ndarray]]]
@@ -386,8 +388,18 @@ class Factors:
         mats = [np.asarray(Hs[depth - 1], dtype=np.float64) for _, Hs in self.parts]
         return mats[0] if len(mats) == 1 else np.concatenate(mats, axis=0)
 
-    def factor(self, kind: str, depth: int) -> np.ndarray:
-        return self.features(depth) if kind == "features" else self.coefficients(depth)
+    def factor(self, kind: str, depth: int) -> list[np.ndarray]:
+        """Per part: the effective features W1...Wl, or the coefficients Hl."""
+        out = []
+        for Ws, Hs in self.parts:
+            if kind == "features":
+                M = np.asarray(Ws[0], dtype=np.float64)
+                for W in Ws[1:depth]:
+                    M = M @ np.asarray(W, dtype=np.float64)
+            else:
+                M = np.asarray(Hs[depth - 1], dtype=np.float64)
+            out.append(M)
+        return out
 
 
 @dataclass
@@ -569,8 +581,20 @@ def similarity(A: np.ndarray, B: np.ndarray, kind: str, measure: str = "subspace
     raise ParameterError(f"measure must be one of {', '.join(MEASURES)}, got {measure!r}")
 
 
+def part_similarity(
+    A: Sequence[np.ndarray], B: Sequence[np.ndarray], kind: str, measure: str = "subspace"
+) -> float:
+    """Mean :func:`similarity` of corresponding parts (one part unless channels=separate)."""
+    if len(A) != len(B):
+        raise ParameterError(f"cannot compare {len(A)} part(s) with {len(B)}")
+    return float(np.mean([similarity(a, b, kind, measure) for a, b in zip(A, B, strict=True)]))
+
+
 def similarity_matrix(
-    factors: Sequence[np.ndarray], kind: str, measure: str, diagonal: Sequence[float | None]
+    factors: Sequence[Sequence[np.ndarray]],
+    kind: str,
+    measure: str,
+    diagonal: Sequence[float | None],
 ) -> np.ndarray:
     """Pairwise similarities; the diagonal holds ``diagonal`` (the self baseline, or NaN)."""
     n = len(factors)
@@ -579,7 +603,7 @@ def similarity_matrix(
         value = diagonal[i]
         out[i, i] = np.nan if value is None else value
         for j in range(i + 1, n):
-            out[i, j] = out[j, i] = similarity(factors[i], factors[j], kind, measure)
+            out[i, j] = out[j, i] = part_similarity(factors[i], factors[j], kind, measure)
     return out
 
 
@@ -595,15 +619,21 @@ def null_draws(
     measure: str,
     draws: int,
     rng: np.random.Generator,
+    parts: int = 1,
 ) -> np.ndarray:
     """The across-input statistic on random data: ``draws`` values of the mean pairwise
-    similarity of ``max(n_inputs, 2)`` independent uniform non-negative matrices."""
+    similarity of ``max(n_inputs, 2)`` independent sets of ``parts`` uniform
+    non-negative matrices of ``shape``."""
     n = max(n_inputs, 2)
     values = np.empty(draws)
     for k in range(draws):
-        mats = [rng.random(shape) for _ in range(n)]
+        sets = [[rng.random(shape) for _ in range(parts)] for _ in range(n)]
         values[k] = np.mean(
-            [similarity(mats[i], mats[j], kind, measure) for i in range(n) for j in range(i + 1, n)]
+            [
+                part_similarity(sets[i], sets[j], kind, measure)
+                for i in range(n)
+                for j in range(i + 1, n)
+            ]
         )
     return values
 
@@ -811,14 +841,14 @@ def compare_runs(
                 selfs = [
                     None
                     if run.self_factors is None
-                    else similarity(mats[i], run.self_factors.factor(kind, d), kind, measure)
+                    else part_similarity(mats[i], run.self_factors.factor(kind, d), kind, measure)
                     for i, run in enumerate(row)
                 ]
                 matrix = similarity_matrix(mats, kind, measure, selfs)
-                shape = (int(mats[0].shape[0]), int(mats[0].shape[1]))
+                shape = (int(mats[0][0].shape[0]), int(mats[0][0].shape[1]))
                 controls = [s.control for s in subjects]
                 n_main = len(mats) - sum(controls)
-                null = null_draws(shape, n_main, kind, measure, draws, rng)
+                null = null_draws(shape, n_main, kind, measure, draws, rng, len(mats[0]))
                 space, rank = (shape[0], shape[1]) if kind == "features" else (shape[1], shape[0])
                 entry = summarise(matrix, null, selfs, trivial=rank >= space, control=controls)
                 entry.update(
@@ -828,6 +858,7 @@ def compare_runs(
                     rank=int(config.options.ranks[d - 1]),
                     kind=kind,
                     shape=list(shape),
+                    parts=len(mats[0]),
                     labels=[s.name for s in subjects],
                     matrix=matrix,
                 )
@@ -849,8 +880,12 @@ def compare(
 ) -> CompareResult:
     """Run the grid and measure it: the whole of ``mlnmf compare`` without files."""
     start = time.perf_counter()
-    runs = run_grid(subjects, configs, self_baseline=self_baseline, step=step)
-    result = compare_runs(subjects, configs, runs, measure=measure, draws=draws, seed=seed)
+    # Decompositions use as many BLAS threads as a decompose batch does, so the
+    # factors are the ones ``decompose`` would write (and BLAS threads do not
+    # fight over the cores with other busy processes).
+    with batch.blas_limit(batch.BLAS_THREADS):
+        runs = run_grid(subjects, configs, self_baseline=self_baseline, step=step)
+        result = compare_runs(subjects, configs, runs, measure=measure, draws=draws, seed=seed)
     result.seconds = time.perf_counter() - start
     return result
 
@@ -1128,7 +1163,10 @@ def montage(row: Sequence[Run], depth: int, title: str = "") -> Image.Image:
         lines.append(
             [
                 first,
-                (render.features_image(W), f"features W1..W{depth} ({W.shape[0]}x{W.shape[1]})"),
+                (
+                    render.features_image(W),
+                    f"features {_chain_label(depth)} ({W.shape[0]}x{W.shape[1]})",
+                ),
                 (
                     render.coefficients_image(H),
                     f"coefficients H{depth} ({H.shape[0]}x{H.shape[1]})",
@@ -1300,3 +1338,7 @@ def random_test_files(count: int, repeats: int, configs: Sequence[Config]) -> li
         *planned_files(len(configs), depths_of(configs)),
         "random-test.json",
     ]
+
+
+def _chain_label(depth: int) -> str:
+    return "W1" if depth == 1 else f"W1...W{depth}"

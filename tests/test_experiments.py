@@ -70,7 +70,7 @@ def test_independent_random_factors_score_near_the_null_baseline(measure: str) -
 
 def test_rank_equal_to_dimension_is_flagged_trivial_with_no_chance_corrected_score() -> None:
     rng = np.random.default_rng(4)
-    mats = [rng.random((8, 8)) for _ in range(3)]
+    mats = [[rng.random((8, 8))] for _ in range(3)]
     matrix = ex.similarity_matrix(mats, "features", "subspace", [None] * 3)
     null = ex.null_draws((8, 8), 3, "features", "subspace", 5, rng)
     entry = ex.summarise(matrix, null, [None] * 3, trivial=True)
@@ -193,6 +193,33 @@ def test_compare_two_copies_of_one_image_are_alike(tmp_path: Path) -> None:
         rows = list(csv.DictReader(fh))
     assert {r["kind"] for r in rows} == {"features", "coefficients"}
     assert all(r["null_mean"] for r in rows)
+
+
+def test_separate_channels_are_compared_part_by_part(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    for name in ("a", "b"):
+        Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8), "RGB").save(
+            tmp_path / f"{name}.png"
+        )
+    code, stdout, err = run(
+        "compare", tmp_path / "a.png", tmp_path / "b.png", "-c", "ranks=12 channels=separate",
+        "--null-draws", "4", "--out", tmp_path / "o", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    for e in json.loads(stdout)["similarities"]:
+        # 3 x 12 features side by side would fill R^24 and score 1; per part they do not
+        assert (e["parts"], e["shape"], e["trivial"]) == (
+            3,
+            [24, 12] if e["kind"] == "features" else [12, 24],
+            False,
+        )
+        assert e["across"]["mean"] < 0.95
+    A = [rng.random((10, 3)) for _ in range(3)]
+    B = [A[0], rng.random((10, 3)), rng.random((10, 3))]
+    expected = np.mean(
+        [1.0, *(ex.similarity(a, b, "features") for a, b in zip(A[1:], B[1:], strict=True))]
+    )
+    assert ex.part_similarity(A, B, "features") == pytest.approx(expected)
 
 
 def test_compare_deeper_configs_show_in_the_runs_table(tmp_path: Path) -> None:
