@@ -521,7 +521,22 @@ def _sparsity(factors: Factors, depth: int) -> dict[str, float]:
     return {
         "sparsity_features": float(metrics.hoyer_sparsity(factors.features(depth))),
         "sparsity_coefficients": float(metrics.hoyer_sparsity(factors.coefficients(depth))),
+        "top_feature_share": top_column_share(factors.factor("features", depth)),
     }
+
+
+def top_column_share(parts: Sequence[np.ndarray]) -> float:
+    """Largest share of a factor's squared norm held by one column (worst part).
+
+    Near 1 when one column dominates, as with the seed's SVD start: a picture
+    drawn on one colour scale then shows that column and little else.
+    """
+    shares = []
+    for M in parts:
+        energy = np.sum(np.square(M), axis=0)
+        total = float(energy.sum())
+        shares.append(float(energy.max()) / total if total > 0 else 0.0)
+    return max(shares)
 
 
 def _combine(errors: Sequence[float], norms: Sequence[float]) -> float:
@@ -1095,7 +1110,8 @@ def refuse_existing_files(out: Path, names: Iterable[str], *, force: bool) -> No
 
 RUN_FIELDS = (
     "input", "config", "source", "depth", "rank", "relative_error", "greedy_relative_error",
-    "svd_floor", "psnr", "sparsity_features", "sparsity_coefficients", "seconds",
+    "svd_floor", "psnr", "sparsity_features", "sparsity_coefficients", "top_feature_share",
+    "seconds",
 )  # fmt: skip
 
 

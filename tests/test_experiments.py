@@ -364,3 +364,11 @@ def test_random_pixels_distributions() -> None:
     assert set(np.unique(b)) == {0.0, 1.0}
     with pytest.raises(ParameterError, match="distribution must be one of"):
         ex.random_pixels(1, (5, 5), "poisson", 0)
+
+
+def test_top_column_share_sees_one_dominant_column() -> None:
+    even = np.ones((10, 4))
+    assert ex.top_column_share([even]) == pytest.approx(0.25)
+    skewed = even.copy()
+    skewed[:, 2] *= 10
+    assert ex.top_column_share([even, skewed]) == pytest.approx(100 / 103)

@@ -273,6 +273,7 @@ def _runs_table(result: experiments.CompareResult) -> None:
         "SVD floor",
         "sparsity W",
         "sparsity H",
+        "top column",
         "time",
     ):
         table.add_column(name, justify="left" if name in ("input", "config") else "right")
@@ -284,7 +285,8 @@ def _runs_table(result: experiments.CompareResult) -> None:
                     Text(run.subject.name if i == 0 else ""), Text(run.config.label if i == 0 else ""),
                     str(d["depth"]), str(d["rank"]), pct(d["relative_error"]),
                     pct(d.get("greedy_relative_error")), pct(d.get("svd_floor")),
-                    _num(d["sparsity_features"]), _num(d["sparsity_coefficients"]), time_text,
+                    _num(d["sparsity_features"]), _num(d["sparsity_coefficients"]),
+                    _num(d.get("top_feature_share")), time_text,
                 )  # fmt: skip
     console.print(table)
 
