@@ -31,6 +31,13 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_engine.py
+	$(BIN)/python benchmarks/bench_batch.py
+
+experiments: $(STAMP)
+	$(BIN)/python benchmarks/run_experiments.py
+
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q tests/test_fuzz.py
 
 clean:
 	rm -rf $(VENV) out mlnmf-out .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
