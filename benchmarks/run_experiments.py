@@ -55,7 +55,7 @@ def compare_rows(setup: str, data: dict[str, Any]) -> list[str]:
             f"| {setup} | {e['config']} | {e['depth']} | {e['rank']} | {e['kind']} "
             f"| {f3(e['across']['mean'])} | {f3(e['null']['mean'])} "
             f"[{e['null']['low']:.3f}, {e['null']['high']:.3f}] | {f3(self_)} "
-            f"| {'trivial' if e['corrected'] is None else f3(e['corrected'])} |"
+            f"| {'trivial' if e['trivial'] else f3(e['corrected'])} |"
         )
     return rows
 
@@ -67,7 +67,7 @@ def random_rows(setup: str, data: dict[str, Any]) -> list[str]:
         rows.append(
             f"| {setup} | {r['config']} | {r['depth']} | {r['rank']} | {r['kind']} "
             f"| {interval(r['across'], k)} | {interval(r['null'], k)} | {interval(r['self'], k)} "
-            f"| {'trivial' if r['corrected'] is None else interval(r['corrected'], k)} "
+            f"| {'trivial' if r['trivial'] else interval(r['corrected'], k)} "
             f"| {interval(r['control'], k)} |"
         )
     return rows

@@ -310,14 +310,21 @@ def check_shapes(subjects: Sequence[Subject], config: Config) -> None:
     shapes = [tuple(s.part_shapes(config.options)) for s in subjects]
     if len(set(shapes)) <= 1:
         return
-    listed = ", ".join(
-        f"{s.path} {_shape_text(sh)}" for s, sh in zip(subjects, shapes, strict=True)
-    )
+    listed = ", ".join(_input_shape_text(s, sh) for s, sh in zip(subjects, shapes, strict=True))
     raise ParameterError(
         "inputs have different shapes, so their features (which need equal height) and "
         f"coefficients (which need equal width) cannot be compared: {listed}; "
         "use --resize HxW to bring them to one size"
     )
+
+
+def _input_shape_text(subject: Subject, shapes: Sequence[tuple[int, int]]) -> str:
+    matrices = _shape_text(shapes)
+    if subject.image is None:
+        return f"{subject.path} {matrices} (saved model)"
+    height, width = subject.image.size
+    image = f"{height}x{width}"
+    return f"{subject.path} {image}" + ("" if matrices == image else f" (decomposed as {matrices})")
 
 
 def _shape_text(shapes: Sequence[tuple[int, int]]) -> str:

@@ -372,3 +372,36 @@ def test_top_column_share_sees_one_dominant_column() -> None:
     skewed = even.copy()
     skewed[:, 2] *= 10
     assert ex.top_column_share([even, skewed]) == pytest.approx(100 / 103)
+
+
+def test_compare_one_input_reports_errors_and_says_nothing_is_compared(tmp_path: Path) -> None:
+    a = smooth_png(tmp_path / "a.png")
+    code, stdout, err = run(
+        "compare",
+        a,
+        "-c",
+        "ranks=8",
+        "-c",
+        "ranks=8,4 fine_tune=off",
+        "--out",
+        tmp_path / "o",
+        "--json",
+    )
+    assert code == 0, err
+    data = json.loads(stdout)
+    assert [len(r["depths"]) for r in data["runs"]] == [1, 2]
+    assert all(e["across"] is None and e["self"] is not None for e in data["similarities"])
+    assert "trivial" not in err
+    assert (
+        err.count("there is nothing to compare: similarity across inputs needs at least two inputs")
+        == 2
+    )
+
+
+def test_mismatch_message_names_the_decomposed_shape_of_colour_inputs(tmp_path: Path) -> None:
+    grey = smooth_png(tmp_path / "grey.png", 32, 32)
+    colour = tmp_path / "colour.png"
+    Image.new("RGB", (40, 32), (200, 100, 50)).save(colour)
+    code, _, err = run("compare", grey, colour, "-c", SMALL, "--out", tmp_path / "o")
+    assert code == 2
+    assert f"{grey} 32x32 (decomposed as 32x96), {colour} 32x40 (decomposed as 32x120);" in err

@@ -324,11 +324,10 @@ def _similarity_table(rows: list[dict[str, Any]], title: str) -> None:
         else:
             cells.append(_interval(r["null"], repeats))
         cells.append(_interval(r["self"], repeats))
-        corrected = (
-            "trivial (rank = dimension)"
-            if r["corrected"] is None
-            else _interval(r["corrected"], repeats)
-        )
+        if r["trivial"]:
+            corrected = "trivial (rank = dimension)"
+        else:
+            corrected = _interval(r["corrected"], repeats)
         cells.append(corrected)
         if has_control:
             cells.append(_interval(r["control"], repeats))
