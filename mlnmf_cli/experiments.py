@@ -492,23 +492,9 @@ def _run_one(subject: Subject, config: Config, self_baseline: bool) -> Run:
     assert subject.image is not None
     d = pipeline.decompose_image(subject.image, config.options)
     factors = Factors([(list(p.Ws), list(p.Hs)) for p in d.parts])
-    mats = imageio.to_matrices(d.target, d.channels)
-    norms = [float(np.linalg.norm(m)) for m in mats]
-    target = _flat(d.target)
-    depths = []
-    for depth, rank in enumerate(config.options.ranks, start=1):
-        recon = _flat(d.reconstruction(depth))
-        psnr = float(metrics.psnr(target, np.clip(recon, 0.0, 1.0)))
-        row: dict[str, Any] = {
-            "depth": depth,
-            "rank": rank,
-            "relative_error": float(metrics.relative_error(target, recon)),
-            "greedy_relative_error": _combine([p.greedy_errors[depth - 1] for p in d.parts], norms),
-            "svd_floor": _combine([metrics.svd_floor(m, min(rank, *m.shape)) for m in mats], norms),
-            "psnr": psnr if math.isfinite(psnr) else None,
-        }
-        row.update(_sparsity(factors, depth))
-        depths.append(row)
+    depths = [
+        {**row, **_sparsity(factors, depth)} for depth, row in enumerate(d.depth_errors(), start=1)
+    ]
     self_factors = None
     if self_baseline:
         other = replace(config.options, seed=config.options.seed + 1)
@@ -517,11 +503,6 @@ def _run_one(subject: Subject, config: Config, self_baseline: bool) -> Run:
     return Run(
         subject, config, factors, depths, d.seconds.get("factorize"), "computed", d, self_factors
     )
-
-
-def _flat(pixels: np.ndarray) -> np.ndarray:
-    """Pixels as one matrix (colour planes side by side) for the 2-D metrics."""
-    return pixels if pixels.ndim == 2 else pixels.reshape(pixels.shape[0], -1)
 
 
 def _sparsity(factors: Factors, depth: int) -> dict[str, float]:
@@ -544,13 +525,6 @@ def top_column_share(parts: Sequence[np.ndarray]) -> float:
         total = float(energy.sum())
         shares.append(float(energy.max()) / total if total > 0 else 0.0)
     return max(shares)
-
-
-def _combine(errors: Sequence[float], norms: Sequence[float]) -> float:
-    total = math.sqrt(sum(n * n for n in norms))
-    if total == 0.0:
-        return float(np.sqrt(np.mean(np.square(errors))))
-    return math.sqrt(sum((e * n) ** 2 for e, n in zip(errors, norms, strict=True))) / total
 
 
 def _saved_depths(subject: Subject, factors: Factors) -> list[dict[str, Any]]:

@@ -110,43 +110,39 @@ class Decomposition:
     def reconstruction(self, depth: int | None = None) -> np.ndarray:
         """Model pixels at ``depth`` (default: deepest), unclipped, float64."""
         mats = [np.asarray(p.reconstruct(depth), dtype=np.float64) for p in self.parts]
+        if len(mats) == 1 and self.target.ndim == 2:
+            return mats[0]
         return imageio.from_matrices(mats, self.channels, self.target.shape)
 
     def depth_errors(self) -> list[dict[str, float | int | None]]:
+        """Per depth: the model's error, its PSNR, the greedy error and the rank's SVD floor."""
+        norms = self._part_norms()
+        floors = [
+            metrics.svd_floors(m, [min(r, *m.shape) for r in self.options.ranks])
+            for m in self.matrices
+        ]
         rows: list[dict[str, float | int | None]] = []
-        for d in range(1, self.depth + 1):
-            recon = self.reconstruction(d)
-            greedy = _combine_relative(
-                [p.greedy_errors[d - 1] for p in self.parts], self._part_norms()
-            )
+        for d, rank in enumerate(self.options.ranks, start=1):
             rows.append(
                 {
                     "depth": d,
-                    "rank": self.options.ranks[d - 1],
-                    **pixel_errors(self.target, recon),
-                    "greedy_relative_error": greedy,
+                    "rank": rank,
+                    **pixel_errors(self.target, self.reconstruction(d)),
+                    "greedy_relative_error": _combine_relative(
+                        [p.greedy_errors[d - 1] for p in self.parts], norms
+                    ),
+                    "svd_floor": _combine_relative([f[d - 1] for f in floors], norms),
                 }
             )
         return rows
 
-    def _part_norms(self) -> list[float]:
-        mats = (
-            imageio.to_matrices(self.target, self.channels)
-            if self.target.ndim == 3
-            else [self.target]
-        )
-        return [float(np.linalg.norm(m)) for m in mats]
+    @property
+    def matrices(self) -> list[np.ndarray]:
+        """The matrices that were decomposed, one per part."""
+        return imageio.to_matrices(self.target, self.channels)
 
-    def svd_floor(self) -> float:
-        rank = self.options.ranks[-1]
-        mats = (
-            imageio.to_matrices(self.target, self.channels)
-            if self.target.ndim == 3
-            else [self.target]
-        )
-        return _combine_relative(
-            [metrics.svd_floor(m, min(rank, *m.shape)) for m in mats], self._part_norms()
-        )
+    def _part_norms(self) -> list[float]:
+        return [float(np.linalg.norm(m)) for m in self.matrices]
 
     def layer_stats(self) -> list[dict[str, Any]]:
         stats = []
@@ -191,7 +187,7 @@ class Decomposition:
             "versions": storage.versions(),
             "relative_error": depths[-1]["relative_error"],
             "psnr": depths[-1]["psnr"],
-            "svd_floor": {"rank": self.options.ranks[-1], "relative_error": self.svd_floor()},
+            "svd_floor": {"rank": depths[-1]["rank"], "relative_error": depths[-1]["svd_floor"]},
             "depths": depths,
             "layers": self.layer_stats(),
             "fine_tune": {
@@ -203,12 +199,39 @@ class Decomposition:
         }
 
 
+_BLOCK_ELEMENTS = 1 << 18
+
+
 def pixel_errors(target: np.ndarray, recon: np.ndarray) -> dict[str, float | None]:
-    """Relative error of the model and PSNR of its displayable (clipped) pixels."""
+    """Relative error of the model and PSNR of its displayable (clipped) pixels.
+
+    The same numbers as ``metrics.relative_error`` and ``metrics.psnr``, summed in
+    float64 over blocks of rows so that no temporary as large as the image is made.
+    """
     t, r = target.reshape(target.shape[0], -1), recon.reshape(recon.shape[0], -1)
+    if t.shape != r.shape:
+        raise ParameterError(f"R must have the shape of X {tuple(t.shape)}, got {tuple(r.shape)}")
+    err2 = norm2 = clipped2 = 0.0
+    step = max(1, _BLOCK_ELEMENTS // max(1, t.shape[1]))
+    for i in range(0, t.shape[0], step):
+        tb = np.asarray(t[i : i + step], dtype=np.float64)
+        rb = np.asarray(r[i : i + step], dtype=np.float64)
+        d = tb - rb
+        err2 += float(np.vdot(d, d))
+        norm2 += float(np.vdot(tb, tb))
+        np.clip(rb, 0.0, 1.0, out=d)
+        d -= tb
+        clipped2 += float(np.vdot(d, d))
+    if not (np.isfinite(err2) and np.isfinite(norm2)):
+        raise ParameterError("the model's pixels are not all finite")
+    if norm2 == 0.0:
+        relative = 0.0 if err2 == 0.0 else float("inf")
+    else:
+        relative = float(np.sqrt(err2 / norm2))
+    mse = clipped2 / max(1, t.size)
     return {
-        "relative_error": metrics.relative_error(t, r),
-        "psnr": _finite(metrics.psnr(t, np.clip(r, 0.0, 1.0))),
+        "relative_error": relative,
+        "psnr": None if mse == 0.0 else float(10.0 * np.log10(1.0 / mse)),
     }
 
 
@@ -233,9 +256,13 @@ def decompose_image(
 ) -> Decomposition:
     """Decompose one loaded image with ``options``; pure computation, no files."""
     channels = options.channels_for(image)
-    mats = imageio.to_matrices(image.pixels, channels)
-    target = imageio.from_matrices(mats, channels, image.pixels.shape)
     dtype = np.dtype(options.dtype)
+    mats = imageio.to_matrices(image.pixels, channels)
+    # What is decomposed is the loaded pixels themselves, except a colour image's
+    # luminance: no second float64 copy of a large image stays alive, and the
+    # float64 matrices are dropped once converted to the working dtype.
+    target = mats[0] if channels == "gray" and image.pixels.ndim == 3 else image.pixels
+    mats = [m.astype(dtype, copy=False) for m in mats]
     labels = ["R", "G", "B"] if len(mats) == 3 else [""]
     parts = []
     start = time.perf_counter()
@@ -280,7 +307,9 @@ def write_result(
         recons = []
         for depth_row in report["depths"]:
             depth = int(depth_row["depth"])
-            pic = imageio.to_pil(np.clip(d.reconstruction(depth), 0.0, 1.0))
+            recon = d.reconstruction(depth)
+            pic = imageio.to_pil(np.clip(recon, 0.0, 1.0, out=recon))
+            del recon
             storage.save_image(tmp / f"reconstruction_depth{depth}.png", pic)
             if depth == d.depth:
                 storage.save_image(tmp / "reconstruction.png", pic)

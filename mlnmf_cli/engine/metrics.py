@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -97,18 +98,23 @@ def svd_floor(X: Any, rank: int) -> float:
 
     sqrt(sum of s_i^2 for i > rank) / ||X||_F; 0 for an all-zero X.
     """
+    return svd_floors(X, [rank])[0]
+
+
+def svd_floors(X: Any, ranks: Sequence[int]) -> list[float]:
+    """:func:`svd_floor` for several ranks from one singular value decomposition."""
     Xd = _matrix("X", X)
     limit = min(Xd.shape)
-    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral):
-        raise ParameterError(f"rank must be an integer, got {rank!r}")
-    if not 1 <= rank <= limit:
-        raise ParameterError(f"rank must be between 1 and min(m, n) = {limit}, got {rank}")
-    s = np.linalg.svd(Xd, compute_uv=False)
-    total = float(np.sum(s**2))
+    for rank in ranks:
+        if isinstance(rank, bool) or not isinstance(rank, numbers.Integral):
+            raise ParameterError(f"rank must be an integer, got {rank!r}")
+        if not 1 <= rank <= limit:
+            raise ParameterError(f"rank must be between 1 and min(m, n) = {limit}, got {rank}")
+    s2 = np.linalg.svd(Xd, compute_uv=False) ** 2
+    total = float(np.sum(s2))
     if total == 0.0:
-        return 0.0
-    tail = float(np.sum(s[int(rank) :] ** 2))
-    return math.sqrt(max(tail, 0.0) / total)
+        return [0.0 for _ in ranks]
+    return [math.sqrt(max(float(np.sum(s2[int(rank) :])), 0.0) / total) for rank in ranks]
 
 
 def _pair(A: Any, B: Any) -> tuple[np.ndarray, np.ndarray]:
