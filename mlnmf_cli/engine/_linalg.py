@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 _EXACT_SVD_MAX_DIM = 128
+POWER_ITER = 4
 
 
 def truncated_svd(
@@ -25,7 +26,7 @@ def truncated_svd(
         U, s, Vt = U[:, :k], s[:k], Vt[:k]
     else:
         q = k + 10
-        n_iter = 7 if k < 0.1 * small else 4
+        n_iter = POWER_ITER
         Q = _orthonormalize(Xd @ rng.standard_normal((n, q)))
         for i in range(n_iter):
             Z = _orthonormalize(Xd.T @ Q)
