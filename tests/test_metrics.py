@@ -18,6 +18,7 @@ from mlnmf_cli.engine.metrics import (
     relative_error,
     subspace_similarity,
     svd_floor,
+    svd_floors,
 )
 from mlnmf_cli.errors import ParameterError
 
@@ -102,6 +103,14 @@ def test_svd_floor_known_values() -> None:
     assert svd_floor(X, 2) == pytest.approx(math.sqrt(1 / 14))
     assert svd_floor(X, 3) == pytest.approx(0.0, abs=1e-15)
     assert svd_floor(np.zeros((3, 4)), 2) == 0.0
+
+
+def test_svd_floors_match_single_floors() -> None:
+    X = np.random.default_rng(9).random((12, 9))
+    assert svd_floors(X, [1, 4, 9]) == pytest.approx([svd_floor(X, r) for r in (1, 4, 9)])
+    assert svd_floors(np.zeros((3, 3)), [1, 2]) == [0.0, 0.0]
+    with pytest.raises(ParameterError):
+        svd_floors(X, [2, 10])
 
 
 def test_svd_floor_matches_truncated_svd() -> None:

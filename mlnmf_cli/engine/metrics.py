@@ -25,6 +25,7 @@ __all__ = [
     "relative_error",
     "subspace_similarity",
     "svd_floor",
+    "svd_floors",
 ]
 
 
