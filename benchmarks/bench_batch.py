@@ -265,8 +265,8 @@ def main() -> None:
     parser.add_argument("--no-dask", action="store_true")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--memory-size", type=int, default=4096)
-    parser.add_argument("--memory-max-iter", type=int, default=200)
-    parser.add_argument("--memory-fine-tune-iter", type=int, default=100)
+    parser.add_argument("--memory-max-iter", type=int, default=30)
+    parser.add_argument("--memory-fine-tune-iter", type=int, default=10)
     parser.add_argument("--fuzz-examples", type=int, default=0, help="0: skip the test tallies")
     args = parser.parse_args()
     if args.quick:
