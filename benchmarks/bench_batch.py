@@ -239,9 +239,9 @@ def tests(args: argparse.Namespace) -> dict[str, Any]:
         cwd=ROOT, env=env, capture_output=True, text=True,
     )  # fmt: skip
     text = proc.stdout
-    passing = sum(int(m) for m in re.findall(r"(\d+) passing examples?", text))
-    failing = sum(int(m) for m in re.findall(r"(\d+) failing examples?", text))
-    invalid = sum(int(m) for m in re.findall(r"(\d+) invalid examples?", text))
+    passing = sum(int(m) for m in re.findall(r"(\d+) passing", text))
+    failing = sum(int(m) for m in re.findall(r"(\d+) failing", text))
+    invalid = sum(int(m) for m in re.findall(r"(\d+) invalid", text))
     tally = re.search(r"(\d+) passed(?:, (\d+) failed)?", text)
     failed = re.search(r"(\d+) failed", text)
     return {
