@@ -203,6 +203,35 @@ def test_jobs_auto_is_one_per_core() -> None:
     assert parse_jobs(" AUTO ") == pipeline.cpu_count()
 
 
+def _blas_threads() -> tuple[str | None, int]:
+    from threadpoolctl import threadpool_info
+
+    return os.environ.get("OPENBLAS_NUM_THREADS"), max(i["num_threads"] for i in threadpool_info())
+
+
+def test_workers_run_one_blas_thread_each() -> None:
+    pytest.importorskip("threadpoolctl")
+    import concurrent.futures as cf
+    import multiprocessing
+
+    before = os.environ.get("OPENBLAS_NUM_THREADS")
+    # Workers start lazily, on submit: run_batch keeps the variables set while its pool lives.
+    with batch.thread_environment(batch.BLAS_THREADS):
+        with cf.ProcessPoolExecutor(
+            max_workers=2,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=batch._init_worker,
+            initargs=(batch.BLAS_THREADS,),
+        ) as pool:
+            assert pool.submit(_blas_threads).result(timeout=60) == ("1", 1)
+        # without threadpoolctl, the variables alone do it: NumPy loads after them
+        with cf.ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn")
+        ) as pool:
+            assert pool.submit(_blas_threads).result(timeout=60) == ("1", 1)
+    assert os.environ.get("OPENBLAS_NUM_THREADS") == before
+
+
 def test_stale_partial_folders_of_the_batch_are_removed(tmp_path: Path) -> None:
     for name in (".img.abcd_123.partial", ".img.b.abcd1234.partial", ".other.abcd1234.partial"):
         (tmp_path / name).mkdir()
