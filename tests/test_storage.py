@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +124,32 @@ def test_output_dir_that_is_a_file(tmp_path: Path) -> None:
     with pytest.raises(OutputError) as info:
         storage.prepare_output_dir(f)
     assert str(info.value) == f"{f}: output path exists and is not a directory"
+
+
+def test_a_write_error_becomes_one_output_error_and_leaves_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "result"
+    with pytest.raises(OutputError) as info, storage.staged_folder(target, replace=False) as tmp:
+        (tmp / "a.png").write_bytes(b"x")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert str(info.value) == f"cannot write the result folder {target} (No space left on device)"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_replacement_keeps_the_old_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "result"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    real = os.replace
+
+    def replace(src: Path, dst: Path) -> None:
+        if Path(src).name.endswith(".partial"):
+            raise OSError(errno.EIO, "Input/output error")
+        real(src, dst)
+
+    monkeypatch.setattr(storage.os, "replace", replace)
+    with pytest.raises(OutputError), storage.staged_folder(target, replace=True) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert [p.name for p in tmp_path.iterdir()] == ["result"]
+    assert (target / "old.txt").read_text() == "old"

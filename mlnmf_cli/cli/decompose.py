@@ -148,7 +148,10 @@ def decompose(
         interrupted = True
     except MlnmfError as exc:
         fail(str(exc))
-    summary = pipeline.write_summary(out, rows, options, interrupted=interrupted)
+    try:
+        summary = pipeline.write_summary(out, rows, options, interrupted=interrupted)
+    except OSError as exc:
+        fail(f"{out}: cannot write the batch summary ({exc.strerror or exc})")
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     if not quiet:
