@@ -124,7 +124,7 @@ def main() -> None:
     lines = [
         "Bundled samples (camera, astronaut, coffee) resized to 256x256; similarity = mean cosine",
         "of the principal angles; null = the same statistic on random non-negative matrices of",
-        "the same shapes (mean [2.5%, 97.5%] of 20 draws); self = the same image with seed + 1;",
+        "the same shapes (mean [2.5%, 97.5%] of 20 draws); self = the same image from a random start (init=random, seed + 1);",
         "above chance = (across - null) / (1 - null).",
         "",
         "| setup | configuration | depth | rank | kind | across images | null | self | above chance |",

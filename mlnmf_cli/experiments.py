@@ -11,8 +11,10 @@ similarity comes with two baselines computed the same way:
 
 * the **null** baseline: the same statistic on independent random
   non-negative matrices of the same shapes (what "alike" means by chance);
-* the **self** baseline: the same input decomposed again with another seed
-  (how alike two decompositions of *one* image are).
+* the **self** baseline: the same input decomposed again from a random start
+  (``init=random``, seed + 1): how alike two decompositions of *one* image are.
+  Another seed alone would not do: the SVD-based starts are deterministic (or
+  nearly), so it would often print a meaningless 1.
 
 Nothing here prints; functions return data and the command line renders it.
 """
@@ -452,7 +454,7 @@ def run_grid(
     """Decompose every input with every configuration: ``runs[config][input]``.
 
     Images go through :func:`pipeline.decompose_image`; with ``self_baseline``
-    each is decomposed a second time with the configuration's seed + 1. A saved
+    each is decomposed a second time from a random start (seed + 1). A saved
     model is used as it is when its parameters match the configuration; a
     model cannot be re-run (its image is not stored), so a mismatch is an
     error, and it has no self baseline.
@@ -497,7 +499,7 @@ def _run_one(subject: Subject, config: Config, self_baseline: bool) -> Run:
     ]
     self_factors = None
     if self_baseline:
-        other = replace(config.options, seed=config.options.seed + 1)
+        other = replace(config.options, seed=config.options.seed + 1, init="random")
         again = pipeline.decompose_image(subject.image, other)
         self_factors = Factors([(list(p.Ws), list(p.Hs)) for p in again.parts])
     return Run(

@@ -301,7 +301,7 @@ def _similarity_table(rows: list[dict[str, Any]], title: str) -> None:
     columns += [
         "null",
         "null 95% range" if repeats == 1 else "",
-        "self (other seed)",
+        "self (random start)",
         "above chance",
     ]
     if has_control:
