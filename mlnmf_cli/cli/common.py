@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal, NoReturn
@@ -14,7 +15,10 @@ from typer.core import TyperGroup
 from mlnmf_cli import __version__, engine, imageio, pipeline
 from mlnmf_cli.errors import ExitCode, ParameterError
 
-console = Console(stderr=True, highlight=False)
+# Rich assumes 80 columns when stderr is not a terminal (a log file, a CI job), which
+# squeezes the result tables into ellipses; logs get room unless COLUMNS says otherwise.
+_LOG_WIDTH = None if sys.stderr.isatty() or "COLUMNS" in os.environ else 160
+console = Console(stderr=True, highlight=False, width=_LOG_WIDTH)
 
 
 def error_line(message: str) -> None:
