@@ -125,11 +125,18 @@ def decompose(
             layer_task = progress.add_task("", total=None, detail="", visible=False)
 
             def on_start(item: pipeline.BatchItem) -> None:
-                progress.update(layer_task, description=item.name or str(item.path), visible=True)
+                progress.reset(
+                    layer_task, total=None, description=item.name or str(item.path), detail=""
+                )
+                progress.update(layer_task, visible=True)
 
             def on_progress(stage: str, iteration: int, error: float) -> None:
+                cap = options.fine_tune_iter if stage.endswith("fine-tune") else options.max_iter
                 progress.update(
-                    layer_task, completed=iteration, detail=f"{stage}  error {100 * error:.2f}%"
+                    layer_task,
+                    completed=iteration,
+                    total=cap,
+                    detail=f"{stage} {iteration}/{cap}  error {100 * error:.2f}%",
                 )
 
             def on_done(row: dict[str, Any]) -> None:
