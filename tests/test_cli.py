@@ -53,16 +53,21 @@ def camera_result(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / "camera"
 
 
-EXPECTED_FILES = [
-    "original.png",
-    "reconstruction.png",
-    "summary.png",
-    "model.npz",
-    "report.json",
-    *[f"reconstruction_depth{d}.png" for d in (1, 2, 3)],
-    *[f"{kind}_layer{d}.png" for kind in ("features", "coefficients") for d in (1, 2, 3)],
-    *[f"features_depth{d}.png" for d in (1, 2, 3)],
-]
+def expected_files(depth: int) -> list[str]:
+    depths = range(1, depth + 1)
+    return [
+        "original.png",
+        "reconstruction.png",
+        "summary.png",
+        "model.npz",
+        "report.json",
+        *[f"reconstruction_depth{d}.png" for d in depths],
+        *[f"{kind}_layer{d}.png" for kind in ("features", "coefficients") for d in depths],
+        *[f"features_depth{d}.png" for d in depths],
+    ]
+
+
+EXPECTED_FILES = expected_files(3)
 
 
 def test_decompose_writes_every_file_and_they_decode(camera_result: Path) -> None:
@@ -358,3 +363,64 @@ def test_python_dash_m_and_version() -> None:
         "mlnmf: error: No such option: --nope (Possible options: --dtype, --force) "
         "(see 'python -m mlnmf_cli decompose --help')\n"
     )
+
+
+GOOD_IMAGES = [
+    "make_gray8_png", "make_gray16_png", "make_gray16_tiff", "make_gray16_transparent_png",
+    "make_rgb16_png", "make_int32_tiff", "make_float_tiff", "make_bilevel_png", "make_la_png",
+    "make_rgb_png", "make_rgba_png", "make_palette_png", "make_palette_transparent_png",
+    "make_cmyk_jpeg", "make_rgb_jpeg", "make_exif_rotated_jpeg", "make_animated_gif", "make_bmp",
+    "make_webp_lossless",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("maker", GOOD_IMAGES)
+def test_every_image_kind_gives_complete_consistent_results(maker: str, tmp_path: Path) -> None:
+    import imagegen
+
+    suffix = {
+        "png": ".png",
+        "tiff": ".tif",
+        "jpeg": ".jpg",
+        "gif": ".gif",
+        "bmp": ".bmp",
+        "webp": ".webp",
+    }
+    kind = next(k for k in suffix if k in maker.split("_"))
+    made = getattr(imagegen, maker)(tmp_path / f"img{suffix[kind]}")
+    out = tmp_path / "out"
+    code, _, err = run("decompose", made, "--ranks", "1,1", "-o", out, "-q")
+    assert code == 0, err
+    folder = out / "img"
+    report = json.loads((folder / "report.json").read_text())
+    size = (report["image"]["width"], report["image"]["height"])
+    mode = "RGB" if report["image"]["color"] else "L"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(expected_files(2))
+    for name in (
+        "original.png",
+        "reconstruction.png",
+        "reconstruction_depth1.png",
+        "reconstruction_depth2.png",
+    ):
+        with Image.open(folder / name) as im:
+            assert (im.mode, im.size) == (mode, size), name
+    for name in (
+        "features_layer1.png",
+        "coefficients_layer2.png",
+        "features_depth2.png",
+        "summary.png",
+    ):
+        with Image.open(folder / name) as im:
+            im.load()
+    original = pixels(folder / "original.png")
+    recon = pixels(folder / "reconstruction.png")
+    norm = np.linalg.norm(original)
+    if norm > 0:
+        # Both PNGs are the float images rounded to 8 bits: at most half a level per pixel each.
+        slack = np.sqrt(original.size) / 255 / norm
+        err = np.linalg.norm(original - recon) / norm
+        assert err <= report["relative_error"] + slack
+        assert err >= report["relative_error"] - slack - 0.05
+    code, _, err = run("reconstruct", folder, "--out", tmp_path / "rebuilt.png")
+    assert code == 0, err
+    assert np.max(np.abs(pixels(tmp_path / "rebuilt.png") - recon)) <= 1 / 255 + 1e-12
