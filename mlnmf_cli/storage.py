@@ -262,7 +262,7 @@ def load_model(path: Path) -> SavedModel:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
     except FileNotFoundError as exc:
-        raise InputError("no such file") from exc
+        raise InputError("file not found") from exc
     except IsADirectoryError as exc:
         raise InputError("is a directory, not a model.npz") from exc
     except PermissionError as exc:

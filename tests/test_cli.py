@@ -159,6 +159,8 @@ def test_reconstruct_rejects_a_file_that_is_not_a_model(tmp_path: Path) -> None:
     assert code == 1
     assert err.startswith(f"mlnmf: error: {bogus}: not a valid model file")
     assert len(err.strip().splitlines()) == 1
+    code, _, err = run("reconstruct", tmp_path / "missing.npz")
+    assert (code, err) == (1, f"mlnmf: error: {tmp_path / 'missing.npz'}: file not found\n")
 
 
 def test_colour_modes(colour_png: Path, tmp_path: Path) -> None:
