@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal, NoReturn
 
 import typer
 from rich.console import Console
+from rich.progress import Progress, ProgressColumn, TimeElapsedColumn
 from rich.text import Text
 from typer.core import TyperGroup
 
@@ -212,6 +213,11 @@ def build_options(
         return pipeline.Options(ranks=parsed, **kwargs)
     except ParameterError as exc:
         raise typer.BadParameter(str(exc)) from None
+
+
+def progress_bar(quiet: bool, *columns: ProgressColumn) -> Progress:
+    """A transient progress display on stderr: ``columns`` then the elapsed time."""
+    return Progress(*columns, TimeElapsedColumn(), console=console, disable=quiet, transient=True)
 
 
 def pct(x: float | None) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, TextColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -39,6 +39,7 @@ from mlnmf_cli.cli.common import (
     error_line,
     fail,
     pct,
+    progress_bar,
 )  # fmt: skip
 from mlnmf_cli.errors import ExitCode, MlnmfError, ParameterError
 
@@ -118,7 +119,9 @@ def decompose(
     items = pipeline.expand_inputs(inputs, recursive=recursive, exclude=out)
     rows: list[dict[str, Any]] = []
     interrupted = False
-    progress = _progress(quiet)
+    progress = progress_bar(
+        quiet, TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}")
+    )
     try:
         with progress:
             batch_task = progress.add_task("images", total=len(items), detail=f"0/{len(items)}")
@@ -206,18 +209,6 @@ def _batch_exit_code(summary: dict[str, Any]) -> ExitCode:
     if summary["failed"] == 0:
         return ExitCode.OK
     return ExitCode.PARTIAL if summary["succeeded"] + summary["skipped"] else ExitCode.ERROR
-
-
-def _progress(quiet: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[detail]}"),
-        TimeElapsedColumn(),
-        console=console,
-        disable=quiet,
-        transient=True,
-    )
 
 
 def _summary_table(rows: list[dict[str, Any]], out: Path) -> None:

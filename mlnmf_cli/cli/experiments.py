@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import SpinnerColumn, TextColumn
 from rich.table import Table
 from rich.text import Text
 
 from mlnmf_cli import experiments, storage
-from mlnmf_cli.cli.common import MaxPixels, app, console, fail, pct
+from mlnmf_cli.cli.common import MaxPixels, app, console, fail, pct, progress_bar
 from mlnmf_cli.errors import ExitCode, MlnmfError, ParameterError
 
 ConfigSpecs = Annotated[
@@ -78,17 +78,6 @@ def _prepare_out(out: Path, names: Sequence[str], force: bool) -> Path:
     return out
 
 
-def _progress(quiet: bool) -> Progress:
-    return Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=console,
-        disable=quiet,
-        transient=True,
-    )
-
-
 def _exit_code(exc: MlnmfError) -> ExitCode:
     return ExitCode.USAGE if isinstance(exc, ParameterError) else ExitCode.ERROR
 
@@ -141,7 +130,7 @@ def compare(
     except MlnmfError as exc:
         fail(str(exc))
     try:
-        with _progress(quiet) as progress:
+        with progress_bar(quiet, SpinnerColumn(), TextColumn("{task.description}")) as progress:
             task = progress.add_task("decomposing", total=None)
             result = experiments.compare(
                 subjects, configs, measure=measure, draws=null_draws,
@@ -219,7 +208,7 @@ def random_test(
     shape = _size(size, "--size") or default_size
     out = _prepare_out(out, experiments.random_test_files(count, repeats, configs), force)
     try:
-        with _progress(quiet) as progress:
+        with progress_bar(quiet, SpinnerColumn(), TextColumn("{task.description}")) as progress:
             task = progress.add_task("decomposing", total=None)
             test = experiments.random_test(
                 out, configs, count=count, size=shape, distribution=distribution, seed=seed,
