@@ -12,7 +12,8 @@ similarity comes with two baselines computed the same way:
 * the **null** baseline: the same statistic on independent random
   non-negative matrices of the same shapes (what "alike" means by chance);
 * the **self** baseline: the same input decomposed again from a random start
-  (``init=random``, seed + 1): how alike two decompositions of *one* image are.
+  (``init=random``, seed + 1, and iterations even where the configuration
+  runs none): how alike two decompositions of *one* image are.
   Another seed alone would not do: the SVD-based starts are deterministic (or
   nearly), so it would often print a meaningless 1.
 
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mlnmf_cli import batch, imageio, pipeline, storage
+from mlnmf_cli import batch, engine, imageio, pipeline, storage
 from mlnmf_cli.engine import metrics
 from mlnmf_cli.errors import InputError, MlnmfError, OutputError, ParameterError
 
@@ -49,14 +50,16 @@ _FLOAT_KEYS = frozenset({"tol", "target_error"})
 _TRUE = frozenset({"on", "true", "yes", "1"})
 _FALSE = frozenset({"off", "false", "no", "0"})
 
-#: The seed's own setup (its ``appr_seminmf``: SVD-started Semi-NMF, layers
-#: stacked greedily with no normalisation and no joint fine-tuning). Its code
+#: The seed's own setup (its ``appr_seminmf``: the SVD-based Semi-NMF start with
+#: no iteration after it, layers stacked greedily with no normalisation and no
+#: joint fine-tuning). Its code
 #: factors each colour channel on its own (``channels=separate``) with rank
 #: 100 and then ``min(shape) - 20`` = 80 for the second layer; its random-pixel
 #: experiment is one layer of rank 80 on a 100 x 100 image of uniform noise.
 LIKE_SEED: dict[str, Any] = {
     "method": "semi",
     "init": "svd",
+    "max_iter": 0,
     "normalize": False,
     "fine_tune": False,
     "channels": "separate",
@@ -154,7 +157,8 @@ def _config_value(spec: str, key: str, value: str) -> Any:
 def like_seed_config(ranks: Sequence[int]) -> Config:
     """The seed's setup (see :data:`LIKE_SEED`) with the given ranks."""
     options = replace(pipeline.Options(), ranks=tuple(ranks), **LIKE_SEED)
-    spec = f"like-seed: ranks={','.join(map(str, ranks))} method=semi init=svd normalize=off fine_tune=off channels=separate"
+    settings = " ".join(f"{k}={_value_text(v)}" for k, v in LIKE_SEED.items())
+    spec = f"like-seed: ranks={','.join(map(str, ranks))} {settings}"
     return Config(spec, options)
 
 
@@ -499,7 +503,12 @@ def _run_one(subject: Subject, config: Config, self_baseline: bool) -> Run:
     ]
     self_factors = None
     if self_baseline:
-        other = replace(config.options, seed=config.options.seed + 1, init="random")
+        # A random start left as it is would be noise, not a decomposition: when the
+        # configuration runs no iterations (the seed's setup), the self run does.
+        iterations = config.options.max_iter or engine.DEFAULTS["max_iter"]
+        other = replace(
+            config.options, seed=config.options.seed + 1, init="random", max_iter=iterations
+        )
         again = pipeline.decompose_image(subject.image, other)
         self_factors = Factors([(list(p.Ws), list(p.Hs)) for p in again.parts])
     return Run(

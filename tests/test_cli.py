@@ -426,3 +426,22 @@ def test_every_image_kind_gives_complete_consistent_results(maker: str, tmp_path
     code, _, err = run("reconstruct", folder, "--out", tmp_path / "rebuilt.png")
     assert code == 0, err
     assert np.max(np.abs(pixels(tmp_path / "rebuilt.png") - recon)) <= 1 / 255 + 1e-12
+
+
+def test_the_seeds_pipeline_is_its_svd_start_stacked(tmp_path: Path) -> None:
+    """semi + svd + no iterations, normalisation or fine-tuning: each layer is exactly the
+    rank-(r-1) truncated SVD of its input, as the 2017 write-up's appr_seminmf gave."""
+    code, _, err = run(
+        "decompose", CAMERA, "--ranks", "20,10", "--method", "semi", "--init", "svd",
+        "--max-iter", "0", "--no-normalize", "--no-fine-tune", "--dtype", "float64",
+        "-o", tmp_path, "-q",
+    )  # fmt: skip
+    assert code == 0, err
+    X = pixels(CAMERA)
+    with np.load(tmp_path / "camera" / "model.npz") as npz:
+        W1, H1, W2, H2 = npz["part0_W1"], npz["part0_H1"], npz["part0_W2"], npz["part0_H2"]
+    U, s, Vt = np.linalg.svd(X)
+    assert np.allclose(W1 @ H1, (U[:, :19] * s[:19]) @ Vt[:19], atol=1e-8)
+    U, s, Vt = np.linalg.svd(H1)
+    assert np.allclose(W2 @ H2, (U[:, :9] * s[:9]) @ Vt[:9], atol=1e-6 * np.abs(H1).max())
+    assert np.all(H1 >= 0) and np.all(H2 >= 0) and W1.min() < 0

@@ -162,7 +162,13 @@ Normalize = Annotated[
     typer.Option("--normalize/--no-normalize", help="Scale W columns to unit norm between layers."),
 ]
 FineTuneIter = Annotated[int, typer.Option(min=0, help="Iterations of joint fine-tuning.")]
-MaxIter = Annotated[int, typer.Option(min=1, help="Iterations per layer at most.")]
+MaxIter = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        help="Iterations per layer at most (0: keep the initialisation, as the seed's pipeline did).",
+    ),
+]
 Tol = Annotated[
     float,
     typer.Option(min=0.0, help="Stop a layer when its relative improvement falls below this."),
