@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from mlnmf_cli.engine import (
     SOLVERS,
     DeepResult,
     NMFResult,
+    _linalg,
     _single,
     factorize,
     factorize_deep,
@@ -577,3 +580,50 @@ def test_mu_start_has_no_exact_zeros(rand_matrix: np.ndarray) -> None:
     assert np.all(res.W > 0) and np.all(res.H > 0)
     plain = factorize(rand_matrix, 6, solver="hals", init="nndsvd", max_iter=0)
     assert np.any(plain.W == 0) or np.any(plain.H == 0)
+
+
+# ----------------------------------------------------------------------- memory
+
+
+def _traced_peak(f: Callable[[], object]) -> int:
+    tracemalloc.start()
+    try:
+        f()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blocked_errors_match_the_full_residual(dtype: type) -> None:
+    rng = np.random.default_rng(7)
+    X = rng.random((700, 300)).astype(dtype)
+    W, H = rng.random((700, 6)).astype(dtype), rng.random((6, 300)).astype(dtype)
+    X64, R = X.astype(np.float64), W.astype(np.float64) @ H.astype(np.float64)
+    assert _linalg.squared_norm(X) == pytest.approx(float(np.sum(X64**2)), rel=1e-13)
+    assert _linalg.residual_squared_norm(X, W, H) == pytest.approx(
+        float(np.sum((X64 - R) ** 2)), rel=1e-12
+    )
+    assert _linalg.factor_relative_error(X, W, H) == pytest.approx(
+        float(np.linalg.norm(X64 - R) / np.linalg.norm(X64)), rel=1e-12
+    )
+    Z = np.zeros_like(X)
+    assert _linalg.factor_relative_error(Z, W * 0, H) == 0.0
+    assert _linalg.factor_relative_error(Z, W, H) == float("inf")
+
+
+def test_truncated_svd_of_float32_needs_no_float64_copy() -> None:
+    X = camera().astype(np.float32)
+    a = _linalg.truncated_svd(X, 20, np.random.default_rng(0))
+    b = _linalg.truncated_svd(X.astype(np.float64), 20, np.random.default_rng(0))
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-9, atol=1e-12)
+    big = np.tile(X, (3, 2))  # 1536 x 1024, 6 MiB
+    peak = _traced_peak(lambda: _linalg.truncated_svd(big, 20, np.random.default_rng(0)))
+    assert peak < big.nbytes / 2  # a float64 copy would be twice X
+
+
+def test_deep_factorisation_of_float32_makes_no_float64_copy() -> None:
+    X = np.tile(camera().astype(np.float32), (3, 2))  # 1536 x 1024, 6 MiB
+    peak = _traced_peak(lambda: factorize_deep(X, [16, 8], max_iter=2, fine_tune_iter=1))
+    assert peak < X.nbytes  # a float64 copy of X (or W H in float64) is twice X

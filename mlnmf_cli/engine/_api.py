@@ -12,7 +12,7 @@ import numpy as np
 from mlnmf_cli.engine._deep import chain, normalize_columns, refit_coefficients
 from mlnmf_cli.engine._deep import fine_tune as run_fine_tune
 from mlnmf_cli.engine._init import initialize
-from mlnmf_cli.engine._linalg import explicit_relative_error
+from mlnmf_cli.engine._linalg import factor_relative_error
 from mlnmf_cli.engine._single import Callback, solve
 from mlnmf_cli.engine._validation import (
     check_matrix,
@@ -289,7 +289,7 @@ def factorize_deep(
         Ws.append(W)
         Hs.append(H)
         current = H
-    greedy_errors = [explicit_relative_error(A, chain(Ws[: d + 1]) @ Hs[d]) for d in range(L)]
+    greedy_errors = [factor_relative_error(A, chain(Ws[: d + 1]), Hs[d]) for d in range(L)]
     t1 = time.perf_counter()
     ft_errors = np.asarray([greedy_errors[-1]], dtype=np.float64)
     ft_iter = 0
@@ -314,9 +314,9 @@ def factorize_deep(
         ft_iter = ft.n_iter
         converged = ft.converged
     t2 = time.perf_counter()
-    errors = [explicit_relative_error(A, chain(Ws[: d + 1]) @ Hs[d]) for d in range(L)]
+    errors = [factor_relative_error(A, chain(Ws[: d + 1]), Hs[d]) for d in range(L)]
     inputs = [A, *Hs[:-1]]
-    layer_errors = [explicit_relative_error(inputs[d], Ws[d] @ Hs[d]) for d in range(L)]
+    layer_errors = [factor_relative_error(inputs[d], Ws[d], Hs[d]) for d in range(L)]
     return DeepResult(
         Ws=Ws,
         Hs=Hs,

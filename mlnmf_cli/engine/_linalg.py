@@ -6,6 +6,40 @@ import numpy as np
 
 _EXACT_SVD_MAX_DIM = 128
 POWER_ITER = 4
+# Entries per block when a large matrix is read in float64 a block of rows at a
+# time (1 MiB of float64): temporaries stay small whatever the image size.
+BLOCK_ELEMENTS = 1 << 17
+
+
+def row_blocks(n_rows: int, n_cols: int) -> range:
+    """Start rows of blocks of about :data:`BLOCK_ELEMENTS` entries (step = range.step)."""
+    return range(0, n_rows, max(1, BLOCK_ELEMENTS // max(1, n_cols)))
+
+
+def _f64_rows(X: np.ndarray, i: int, j: int) -> np.ndarray:
+    return np.asarray(X[i:j], dtype=np.float64)
+
+
+def _times(X: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """X @ B in float64 (B float64); a float32 X is converted a block of rows at a time."""
+    if X.dtype == np.float64:
+        return X @ B
+    out = np.empty((X.shape[0], B.shape[1]))
+    blocks = row_blocks(*X.shape)
+    for i in blocks:
+        np.dot(_f64_rows(X, i, i + blocks.step), B, out=out[i : i + blocks.step])
+    return out
+
+
+def _t_times(X: np.ndarray, Q: np.ndarray) -> np.ndarray:
+    """X^T @ Q in float64 (Q float64); a float32 X is converted a block of rows at a time."""
+    if X.dtype == np.float64:
+        return X.T @ Q
+    out = np.zeros((X.shape[1], Q.shape[1]))
+    blocks = row_blocks(*X.shape)
+    for i in blocks:
+        out += _f64_rows(X, i, i + blocks.step).T @ Q[i : i + blocks.step]
+    return out
 
 
 def truncated_svd(
@@ -17,22 +51,24 @@ def truncated_svd(
     randomized range finder of Halko, Martinsson & Tropp with QR-normalised
     power iterations, seeded by ``rng``. Singular vectors get a deterministic
     sign (largest-magnitude entry of each u positive).
+
+    The randomized path never copies X: a float64 X is used as it is, a float32
+    X is converted to float64 a block of rows at a time inside each product.
     """
     m, n = X.shape
-    Xd = np.asarray(X, dtype=np.float64)
     small = min(m, n)
     if exact or small <= 2 * k + 20 or small <= _EXACT_SVD_MAX_DIM:
-        U, s, Vt = np.linalg.svd(Xd, full_matrices=False)
+        U, s, Vt = np.linalg.svd(np.asarray(X, dtype=np.float64), full_matrices=False)
         U, s, Vt = U[:, :k], s[:k], Vt[:k]
     else:
         q = k + 10
         n_iter = POWER_ITER
-        Q = _orthonormalize(Xd @ rng.standard_normal((n, q)))
+        Q = _orthonormalize(_times(X, rng.standard_normal((n, q))))
         for i in range(n_iter):
-            Z = _orthonormalize(Xd.T @ Q)
-            Y = Xd @ Z
+            Z = _orthonormalize(_t_times(X, Q))
+            Y = _times(X, Z)
             Q = np.linalg.qr(Y)[0] if i == n_iter - 1 else _orthonormalize(Y)
-        B = Q.T @ Xd
+        B = _t_times(X, Q).T
         Ub, s, Vt = np.linalg.svd(B, full_matrices=False)
         U = (Q @ Ub)[:, :k]
         s, Vt = s[:k], Vt[:k]
@@ -56,9 +92,16 @@ def _orthonormalize(Y: np.ndarray) -> np.ndarray:
 
 
 def squared_norm(A: np.ndarray) -> float:
-    """||A||_F^2 accumulated in float64."""
-    a = np.asarray(A, dtype=np.float64).ravel()
-    return float(np.dot(a, a))
+    """||A||_F^2 accumulated in float64 (other dtypes converted a block at a time)."""
+    a = np.asarray(A).ravel()
+    if a.dtype == np.float64:
+        return float(np.dot(a, a))
+    total = 0.0
+    step = BLOCK_ELEMENTS
+    for i in range(0, a.size, step):
+        b = a[i : i + step].astype(np.float64)
+        total += float(np.dot(b, b))
+    return total
 
 
 def frob_inner(A: np.ndarray, B: np.ndarray) -> float:
@@ -94,20 +137,36 @@ def relative_error_from_products(
 
 
 def _explicit(X: np.ndarray, W: np.ndarray, H: np.ndarray, normX2: float) -> float:
-    R = np.asarray(X, dtype=np.float64) - np.asarray(W, dtype=np.float64) @ np.asarray(
-        H, dtype=np.float64
-    )
-    e2 = squared_norm(R)
+    e2 = residual_squared_norm(X, W, H)
     if normX2 <= 0.0:
         return 0.0 if e2 == 0.0 else float("inf")
     return float(np.sqrt(e2 / normX2))
 
 
-def explicit_relative_error(X: np.ndarray, R: np.ndarray) -> float:
-    """||X - R|| / ||X|| in float64; 0 when both are zero, inf when only X is."""
-    Xd = np.asarray(X, dtype=np.float64)
-    d = squared_norm(Xd - np.asarray(R, dtype=np.float64))
-    nx = squared_norm(Xd)
+def residual_squared_norm(X: np.ndarray, W: np.ndarray, H: np.ndarray) -> float:
+    """||X - W H||_F^2 in float64, a block of rows at a time.
+
+    W and H are taken in float64 and each block of X is converted to float64,
+    so no m x n temporary is made and the residual is exact up to float64
+    rounding (no cancellation through ||X||^2 - 2 <X, W H> + ||W H||^2).
+    """
+    W64 = np.asarray(W, dtype=np.float64)
+    H64 = np.asarray(H, dtype=np.float64)
+    total = 0.0
+    blocks = row_blocks(*X.shape)
+    for i in blocks:
+        j = i + blocks.step
+        R = np.array(X[i:j], dtype=np.float64)
+        R -= W64[i:j] @ H64
+        total += float(np.vdot(R, R))
+    return total
+
+
+def factor_relative_error(X: np.ndarray, W: np.ndarray, H: np.ndarray) -> float:
+    """||X - W H|| / ||X|| in float64 without forming W H; 0 when both are zero,
+    inf when only X is."""
+    d = residual_squared_norm(X, W, H)
+    nx = squared_norm(X)
     if nx == 0.0:
         return 0.0 if d == 0.0 else float("inf")
     return float(np.sqrt(d / nx))
