@@ -120,6 +120,60 @@ def test_svd_floor_matches_truncated_svd() -> None:
     assert svd_floor(X, 4) == pytest.approx(relative_error(X, best), rel=1e-10)
 
 
+def _camera() -> np.ndarray:
+    from pathlib import Path
+
+    from PIL import Image
+
+    path = Path(__file__).parent.parent / "sample_images" / "camera.png"
+    return np.asarray(Image.open(path), dtype=np.float64) / 255
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_svd_floors_large_matrix_path_matches_exact_svd(dtype: type) -> None:
+    # exact_max_entries=0 forces the path taken by matrices of more than
+    # EXACT_FLOOR_MAX_ENTRIES entries (randomized SVD and explicit residuals).
+    X = _camera()[:300, :400].astype(dtype)
+    ranks = [1, 5, 20, 40]
+    exact = svd_floors(X, ranks)
+    estimated = svd_floors(X, ranks, exact_max_entries=0)
+    assert estimated == pytest.approx(exact, rel=1e-7)
+    # The residual of an actual rank-r matrix: never below the Eckart-Young floor.
+    assert all(e >= x * (1 - 1e-12) for e, x in zip(estimated, exact, strict=True))
+    # Deterministic (fixed seed), and the same ranks in any order give the same values.
+    assert svd_floors(X, ranks[::-1], exact_max_entries=0) == estimated[::-1]
+    assert svd_floors(np.zeros((300, 400), dtype), [3], exact_max_entries=0) == [0.0]
+    assert metrics.EXACT_FLOOR_MAX_ENTRIES >= 1 << 20
+
+
+def test_svd_floors_large_matrix_path_on_a_flat_spectrum() -> None:
+    # No decay at all (uniform noise) is the hard case: still within 0.1%.
+    X = np.random.default_rng(5).random((200, 300))
+    exact = svd_floors(X, [30, 10])
+    estimated = svd_floors(X, [30, 10], exact_max_entries=0)
+    assert estimated == pytest.approx(exact, rel=1e-3)
+    assert all(e >= x * (1 - 1e-12) for e, x in zip(estimated, exact, strict=True))
+
+
+def test_svd_floors_large_matrix_path_full_rank() -> None:
+    X = _camera()[:200, :160]
+    assert svd_floors(X, [160], exact_max_entries=0)[0] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_svd_floors_large_matrix_path_copies_nothing_large() -> None:
+    import tracemalloc
+
+    X = _camera()[:, :400].astype(np.float32)
+    X = np.block([[X, X, X], [X, X, X], [X, X, X]])  # 1536 x 1200
+    tracemalloc.start()
+    try:
+        svd_floors(X, [10], exact_max_entries=0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < X.nbytes / 2  # a float64 copy alone would be twice X
+
+
 @pytest.mark.parametrize(
     ("rank", "message"),
     [
