@@ -35,7 +35,7 @@ import re
 import struct
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +53,7 @@ __all__ = [
     "load_image",
     "to_matrices",
     "to_pil",
+    "to_pil_by_rows",
 ]
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "WEBP", "GIF")
@@ -65,6 +66,8 @@ _ALLOWED_TEXT = "PNG, JPEG, TIFF, BMP, WebP, GIF"
 _LUMA = np.array([0.299, 0.587, 0.114])
 _GREY_MODES = frozenset({"1", "L", "LA", "I", "F"})
 _MAX_DETAIL = 160
+# Entries per block when whole images are converted a block of rows at a time.
+_BLOCK_ELEMENTS = 1 << 18
 
 _ORIENTATION_NOTES = {
     2: "mirrored left-right",
@@ -166,8 +169,16 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -
         raise InputError(
             f"image mode {decoded.mode} cannot be converted ({_detail(exc, path)})"
         ) from exc
-    pixels = np.nan_to_num(pixels, nan=0.0, posinf=1.0, neginf=0.0)
-    pixels = np.ascontiguousarray(np.clip(pixels, 0.0, 1.0), dtype=np.float64)
+    # In place on the one float64 array, a block of rows at a time: no
+    # temporaries (not even NaN masks) as large as the image.
+    pixels = np.ascontiguousarray(pixels, dtype=np.float64)
+    if not pixels.flags.writeable:
+        pixels = pixels.copy()
+    step = max(1, _BLOCK_ELEMENTS // max(1, pixels[:1].size))
+    for i in range(0, pixels.shape[0], step):
+        block = pixels[i : i + step]
+        np.nan_to_num(block, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
+        np.clip(block, 0.0, 1.0, out=block)
     return LoadedImage(
         pixels=pixels,
         format=decoded.format,
@@ -352,7 +363,8 @@ def _over_white(values: np.ndarray, notes: list[str]) -> np.ndarray:
 
 def _grey(raw: np.ndarray, scale: float, transparency: object, notes: list[str]) -> np.ndarray:
     """Grey levels divided by ``scale``; the transparent level, if any, made white."""
-    values = raw.astype(np.float64) / scale
+    values = raw.astype(np.float64)
+    values /= scale
     if isinstance(transparency, int) and not isinstance(transparency, bool):
         mask = raw == transparency
         if mask.any():
@@ -504,10 +516,32 @@ def _check_channels(channels: str) -> None:
 
 
 def to_pil(pixels: np.ndarray) -> Image.Image:
-    """Floats in ``[0, 1]`` to an 8-bit ``L`` or ``RGB`` image (clipped and rounded)."""
-    values = np.asarray(pixels, dtype=np.float64)
-    if not (values.ndim == 2 or (values.ndim == 3 and values.shape[2] == 3)):
-        raise ParameterError(f"pixels must have shape (H, W) or (H, W, 3), got {values.shape}")
-    values = np.nan_to_num(values, nan=0.0, posinf=1.0, neginf=0.0)
-    data = np.rint(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8)
+    """Floats in ``[0, 1]`` to an 8-bit ``L`` or ``RGB`` image (clipped and rounded).
+
+    Converted in float64 a block of rows at a time (NaN to 0, +inf to 1), so the
+    only full-size array made is the 8-bit result, whatever ``pixels``' dtype.
+    """
+    values = np.asarray(pixels)
+    return to_pil_by_rows(values.shape, lambda i, j: values[i:j])
+
+
+def to_pil_by_rows(shape: tuple[int, ...], rows: Callable[[int, int], np.ndarray]) -> Image.Image:
+    """:func:`to_pil` of an image of ``shape`` given as ``rows(i, j)`` = its rows i to j.
+
+    The image is never held as floats in full: each block of rows is asked for,
+    converted to 8 bits and dropped.
+    """
+    shape = tuple(int(x) for x in shape)
+    if not (len(shape) == 2 or (len(shape) == 3 and shape[2] == 3)):
+        raise ParameterError(f"pixels must have shape (H, W) or (H, W, 3), got {shape}")
+    data = np.empty(shape, dtype=np.uint8)
+    step = max(1, _BLOCK_ELEMENTS // max(1, int(np.prod(shape[1:]))))
+    for i in range(0, shape[0], step):
+        target = data[i : i + step]
+        block = np.array(rows(i, i + step), dtype=np.float64).reshape(target.shape)
+        np.nan_to_num(block, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
+        np.clip(block, 0.0, 1.0, out=block)
+        block *= 255.0
+        np.rint(block, out=block)
+        np.copyto(target, block, casting="unsafe")
     return Image.fromarray(data)

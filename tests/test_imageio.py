@@ -3,6 +3,7 @@ from __future__ import annotations
 import errno
 import struct
 import threading
+import tracemalloc
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ from mlnmf_cli.imageio import (
     load_image,
     to_matrices,
     to_pil,
+    to_pil_by_rows,
 )
 
 WHITE_NOTE = "alpha channel composited over white"
@@ -535,3 +537,54 @@ def test_to_pil_colour_and_round_trip_of_8_bit_values(tmp_path: Path) -> None:
 def test_to_pil_rejects_other_shapes() -> None:
     with pytest.raises(ParameterError):
         to_pil(np.zeros((2, 2, 4)))
+
+
+def _reference_pil(pixels: np.ndarray) -> np.ndarray:
+    """The former to_pil, on full float64 copies."""
+    values = np.nan_to_num(np.asarray(pixels, dtype=np.float64), nan=0.0, posinf=1.0, neginf=0.0)
+    return np.rint(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (700, 450), (300, 200, 3)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_to_pil_by_blocks_is_the_full_conversion(shape: tuple[int, ...], dtype: type) -> None:
+    rng = np.random.default_rng(3)
+    pixels = rng.normal(0.5, 0.6, shape)
+    pixels.flat[::7] = np.round(pixels.flat[::7] * 510) / 510  # exact half levels
+    pixels.flat[::97] = np.nan
+    pixels.flat[::89] = np.inf
+    pixels.flat[::83] = -np.inf
+    pixels = pixels.astype(dtype)
+    expected = _reference_pil(pixels)
+    np.testing.assert_array_equal(np.asarray(to_pil(pixels)), expected)
+    by_rows = to_pil_by_rows(pixels.shape, lambda i, j: pixels[i:j])
+    np.testing.assert_array_equal(np.asarray(by_rows), expected)
+
+
+def test_to_pil_by_rows_rejects_other_shapes() -> None:
+    with pytest.raises(ParameterError):
+        to_pil_by_rows((2, 2, 4), lambda i, j: np.zeros((j - i, 2, 4)))
+
+
+def _traced_peak(f: Callable[[], object]) -> int:
+    tracemalloc.start()
+    try:
+        f()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_to_pil_makes_no_full_size_float_copy() -> None:
+    pixels = np.random.default_rng(4).random((1536, 1024))  # 12 MiB of float64
+    assert _traced_peak(lambda: to_pil(pixels)) < pixels.nbytes / 2
+
+
+def test_load_image_peak_memory_is_close_to_its_result(tmp_path: Path) -> None:
+    values = np.random.default_rng(5).integers(0, 256, (1536, 1024), dtype=np.uint8)
+    Image.fromarray(values).save(tmp_path / "big.png")
+    result: list[LoadedImage] = []
+    peak = _traced_peak(lambda: result.append(load_image(tmp_path / "big.png")))
+    np.testing.assert_array_equal(result[0].pixels, values / 255.0)
+    # The float64 result plus the 8-bit decode; no float64 temporaries.
+    assert peak < 1.3 * result[0].pixels.nbytes
