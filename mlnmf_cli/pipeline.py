@@ -114,12 +114,41 @@ class Decomposition:
             return mats[0]
         return imageio.from_matrices(mats, self.channels, self.target.shape)
 
+    def _model_rows(self, depth: int) -> Callable[[int, int], np.ndarray]:
+        """Rows i:j of :meth:`reconstruction` (float64), computed from the factors alone
+        (the product in the factors' dtype, as :meth:`reconstruction` does)."""
+        features = [p.effective_features(depth) for p in self.parts]
+        coefficients = [p.Hs[depth - 1] for p in self.parts]
+        shape = self.target.shape
+
+        def rows(i: int, j: int) -> np.ndarray:
+            mats = [
+                np.asarray(W[i:j] @ H, dtype=np.float64)
+                for W, H in zip(features, coefficients, strict=True)
+            ]
+            if len(mats) == 1 and len(shape) == 2:
+                return mats[0]
+            return imageio.from_matrices(mats, self.channels, (mats[0].shape[0], *shape[1:]))
+
+        return rows
+
+    def _matrix_views(self) -> list[np.ndarray]:
+        """:attr:`matrices` without copying a grey image's pixels."""
+        if self.target.ndim == 2:
+            return [self.target]
+        return self.matrices
+
     def depth_errors(self) -> list[dict[str, float | int | None]]:
-        """Per depth: the model's error, its PSNR, the greedy error and the rank's SVD floor."""
+        """Per depth: the model's error, its PSNR, the greedy error and the rank's SVD floor.
+
+        Nothing as large as the image is made for a grey image: the model's
+        pixels are compared a block of rows at a time and the floors come from
+        :func:`metrics.svd_floors`, which does not copy a float64 matrix.
+        """
         norms = self._part_norms()
         floors = [
             metrics.svd_floors(m, [min(r, *m.shape) for r in self.options.ranks])
-            for m in self.matrices
+            for m in self._matrix_views()
         ]
         rows: list[dict[str, float | int | None]] = []
         for d, rank in enumerate(self.options.ranks, start=1):
@@ -127,7 +156,7 @@ class Decomposition:
                 {
                     "depth": d,
                     "rank": rank,
-                    **pixel_errors(self.target, self.reconstruction(d)),
+                    **_pixel_errors(self.target, self._model_rows(d)),
                     "greedy_relative_error": _combine_relative(
                         [p.greedy_errors[d - 1] for p in self.parts], norms
                     ),
@@ -142,7 +171,7 @@ class Decomposition:
         return imageio.to_matrices(self.target, self.channels)
 
     def _part_norms(self) -> list[float]:
-        return [float(np.linalg.norm(m)) for m in self.matrices]
+        return [float(np.linalg.norm(m)) for m in self._matrix_views()]
 
     def layer_stats(self) -> list[dict[str, Any]]:
         stats = []
@@ -211,11 +240,19 @@ def pixel_errors(target: np.ndarray, recon: np.ndarray) -> dict[str, float | Non
     t, r = target.reshape(target.shape[0], -1), recon.reshape(recon.shape[0], -1)
     if t.shape != r.shape:
         raise ParameterError(f"R must have the shape of X {tuple(t.shape)}, got {tuple(r.shape)}")
+    return _pixel_errors(target, lambda i, j: r[i:j])
+
+
+def _pixel_errors(
+    target: np.ndarray, model_rows: Callable[[int, int], np.ndarray]
+) -> dict[str, float | None]:
+    """:func:`pixel_errors` with the model given as a function of a range of rows."""
+    t = target.reshape(target.shape[0], -1)
     err2 = norm2 = clipped2 = 0.0
     step = max(1, _BLOCK_ELEMENTS // max(1, t.shape[1]))
     for i in range(0, t.shape[0], step):
         tb = np.asarray(t[i : i + step], dtype=np.float64)
-        rb = np.asarray(r[i : i + step], dtype=np.float64)
+        rb = np.asarray(model_rows(i, i + step), dtype=np.float64).reshape(tb.shape)
         d = tb - rb
         err2 += float(np.vdot(d, d))
         norm2 += float(np.vdot(tb, tb))
@@ -257,7 +294,12 @@ def decompose_image(
     """Decompose one loaded image with ``options``; pure computation, no files."""
     channels = options.channels_for(image)
     dtype = np.dtype(options.dtype)
-    mats = imageio.to_matrices(image.pixels, channels)
+    # A grey image's pixels are used as they are (the engine never writes to its
+    # input): no float64 copy is made, only the working-dtype matrix.
+    if image.pixels.ndim == 2:
+        mats = [image.pixels]
+    else:
+        mats = imageio.to_matrices(image.pixels, channels)
     # What is decomposed is the loaded pixels themselves, except a colour image's
     # luminance: no second float64 copy of a large image stays alive, and the
     # float64 matrices are dropped once converted to the working dtype.
@@ -307,9 +349,8 @@ def write_result(
         recons = []
         for depth_row in report["depths"]:
             depth = int(depth_row["depth"])
-            recon = d.reconstruction(depth)
-            pic = imageio.to_pil(np.clip(recon, 0.0, 1.0, out=recon))
-            del recon
+            # Converted a block of rows at a time: the model is never held in full.
+            pic = imageio.to_pil_by_rows(d.target.shape, d._model_rows(depth))
             storage.save_image(tmp / f"reconstruction_depth{depth}.png", pic)
             if depth == d.depth:
                 storage.save_image(tmp / "reconstruction.png", pic)
