@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import tracemalloc
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from peak import traced_peak
 from PIL import Image
 
 from mlnmf_cli.engine import (
@@ -585,15 +584,6 @@ def test_mu_start_has_no_exact_zeros(rand_matrix: np.ndarray) -> None:
 # ----------------------------------------------------------------------- memory
 
 
-def _traced_peak(f: Callable[[], object]) -> int:
-    tracemalloc.start()
-    try:
-        f()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_blocked_errors_match_the_full_residual(dtype: type) -> None:
     rng = np.random.default_rng(7)
@@ -619,11 +609,11 @@ def test_truncated_svd_of_float32_needs_no_float64_copy() -> None:
     for x, y in zip(a, b, strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-9, atol=1e-12)
     big = np.tile(X, (3, 2))  # 1536 x 1024, 6 MiB
-    peak = _traced_peak(lambda: _linalg.truncated_svd(big, 20, np.random.default_rng(0)))
+    peak = traced_peak(lambda: _linalg.truncated_svd(big, 20, np.random.default_rng(0)))
     assert peak < big.nbytes / 2  # a float64 copy would be twice X
 
 
 def test_deep_factorisation_of_float32_makes_no_float64_copy() -> None:
     X = np.tile(camera().astype(np.float32), (3, 2))  # 1536 x 1024, 6 MiB
-    peak = _traced_peak(lambda: factorize_deep(X, [16, 8], max_iter=2, fine_tune_iter=1))
+    peak = traced_peak(lambda: factorize_deep(X, [16, 8], max_iter=2, fine_tune_iter=1))
     assert peak < X.nbytes  # a float64 copy of X (or W H in float64) is twice X

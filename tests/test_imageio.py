@@ -3,7 +3,6 @@ from __future__ import annotations
 import errno
 import struct
 import threading
-import tracemalloc
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from peak import traced_peak
 from PIL import Image, ImageFile
 
 from mlnmf_cli.errors import InputError, ParameterError
@@ -566,25 +566,16 @@ def test_to_pil_by_rows_rejects_other_shapes() -> None:
         to_pil_by_rows((2, 2, 4), lambda i, j: np.zeros((j - i, 2, 4)))
 
 
-def _traced_peak(f: Callable[[], object]) -> int:
-    tracemalloc.start()
-    try:
-        f()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 def test_to_pil_makes_no_full_size_float_copy() -> None:
     pixels = np.random.default_rng(4).random((1536, 1024))  # 12 MiB of float64
-    assert _traced_peak(lambda: to_pil(pixels)) < pixels.nbytes / 2
+    assert traced_peak(lambda: to_pil(pixels)) < pixels.nbytes / 2
 
 
 def test_load_image_peak_memory_is_close_to_its_result(tmp_path: Path) -> None:
     values = np.random.default_rng(5).integers(0, 256, (1536, 1024), dtype=np.uint8)
     Image.fromarray(values).save(tmp_path / "big.png")
     result: list[LoadedImage] = []
-    peak = _traced_peak(lambda: result.append(load_image(tmp_path / "big.png")))
+    peak = traced_peak(lambda: result.append(load_image(tmp_path / "big.png")))
     np.testing.assert_array_equal(result[0].pixels, values / 255.0)
     # The float64 result plus the 8-bit decode; no float64 temporaries.
     assert peak < 1.3 * result[0].pixels.nbytes
