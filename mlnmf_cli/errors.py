@@ -25,6 +25,17 @@ class OutputError(MlnmfError):
     """A result cannot be written where it was asked to go."""
 
 
+def open_error(exc: OSError, kind: str) -> InputError:
+    """The usual reasons a file cannot be opened, as one line; ``kind`` names what was expected."""
+    if isinstance(exc, FileNotFoundError):
+        return InputError("file not found")
+    if isinstance(exc, IsADirectoryError):
+        return InputError(f"is a directory, not {kind}")
+    if isinstance(exc, PermissionError):
+        return InputError("permission denied")
+    return InputError(f"cannot read the file ({exc.strerror or exc})")
+
+
 class ExitCode(IntEnum):
     OK = 0
     ERROR = 1

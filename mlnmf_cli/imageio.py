@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from mlnmf_cli.errors import InputError, ParameterError
+from mlnmf_cli.errors import InputError, ParameterError, open_error
 
 __all__ = [
     "ALLOWED_FORMATS",
@@ -211,12 +211,8 @@ def _decode(path: str, max_pixels: int | None) -> _Decoded:
         raise
     except UnidentifiedImageError as exc:
         raise InputError(_unidentified(path)) from exc
-    except IsADirectoryError as exc:
-        raise InputError("is a directory, not an image file") from exc
-    except FileNotFoundError as exc:
-        raise InputError("file not found") from exc
-    except PermissionError as exc:
-        raise InputError("permission denied") from exc
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        raise open_error(exc, "an image file") from exc
     except MemoryError as exc:
         raise InputError("not enough memory to decode the image") from exc
     except OSError as exc:

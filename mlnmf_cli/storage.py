@@ -25,7 +25,7 @@ from typing import IO, Any
 import numpy as np
 
 from mlnmf_cli import __version__
-from mlnmf_cli.errors import InputError, OutputError
+from mlnmf_cli.errors import InputError, OutputError, open_error
 
 MODEL_FORMAT_VERSION = 1
 REPORT_VERSION = "1"
@@ -261,12 +261,8 @@ def load_model(path: Path) -> SavedModel:
                 raise InputError("not a valid model file (not an .npz archive)")
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
-    except FileNotFoundError as exc:
-        raise InputError("file not found") from exc
-    except IsADirectoryError as exc:
-        raise InputError("is a directory, not a model.npz") from exc
-    except PermissionError as exc:
-        raise InputError("permission denied") from exc
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        raise open_error(exc, "a model.npz") from exc
     except ValueError as exc:
         if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
             raise InputError("model contains pickled objects; refusing to load it") from exc
