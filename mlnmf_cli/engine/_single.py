@@ -49,26 +49,32 @@ class RowSweeper:
         self.buf = np.empty(p, V.dtype)
         self.prev = np.empty_like(V)
         self.blocks: list[tuple[int, int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]] = []
+        # Per block: the C view (identity above the strict lower triangle, which
+        # update() refills with -G), the same-shaped Gm view, and the masks of the
+        # strict lower triangle and of the lower triangle with the diagonal.
+        self.masks: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         for k0 in range(0, r, block):
             k1 = min(k0 + block, r)
+            b = k1 - k0
             rows = [(self.C[k, : k - k0 + 1], V[k0 : k + 1], V[k]) for k in range(k0 + 1, k1)]
             self.blocks.append((k0, k1, rows))
+            Cb = self.C[k0:k1, :b]
+            Cb[...] = np.eye(b, dtype=self.dtype)
+            lower = np.tri(b, k=-1, dtype=bool)
+            self.masks.append((Cb, self.Gm[k0:k1, k0:k1], lower, np.tri(b, dtype=bool)))
 
     def update(self, P: np.ndarray, G: np.ndarray, max_sweeps: int, delta: float) -> int:
         """Run up to ``max_sweeps`` sweeps; stop when a sweep changes V by less than
         ``delta`` times the first sweep's change. Returns the number of sweeps."""
-        V, Gm, C = self.V, self.Gm, self.C
+        V, Gm = self.V, self.Gm
         d = np.diagonal(G).copy()
         d[d <= 0] = 1
         inv = (1.0 / d)[:, None]
         np.multiply(G, inv, out=Gm)
         np.multiply(P, inv, out=self.Ps)
-        for k0, k1, _ in self.blocks:
-            b = k1 - k0
-            Gbb = Gm[k0:k1, k0:k1]
-            C[k0:k1, :b] = -np.tril(Gbb, -1)
-            C[k0:k1, :b] += np.eye(b, dtype=self.dtype)
-            Gbb[...] = np.triu(Gbb, 1)
+        for Cb, Gbb, lower, lower_diag in self.masks:
+            np.negative(Gbb, out=Cb, where=lower)
+            np.copyto(Gbb, self.zero, where=lower_diag)
         first = 0.0
         s = 0
         for s in range(max_sweeps):
