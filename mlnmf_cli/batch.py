@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import json
 import multiprocessing
 import os
 import re
 import shutil
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -112,6 +114,8 @@ class _Runner:
         self.on_done = on_done
         self.results: dict[int, dict[str, Any]] = {}
         self.delivered = 0
+        self.started = time.time()
+        self.existed = {i for i, item in enumerate(self.items) if (out / item.name).exists()}
 
     def is_trivial(self, item: pipeline.BatchItem) -> bool:
         """Items answered without decoding anything: listing problems and skipped folders."""
@@ -135,11 +139,35 @@ class _Runner:
             self.delivered += 1
 
     def flush(self) -> None:
-        """After an interrupt: deliver the rows that are finished, in input order, gaps skipped."""
-        for index in sorted(i for i in self.results if i >= self.delivered):
+        """After an interrupt: deliver the rows that are finished, in input order, gaps skipped.
+
+        A worker may have put a complete result folder in place just before the
+        interrupt stopped its answer from arriving: the folder on disk is the
+        truth, so such an input is listed from its report (:meth:`found_on_disk`).
+        """
+        for index in range(self.delivered, len(self.items)):
+            if index not in self.results:
+                row = self.found_on_disk(index)
+                if row is None:
+                    continue
+                self.results[index] = row
             if self.on_done is not None:
                 self.on_done(self.results[index])
         self.delivered = len(self.items)
+
+    def found_on_disk(self, index: int) -> dict[str, Any] | None:
+        """The row of an input whose result folder this batch wrote, or None."""
+        item = self.items[index]
+        folder = self.out / item.name
+        if item.problem is not None:
+            return None
+        try:
+            if index in self.existed and (folder / "report.json").stat().st_mtime < self.started:
+                return None  # an older result this batch did not replace
+            report = json.loads((folder / "report.json").read_text())
+            return pipeline.ok_row(item, folder, report, seconds=None)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     def run_trivial(self) -> list[int]:
         """Answer trivial items here and return the indices that need real work, in order."""
@@ -350,7 +378,11 @@ def _drive_pool(
             _terminate(pool)
             retry = []
             for index in sorted(broken):
-                if attempts[index] >= MAX_ATTEMPTS:
+                # A worker may have put its folder in place and died before answering.
+                found = runner.found_on_disk(index)
+                if found is not None:
+                    runner.finish(index, found)
+                elif attempts[index] >= MAX_ATTEMPTS:
                     runner.finish(index, failed_row(runner.items[index], runner.out, DIED))
                 else:
                     retry.append(index)

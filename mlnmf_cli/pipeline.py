@@ -536,18 +536,27 @@ def process_item(
             "not enough memory to decompose this image (try smaller ranks or --dtype float32)"
         )
         return row
-    row.update(
-        status="ok",
-        height=report["image"]["height"],
-        width=report["image"]["width"],
-        channels=report["channels"],
-        ranks=",".join(map(str, options.ranks)),
-        relative_error=report["relative_error"],
-        psnr=report["psnr"],
-        svd_floor=report["svd_floor"]["relative_error"],
-        seconds=round(time.perf_counter() - start, 4),
-    )
-    return row
+    return ok_row(item, folder, report, seconds=time.perf_counter() - start)
+
+
+def ok_row(
+    item: BatchItem, folder: Path, report: dict[str, Any], *, seconds: float | None
+) -> dict[str, Any]:
+    """The summary row of an input whose result folder holds ``report``."""
+    return {
+        "input": str(item.path),
+        "status": "ok",
+        "folder": str(folder),
+        "error": None,
+        "height": report["image"]["height"],
+        "width": report["image"]["width"],
+        "channels": report["channels"],
+        "ranks": ",".join(map(str, report["parameters"]["ranks"])),
+        "relative_error": report["relative_error"],
+        "psnr": report["psnr"],
+        "svd_floor": report["svd_floor"]["relative_error"],
+        "seconds": None if seconds is None else round(seconds, 4),
+    }
 
 
 def write_summary(

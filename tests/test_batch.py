@@ -444,3 +444,20 @@ def test_missing_dask_extra_is_one_clear_error(
     assert stderr == (
         "mlnmf: error: --scheduler needs Dask's distributed scheduler: pip install 'mlnmf[dask]'\n"
     )
+
+
+def test_a_finished_folder_whose_answer_was_lost_is_still_listed(tmp_path: Path) -> None:
+    """A worker can put its folder in place and die (or be interrupted) before answering."""
+    items = pipeline.expand_inputs([folder_of_images(tmp_path / "in", 3)], recursive=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    options = pipeline.Options(ranks=(4, 2))
+    pipeline.process_item(items[2], options, out)  # an older result, not this batch's work
+    delivered: list[dict] = []
+    runner = batch._Runner(items, options, out, False, False, None, delivered.append)
+    pipeline.process_item(items[0], options, out)  # this batch's, its answer never arrived
+    assert runner.found_on_disk(1) is None  # nothing on disk
+    runner.flush()
+    assert [(r["input"], r["status"]) for r in delivered] == [(str(items[0].path), "ok")]
+    report = json.loads((out / items[0].name / "report.json").read_text())
+    assert delivered[0]["relative_error"] == report["relative_error"]
