@@ -340,8 +340,10 @@ def test_output_directory_that_is_a_file(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def unwritable(tmp_path: Path) -> Iterator[Path]:
-    """A folder nobody can write into, root included: the immutable attribute (chattr +i)."""
+def unwritable(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A folder nobody can write into, root included: the immutable attribute (chattr +i).
+
+    Yields the folder and the system's reason for refusing a write there."""
     folder = tmp_path / "locked"
     folder.mkdir()
     chattr = shutil.which("chattr")
@@ -361,23 +363,25 @@ def unwritable(tmp_path: Path) -> Iterator[Path]:
                 "running as root and chattr +i is not available: cannot make a folder unwritable"
             )
     try:
-        yield folder
+        yield folder, "Operation not permitted" if locked else "Permission denied"
     finally:
         if locked:
             subprocess.run([str(chattr), "-i", str(folder)], check=True)
         folder.chmod(0o755)
 
 
-def test_output_directory_without_write_permission(unwritable: Path, tmp_path: Path) -> None:
+def test_output_directory_without_write_permission(
+    unwritable: tuple[Path, str], tmp_path: Path
+) -> None:
+    folder, expected = unwritable
     path = gen.make_gray_png(tmp_path / "img.png", size=(24, 20))
-    expected = "Operation not permitted" if shutil.which("chattr") else "Permission denied"
-    for out in (unwritable, unwritable / "sub"):
+    for out in (folder, folder / "sub"):
         code, _, stderr = decompose(path, "-o", out, "--ranks", "8,4")
         assert (code, stderr) == (
             1,
             f"mlnmf: error: {out}: cannot write to the output directory ({expected})\n",
         )
-    assert list(unwritable.iterdir()) == []
+    assert list(folder.iterdir()) == []
 
 
 def test_same_file_name_in_different_folders(tmp_path: Path) -> None:
