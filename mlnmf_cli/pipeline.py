@@ -109,14 +109,11 @@ class Decomposition:
 
     def reconstruction(self, depth: int | None = None) -> np.ndarray:
         """Model pixels at ``depth`` (default: deepest), unclipped, float64."""
-        mats = [np.asarray(p.reconstruct(depth), dtype=np.float64) for p in self.parts]
-        if len(mats) == 1 and self.target.ndim == 2:
-            return mats[0]
-        return imageio.from_matrices(mats, self.channels, self.target.shape)
+        return self._model_rows(self.depth if depth is None else depth)(0, self.target.shape[0])
 
     def _model_rows(self, depth: int) -> Callable[[int, int], np.ndarray]:
-        """Rows i:j of :meth:`reconstruction` (float64), computed from the factors alone
-        (the product in the factors' dtype, as :meth:`reconstruction` does)."""
+        """Rows i:j of :meth:`reconstruction` (float64), computed from the factors alone,
+        the product in the factors' dtype."""
         features = [p.effective_features(depth) for p in self.parts]
         coefficients = [p.Hs[depth - 1] for p in self.parts]
         shape = self.target.shape
@@ -132,12 +129,6 @@ class Decomposition:
 
         return rows
 
-    def _matrix_views(self) -> list[np.ndarray]:
-        """:attr:`matrices` without copying a grey image's pixels."""
-        if self.target.ndim == 2:
-            return [self.target]
-        return self.matrices
-
     def depth_errors(self) -> list[dict[str, float | int | None]]:
         """Per depth: the model's error, its PSNR, the greedy error and the rank's SVD floor.
 
@@ -148,7 +139,7 @@ class Decomposition:
         norms = self._part_norms()
         floors = [
             metrics.svd_floors(m, [min(r, *m.shape) for r in self.options.ranks])
-            for m in self._matrix_views()
+            for m in self.matrices
         ]
         rows: list[dict[str, float | int | None]] = []
         for d, rank in enumerate(self.options.ranks, start=1):
@@ -167,11 +158,13 @@ class Decomposition:
 
     @property
     def matrices(self) -> list[np.ndarray]:
-        """The matrices that were decomposed, one per part."""
+        """The matrices that were decomposed, one per part (a grey image's pixels, not a copy)."""
+        if self.target.ndim == 2:
+            return [self.target]
         return imageio.to_matrices(self.target, self.channels)
 
     def _part_norms(self) -> list[float]:
-        return [float(np.linalg.norm(m)) for m in self._matrix_views()]
+        return [float(np.linalg.norm(m)) for m in self.matrices]
 
     def layer_stats(self) -> list[dict[str, Any]]:
         stats = []
