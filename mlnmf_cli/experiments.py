@@ -42,9 +42,9 @@ MEASURES = ("subspace", "matched")
 DISTRIBUTIONS = ("uniform", "normal", "binary")
 CONFIG_KEYS = (
     "ranks", "method", "solver", "init", "fine_tune", "fine_tune_iter", "normalize",
-    "max_iter", "tol", "target_error", "dtype", "seed", "channels",
+    "refit", "max_iter", "tol", "target_error", "dtype", "seed", "channels",
 )  # fmt: skip
-_BOOL_KEYS = frozenset({"fine_tune", "normalize"})
+_BOOL_KEYS = frozenset({"fine_tune", "normalize", "refit"})
 _INT_KEYS = frozenset({"fine_tune_iter", "max_iter", "seed"})
 _FLOAT_KEYS = frozenset({"tol", "target_error"})
 _TRUE = frozenset({"on", "true", "yes", "1"})
@@ -61,6 +61,7 @@ LIKE_SEED: dict[str, Any] = {
     "init": "svd",
     "max_iter": 0,
     "normalize": False,
+    "refit": False,
     "fine_tune": False,
     "channels": "separate",
 }

@@ -38,6 +38,7 @@ class Options:
     fine_tune: bool = True
     fine_tune_iter: int = engine.DEFAULTS["fine_tune_iter"]
     normalize: bool = True
+    refit: bool = True
     max_iter: int = engine.DEFAULTS["max_iter"]
     tol: float = engine.DEFAULTS["tol"]
     target_error: float | None = None
@@ -72,6 +73,7 @@ class Options:
             "fine_tune": self.fine_tune,
             "fine_tune_iter": self.fine_tune_iter,
             "normalize": self.normalize,
+            "refit": self.refit,
         }
 
     def channels_for(self, image: imageio.LoadedImage) -> str:

@@ -297,7 +297,7 @@ def test_every_option_reaches_the_engine(
     monkeypatch.setattr(engine, "factorize_deep", spy)
     code, _, err = run(
         "decompose", colour_png, "--ranks", "6,3", "--method", "semi", "--solver", "hals", "--init", "random",
-        "--no-fine-tune", "--fine-tune-iter", "7", "--no-normalize", "--max-iter", "9", "--tol", "0.01",
+        "--no-fine-tune", "--fine-tune-iter", "7", "--no-normalize", "--no-refit", "--max-iter", "9", "--tol", "0.01",
         "--target-error", "0.5", "--dtype", "float64", "--seed", "42", "--channels", "gray", "-o", tmp_path, "-q",
     )  # fmt: skip
     assert code == 0, err
@@ -305,7 +305,7 @@ def test_every_option_reaches_the_engine(
     assert seen["dtype"] == np.float64 and seen["shape"] == (48, 64)
     expected = {
         "method": "semi", "solver": "hals", "init": "random", "fine_tune": False, "fine_tune_iter": 7,
-        "normalize": False, "max_iter": 9, "tol": 0.01, "target_error": 0.5, "seed": 42,
+        "normalize": False, "refit": False, "max_iter": 9, "tol": 0.01, "target_error": 0.5, "seed": 42,
     }  # fmt: skip
     assert {k: seen[k] for k in expected} == expected
 
@@ -362,7 +362,7 @@ def test_python_dash_m_and_version() -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr == (
-        "mlnmf: error: No such option: --nope (Possible options: --dtype, --force) "
+        "mlnmf: error: No such option: --nope (Possible options: --dtype, --force, --no-refit) "
         "(see 'python -m mlnmf_cli decompose --help')\n"
     )
 
@@ -429,11 +429,11 @@ def test_every_image_kind_gives_complete_consistent_results(maker: str, tmp_path
 
 
 def test_the_seeds_pipeline_is_its_svd_start_stacked(tmp_path: Path) -> None:
-    """semi + svd + no iterations, normalisation or fine-tuning: each layer is exactly the
+    """semi + svd + no iterations, normalisation, refit or fine-tuning: each layer is exactly the
     rank-(r-1) truncated SVD of its input, as the 2017 write-up's appr_seminmf gave."""
     code, _, err = run(
         "decompose", CAMERA, "--ranks", "20,10", "--method", "semi", "--init", "svd",
-        "--max-iter", "0", "--no-normalize", "--no-fine-tune", "--dtype", "float64",
+        "--max-iter", "0", "--no-normalize", "--no-refit", "--no-fine-tune", "--dtype", "float64",
         "-o", tmp_path, "-q",
     )  # fmt: skip
     assert code == 0, err

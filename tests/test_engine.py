@@ -191,17 +191,42 @@ def test_fine_tune_never_worse_than_greedy(rand_matrix: np.ndarray) -> None:
         assert d.errors[-1] <= d.greedy_errors[-1] * (1 + 1e-12)
         assert d.fine_tune_errors[0] == pytest.approx(d.greedy_errors[-1], rel=1e-9)
         assert d.fine_tune_errors.min() == pytest.approx(d.errors[-1], rel=1e-6)
+        # Block-coordinate rounds are monotone and an extrapolated point is only
+        # taken when it is better: the history never rises.
+        hist = d.fine_tune_errors
+        assert np.all(np.diff(hist) <= 1e-12 * hist[:-1])
         if method == "nmf":
             assert all(e <= d.errors[-1] * (1 + 1e-9) for e in d.errors)
 
 
 def test_greedy_without_normalisation_and_without_fine_tune(rand_matrix: np.ndarray) -> None:
-    d = factorize_deep(rand_matrix, [8, 4], fine_tune=False, normalize=False, max_iter=20)
+    d = factorize_deep(
+        rand_matrix, [8, 4], fine_tune=False, normalize=False, refit=False, max_iter=20
+    )
     assert d.fine_tune_n_iter == 0
     assert d.errors == d.greedy_errors
     assert np.array_equal(d.Ws[0], d.layers[0].W) and np.array_equal(d.Hs[0], d.layers[0].H)
     assert np.array_equal(d.Ws[1], d.layers[1].W) and np.array_equal(d.Hs[1], d.layers[1].H)
     assert d.layers[1].errors[-1] == pytest.approx(d.layer_errors[1], rel=1e-9)
+
+
+def test_refit_fits_deeper_coefficients_to_the_data(rand_matrix: np.ndarray) -> None:
+    plain = factorize_deep(rand_matrix, [10, 6, 3], fine_tune=False, refit=False, max_iter=40)
+    refit = factorize_deep(rand_matrix, [10, 6, 3], fine_tune=False, max_iter=40)
+    # Layers 1 and 2 factor the same matrices either way; only H2 is re-fitted.
+    assert np.array_equal(refit.Ws[0], plain.Ws[0]) and np.array_equal(refit.Hs[0], plain.Hs[0])
+    assert np.array_equal(refit.Ws[1], plain.Ws[1])
+    assert refit.greedy_errors[1] < plain.greedy_errors[1]
+    assert refit.greedy_errors[2] < plain.greedy_errors[2]
+    for d, bound in ((refit, 1e-4), (plain, None)):
+        for depth in (2, 3):
+            A, H = d.effective_features(depth), d.Hs[depth - 1]
+            grad = A.T @ (A @ H - rand_matrix)
+            kkt = np.linalg.norm(np.where(H > 0, grad, np.minimum(grad, 0)))
+            kkt /= np.linalg.norm(A.T @ rand_matrix)
+            # Re-fitted: the non-negative least-squares optimum for W1...Wd.
+            # Plain greedy: fitted to the previous layer only, far from it.
+            assert kkt < bound if bound else kkt > 1e-2
 
 
 def test_normalisation_gives_unit_columns_and_keeps_products(rand_matrix: np.ndarray) -> None:
@@ -217,8 +242,9 @@ def test_camera_deep_fine_tuned_close_to_single_layer() -> None:
     X = camera()
     single = factorize(X, 16)
     d = factorize_deep(X, [64, 32, 16])
-    assert d.greedy_errors[-1] < 0.25
-    assert d.errors[-1] <= 1.05 * single.errors[-1]
+    # The engine targets: greedy depth 3 <= 0.21, fine-tuned within 2% of rank-16 NMF.
+    assert d.greedy_errors[-1] <= 0.21
+    assert d.errors[-1] <= 1.02 * single.errors[-1]
     assert d.errors[-1] < d.greedy_errors[-1]
 
 
@@ -242,8 +268,9 @@ def test_seed_pipeline_svd_start_is_rank_r_minus_1_svd() -> None:
 def test_seed_pipeline_deep_reproduces_stacked_appr_seminmf() -> None:
     X = np.random.default_rng(6).random((30, 25))
     d = factorize_deep(
-        X, [6, 5, 4], method="semi", init="svd", normalize=False, fine_tune=False, max_iter=0
-    )
+        X, [6, 5, 4], method="semi", init="svd", normalize=False, refit=False, fine_tune=False,
+        max_iter=0,
+    )  # fmt: skip
     current = X
     for layer, r in enumerate([6, 5, 4]):
         U, s, Vt = np.linalg.svd(current, full_matrices=False)
@@ -252,8 +279,9 @@ def test_seed_pipeline_deep_reproduces_stacked_appr_seminmf() -> None:
         current = d.Hs[layer]
     assert d.fine_tune_n_iter == 0
     iterated = factorize_deep(
-        X, [6, 5, 4], method="semi", init="svd", normalize=False, fine_tune=False, max_iter=20
-    )
+        X, [6, 5, 4], method="semi", init="svd", normalize=False, refit=False, fine_tune=False,
+        max_iter=20,
+    )  # fmt: skip
     assert iterated.layer_errors[0] < d.layer_errors[0]
 
 

@@ -161,6 +161,13 @@ Normalize = Annotated[
     bool,
     typer.Option("--normalize/--no-normalize", help="Scale W columns to unit norm between layers."),
 ]
+Refit = Annotated[
+    bool,
+    typer.Option(
+        "--refit/--no-refit",
+        help="Greedy training: re-fit each deeper layer's coefficients to the image itself.",
+    ),
+]
 FineTuneIter = Annotated[int, typer.Option(min=0, help="Iterations of joint fine-tuning.")]
 MaxIter = Annotated[
     int,

@@ -29,6 +29,7 @@ from mlnmf_cli.cli.common import (
     Method,
     Normalize,
     Ranks,
+    Refit,
     Seed,
     Solver,
     TargetError,
@@ -59,6 +60,7 @@ def decompose(
     fine_tune: FineTune = True,
     fine_tune_iter: FineTuneIter = engine.DEFAULTS["fine_tune_iter"],
     normalize: Normalize = True,
+    refit: Refit = True,
     max_iter: MaxIter = engine.DEFAULTS["max_iter"],
     tol: Tol = engine.DEFAULTS["tol"],
     target_error: TargetError = None,
@@ -109,7 +111,7 @@ def decompose(
     n_jobs = parse_jobs(jobs)
     options = build_options(
         ranks, layers, method=method, solver=solver, init=init, fine_tune=fine_tune,
-        fine_tune_iter=fine_tune_iter, normalize=normalize, max_iter=max_iter, tol=tol,
+        fine_tune_iter=fine_tune_iter, normalize=normalize, refit=refit, max_iter=max_iter, tol=tol,
         target_error=target_error, dtype=dtype, seed=seed, channels=channels, max_pixels=max_pixels,
     )  # fmt: skip
     try:

@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = dict(
     fine_tune=True,
     fine_tune_iter=150,
     normalize=True,
+    refit=True,
 )
 
 
@@ -240,25 +241,34 @@ def factorize_deep(
     fine_tune: bool = DEFAULTS["fine_tune"],
     fine_tune_iter: int = DEFAULTS["fine_tune_iter"],
     normalize: bool = DEFAULTS["normalize"],
+    refit: bool = DEFAULTS["refit"],
 ) -> DeepResult:
     """Factorise X as W1 W2 ... WL HL with ranks r1 >= r2 >= ... >= rL.
 
     Greedy layer-wise pretraining (layer l factors H_{l-1}, the previous
     layer's coefficients, with the same method, solver, init, max_iter, tol
     and target_error; with ``normalize`` W_l's columns are scaled to unit norm
-    and the scale moved into H_l first), then, with ``fine_tune``, joint
+    and the scale moved into H_l first; with ``refit``, from the second layer
+    on, H_l is then re-fitted to X itself with W1 ... Wl fixed, a convex
+    non-negative least-squares step, so each layer's coefficients serve the
+    data rather than only the previous layer), then, with ``fine_tune``, joint
     refinement of all factors on ||X - W1 ... WL HL|| for up to
     ``fine_tune_iter`` rounds (stopping on ``tol`` or when the deepest error
     reaches ``target_error``). After fine-tuning each shallower ``Hs[d-1]`` is
     re-fitted to X with W1 ... Wd fixed, warm-started at W(d+1) ... WL HL.
 
-    ``method="semi", init="svd", normalize=False, fine_tune=False, max_iter=0``
+    ``method="semi", init="svd", normalize=False, refit=False, fine_tune=False,
+    max_iter=0``
     is exactly the stacked Gillis-Kumar ``appr_seminmf`` pipeline.
     Callback stages are "layer1", ..., "layerL" and "fine-tune".
     """
     _check_common(method, solver, init, max_iter, tol, target_error, seed, callback)
     check_parameters(
-        layers=layers, fine_tune=fine_tune, fine_tune_iter=fine_tune_iter, normalize=normalize
+        layers=layers,
+        fine_tune=fine_tune,
+        fine_tune_iter=fine_tune_iter,
+        normalize=normalize,
+        refit=refit,
     )
     A = check_matrix(X, method)
     rs = check_ranks(ranks, A.shape, init, layers)
@@ -287,6 +297,8 @@ def factorize_deep(
         if normalize:
             normalize_columns([W], H)
         Ws.append(W)
+        if refit and li > 0:
+            H = refit_coefficients(A, chain(Ws), H)
         Hs.append(H)
         current = H
     greedy_errors = [factor_relative_error(A, chain(Ws[: d + 1]), Hs[d]) for d in range(L)]

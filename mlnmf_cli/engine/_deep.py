@@ -19,8 +19,11 @@ import numpy as np
 from mlnmf_cli.engine._linalg import relative_error_from_products, squared_norm
 from mlnmf_cli.engine._single import (
     DELTA,
+    EXTRAPOLATE,
     Callback,
+    Momentum,
     RowSweeper,
+    _extrapolate,
     _least_squares,
     _n_sweeps,
 )
@@ -28,6 +31,7 @@ from mlnmf_cli.engine._single import (
 APG_STEPS = 30
 TOL_FACTOR = 0.1
 REFIT_SWEEPS = 100
+FT_MAX_SWEEPS = 10
 
 
 @dataclass
@@ -104,8 +108,16 @@ def fine_tune(
     target_error: float | None,
     callback: Callback,
     normalize: bool,
+    extrapolate: bool = EXTRAPOLATE,
 ) -> FineTuneOutput:
-    """Jointly refine all factors; returns the best iterate and the deepest-error history."""
+    """Jointly refine all factors; returns the best iterate and the deepest-error history.
+
+    After each round all factors are extrapolated together along the round's
+    step, Y = new + beta (new - previous round's result) (projected onto
+    W, H >= 0), and Y replaces the round's result when its error is lower;
+    beta adapts as in Ang & Gillis (2019). Each round starts from the better of
+    the two, so the error history never increases.
+    """
     semi = method == "semi"
     L = len(Ws)
     m, n = X.shape
@@ -124,8 +136,10 @@ def fine_tune(
     sweep_w1 = RowSweeper(W1t) if not semi else None
     sweep_h = RowSweeper(H)
     r1, rL = Ws[0].shape[1], Ws[-1].shape[1]
-    nsw_w1 = _n_sweeps(m, n, r1, 0.5)
-    nsw_h = _n_sweeps(n, m, rL, 0.5)
+    nsw_w1 = _n_sweeps(m, n, r1, 0.5, FT_MAX_SWEEPS)
+    nsw_h = _n_sweeps(n, m, rL, 0.5, FT_MAX_SWEEPS)
+    last: tuple[list[np.ndarray], np.ndarray] | None = None
+    momentum = Momentum()
     for it in range(1, max_iter + 1):
         rights: list[np.ndarray] = [H]
         for W in reversed(Ws[1:]):
@@ -161,6 +175,27 @@ def fine_tune(
             Ws[0] = np.ascontiguousarray(Ws[0])
             normalize_columns(Ws, H)
             W1t[...] = Ws[0].T
+        if extrapolate:
+            new = ([np.array(W) for W in Ws], H.copy())
+            if last is not None:
+                Yw = [
+                    _extrapolate(W, Wp, momentum.beta, np.empty_like(W), nonneg=not semi)
+                    for W, Wp in zip(new[0], last[0], strict=True)
+                ]
+                Yh = _extrapolate(new[1], last[1], momentum.beta, np.empty_like(H))
+                Ay = chain(Yw)
+                err_y = relative_error_from_products(
+                    normX2, Ay.T @ X, Yh, Ay.T @ Ay, Yh @ Yh.T, X, Ay
+                )
+                if err_y < err:
+                    W1t[...] = Yw[0].T
+                    Ws = [W1t.T, *Yw[1:]]
+                    H[...] = Yh
+                    err = err_y
+                    momentum.success()
+                else:
+                    momentum.failure()
+            last = new
         prev = out.errors[-1]
         out.errors.append(err)
         out.n_iter = it

@@ -23,7 +23,7 @@ BLOCK = 32
 EXTRAPOLATE = True
 BETA0, ETA, GAMMA, GAMMA_BAR = 0.5, 1.5, 1.05, 1.01
 PATIENCE = 5
-MAX_SWEEPS = 10
+MAX_SWEEPS = 6
 
 Callback = Callable[[str, int, float], Any] | None
 
@@ -111,9 +111,10 @@ class SolveOutput:
     converged: bool = False
 
 
-def _n_sweeps(p: int, q: int, r: int, alpha: float) -> int:
-    """Gillis & Glineur's bound: 1 + alpha * (cost of the products / cost of a sweep)."""
-    return min(MAX_SWEEPS, 1 + math.ceil(alpha * (q / r + q / p)))
+def _n_sweeps(p: int, q: int, r: int, alpha: float, cap: int | None = None) -> int:
+    """Gillis & Glineur's bound: 1 + alpha * (cost of the products / cost of a sweep),
+    at most ``cap`` (default :data:`MAX_SWEEPS`)."""
+    return min(MAX_SWEEPS if cap is None else cap, 1 + math.ceil(alpha * (q / r + q / p)))
 
 
 def _revive(
@@ -322,7 +323,7 @@ def _solve_extrapolated(
     nsw_w, nsw_h = _n_sweeps(m, n, r, alpha), _n_sweeps(n, m, r, alpha)
     rowsq: np.ndarray | None = None
     colsq: np.ndarray | None = None
-    beta, beta_cap = BETA0, 1.0
+    momentum = Momentum()
     best = prev_y = out.errors[0]
     for it in range(1, max_iter + 1):
         np.dot(Hy, X.T, out=Pw)
@@ -332,7 +333,7 @@ def _solve_extrapolated(
             _revive(Wt, Hy, Pw, HHt, X, rowsq, nonneg=True)
         np.copyto(Wprev, Wt)
         sweep_w.update(Pw, HHt, nsw_w, delta)
-        _extrapolate(Wt, Wprev, beta, Wy)
+        _extrapolate(Wt, Wprev, momentum.beta, Wy)
         np.dot(Wy, X, out=Ph)
         np.dot(Wy, Wy.T, out=G)
         if np.any(np.diagonal(G) <= 0):
@@ -343,18 +344,16 @@ def _solve_extrapolated(
         sweep_h.update(Ph, G, nsw_h, delta)
         HnHn = H @ H.T
         err_n = relative_error_from_products(normX2, Ph, H, G, HnHn, X, Wy.T)
-        _extrapolate(H, Hprev, beta, Hy)
+        _extrapolate(H, Hprev, momentum.beta, Hy)
         HHt = Hy @ Hy.T
         err_y = relative_error_from_products(normX2, Ph, Hy, G, HHt, X, Wy.T)
         if err_y > prev_y:
             np.copyto(Hy, H)
             HHt = HnHn
             err_y = err_n
-            beta_cap = beta
-            beta = beta / ETA
+            momentum.failure()
         else:
-            beta = min(beta_cap, GAMMA * beta)
-            beta_cap = min(1.0, GAMMA_BAR * beta_cap)
+            momentum.success()
         prev_y = err_y
         if min(err_n, err_y) < best:
             np.copyto(bestW, Wy)
@@ -367,11 +366,33 @@ def _solve_extrapolated(
     out.W, out.H = np.ascontiguousarray(bestW.T), bestH
 
 
-def _extrapolate(new: np.ndarray, old: np.ndarray, beta: float, out: np.ndarray) -> None:
+def _extrapolate(
+    new: np.ndarray, old: np.ndarray, beta: float, out: np.ndarray, nonneg: bool = True
+) -> np.ndarray:
+    """out = new + beta (new - old), projected onto out >= 0 when ``nonneg``; returns out."""
     np.subtract(new, old, out=out)
     out *= new.dtype.type(beta)
     out += new
-    np.maximum(out, 0, out=out)
+    if nonneg:
+        np.maximum(out, 0, out=out)
+    return out
+
+
+class Momentum:
+    """Ang & Gillis's extrapolation weight beta: after a step that lowered the
+    error it grows (up to a cap that itself rises slowly); after one that did
+    not, the cap drops to the failed beta and beta shrinks."""
+
+    def __init__(self) -> None:
+        self.beta, self.cap = BETA0, 1.0
+
+    def success(self) -> None:
+        self.beta = min(self.cap, GAMMA * self.beta)
+        self.cap = min(1.0, GAMMA_BAR * self.cap)
+
+    def failure(self) -> None:
+        self.cap = self.beta
+        self.beta = self.beta / ETA
 
 
 def _least_squares(G: np.ndarray, P: np.ndarray) -> np.ndarray:

@@ -86,6 +86,7 @@ PARAMETER_RULES: dict[str, Choice | Integer | Real | Boolean | OptionalCallable]
     "fine_tune": Boolean(),
     "fine_tune_iter": Integer(0),
     "normalize": Boolean(),
+    "refit": Boolean(),
     "layers": Integer(1, optional=True),
 }
 
