@@ -13,6 +13,10 @@ For each matrix and dtype, in one process and side by side:
 * ``per_iter``: mlnmf's time per iteration (initialisation excluded) divided
   by the time of the two big products X H^T and W^T X alone (target <= 1.5).
 
+On the 2048x2048 matrix (float32) both are also measured with the inner HALS
+sweeps capped at 1, 2, 3, 4 and the default: the trade-off between a cheap
+iteration and few iterations.
+
 Then the multilayer table (ranks 64, 32, 16) on the grey and colour samples.
 Timings are medians over repeats. Everything goes to
 benchmarks/results/engine.json. Needs scikit-learn, scikit-image, Pillow.
@@ -21,13 +25,14 @@ benchmarks/results/engine.json. Needs scikit-learn, scikit-image, Pillow.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import statistics
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +121,17 @@ def products_time(X: np.ndarray, rank: int, repeats: int) -> float:
     return timed(both, max(5, 3 * repeats))[0]
 
 
+@contextlib.contextmanager
+def solver_settings(max_sweeps: int, extrapolate: bool = True) -> Iterator[None]:
+    """Run the engine with another sweep cap / extrapolation switch, then restore."""
+    saved = (_single.MAX_SWEEPS, _single.EXTRAPOLATE)
+    _single.MAX_SWEEPS, _single.EXTRAPOLATE = max_sweeps, extrapolate
+    try:
+        yield
+    finally:
+        _single.MAX_SWEEPS, _single.EXTRAPOLATE = saved
+
+
 def per_iteration_time(
     X: np.ndarray, rank: int, n_iter: int, repeats: int, plain: bool = False
 ) -> float:
@@ -124,13 +140,37 @@ def per_iteration_time(
     ``plain``: one HALS sweep per factor and no extrapolation, i.e. the cost of
     a textbook HALS iteration in this implementation.
     """
-    saved = (_single.MAX_SWEEPS, _single.EXTRAPOLATE)
-    if plain:
-        _single.MAX_SWEEPS, _single.EXTRAPOLATE = 1, False
-    try:
+    settings = solver_settings(1, False) if plain else contextlib.nullcontext()
+    with settings:
         return statistics.median(_per_iteration_run(X, rank, n_iter) for _ in range(repeats))
-    finally:
-        _single.MAX_SWEEPS, _single.EXTRAPOLATE = saved
+
+
+def sweep_tradeoff(
+    X: np.ndarray, rank: int, sk_time: float, sk_err: float, prod: float
+) -> list[dict[str, Any]]:
+    """Per-iteration cost and time to scikit-learn's error for several sweep caps."""
+    rows = []
+    for cap in (1, 2, 3, 4, _single.MAX_SWEEPS):
+        with solver_settings(cap):
+            start = time.perf_counter()
+            res = factorize(X, rank, max_iter=MLNMF_MAX_ITER, tol=0, target_error=sk_err)
+            seconds = time.perf_counter() - start
+            per_iter = per_iteration_time(X, rank, 20, 1)
+        rows.append(
+            {
+                "max_sweeps": cap,
+                "per_iter_ratio": per_iter / prod,
+                "ratio": seconds / sk_time,
+                "n_iter": res.n_iter,
+                "reached": bool(res.errors[-1] <= sk_err * (1 + 1e-9)),
+            }
+        )
+        print(
+            f"    sweeps <= {cap:2d}: per-iter {per_iter / prod:4.2f} x products, "
+            f"time to sklearn's error {seconds / sk_time:5.2f} ({res.n_iter} it)",
+            flush=True,
+        )
+    return rows
 
 
 def _per_iteration_run(X: np.ndarray, rank: int, n_iter: int) -> float:
@@ -194,6 +234,8 @@ def bench_single(name: str, X64: np.ndarray, rank: int, repeats: int) -> list[di
             f"({prod * 1e3:.2f} ms); plain HALS iteration {plain_iter / prod:4.2f} x",
             flush=True,
         )
+        if "2048" in name and dtype is np.float32:
+            rows[-1]["sweep_tradeoff"] = sweep_tradeoff(X, rank, sk_time, sk_err, prod)
     return rows
 
 
@@ -277,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "worst_per_iter_ratio_2048": max(
             (r["per_iter_ratio"] for r in single if "2048" in r["matrix"]), default=None
+        ),
+        "sweep_tradeoff_2048_float32": next(
+            (r["sweep_tradeoff"] for r in single if "sweep_tradeoff" in r), None
         ),
     }
     if deep:

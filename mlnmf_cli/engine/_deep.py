@@ -18,6 +18,7 @@ import numpy as np
 
 from mlnmf_cli.engine._linalg import relative_error_from_products, squared_norm
 from mlnmf_cli.engine._single import (
+    ALPHA,
     DELTA,
     EXTRAPOLATE,
     Callback,
@@ -31,7 +32,6 @@ from mlnmf_cli.engine._single import (
 APG_STEPS = 30
 TOL_FACTOR = 0.1
 REFIT_SWEEPS = 100
-FT_MAX_SWEEPS = 10
 
 
 @dataclass
@@ -136,8 +136,8 @@ def fine_tune(
     sweep_w1 = RowSweeper(W1t) if not semi else None
     sweep_h = RowSweeper(H)
     r1, rL = Ws[0].shape[1], Ws[-1].shape[1]
-    nsw_w1 = _n_sweeps(m, n, r1, 0.5, FT_MAX_SWEEPS)
-    nsw_h = _n_sweeps(n, m, rL, 0.5, FT_MAX_SWEEPS)
+    nsw_w1 = _n_sweeps(m, n, r1, ALPHA)
+    nsw_h = _n_sweeps(n, m, rL, ALPHA)
     last: tuple[list[np.ndarray], np.ndarray] | None = None
     momentum = Momentum()
     for it in range(1, max_iter + 1):
