@@ -111,9 +111,11 @@ def test_parse_config_names_the_bad_key_or_value(spec: str, message: str) -> Non
 
 def test_like_seed_config_is_the_seeds_setup() -> None:
     o = ex.like_seed_config((80,)).options
-    assert (o.method, o.init, o.normalize, o.fine_tune, o.ranks) == (
+    assert (o.method, o.init, o.max_iter, o.normalize, o.refit, o.fine_tune, o.ranks) == (
         "semi",
         "svd",
+        0,
+        False,
         False,
         False,
         (80,),
