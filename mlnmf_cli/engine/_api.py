@@ -64,7 +64,7 @@ class DeepResult:
     ``greedy_errors`` are relative to X at depths 1..L; ``layer_errors`` are the
     final layers' own fits ||H_{l-1} - W_l H_l|| / ||H_{l-1}|| (H_0 = X);
     ``layers`` holds each greedy layer's own :class:`NMFResult` (before the
-    column normalisation).
+    column normalisation and the refit).
     """
 
     Ws: list[np.ndarray]
