@@ -345,6 +345,31 @@ def test_degenerate_deep() -> None:
             assert d.errors == [0.0] * len(ranks)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("method", "init"),
+    [("nmf", "nndsvd"), ("nmf", "nndsvda"), ("semi", "nndsvda"), ("semi", "nndsvd")],
+)
+@pytest.mark.parametrize(
+    ("shape", "ranks", "max_iter"), [((29, 17), [17, 16, 13], 10), ((26, 22), [22, 15], 29)]
+)
+def test_deep_model_of_rank_one_data_with_full_rank_layers(
+    shape: tuple[int, int], ranks: list[int], max_iter: int, method: str, init: str, dtype: type
+) -> None:
+    """Many more components than the data's rank: most are (numerically) dead or
+    redundant, the Gram matrices are singular. Fine-tuning must neither overflow
+    (1 / a subnormal Gram diagonal) nor blow the factors up into a model worse
+    than its greedy start (least squares on a singular Gram matrix)."""
+    X = np.full(shape, 0.7, dtype=dtype)
+    d = factorize_deep(
+        X, ranks, method=method, init=init, max_iter=max_iter, fine_tune_iter=5, seed=1
+    )
+    for A in (*d.Ws, *d.Hs):
+        assert np.isfinite(A).all()
+        assert np.abs(A).max() < 1e3
+    assert d.errors[-1] <= d.greedy_errors[-1] + 1e-6
+
+
 def test_dead_components_are_revived_without_nan() -> None:
     X = np.zeros((40, 40))
     X[:10, :10] = 1.0

@@ -68,10 +68,21 @@ class RowSweeper:
 
     def update(self, P: np.ndarray, G: np.ndarray, max_sweeps: int, delta: float) -> int:
         """Run up to ``max_sweeps`` sweeps; stop when a sweep changes V by less than
-        ``delta`` times the first sweep's change. Returns the number of sweeps."""
+        ``delta`` times the first sweep's change. Returns the number of sweeps.
+
+        A row whose G[k, k] is 0 or below eps times the largest (a dead or
+        numerically dead component) is divided by the largest instead: a
+        shorter step than the exact coordinate minimum, so the loss still
+        cannot rise, and no overflow from 1 / (tiny diagonal).
+        """
         V, Gm = self.V, self.Gm
         d = np.diagonal(G).copy()
-        d[d <= 0] = 1
+        info = np.finfo(d.dtype)
+        top = float(d.max(initial=0.0))
+        if top <= info.tiny:
+            d[...] = 1
+        else:
+            d[d <= top * info.eps] = top
         inv = (1.0 / d)[:, None]
         np.multiply(G, inv, out=Gm)
         np.multiply(P, inv, out=self.Ps)
@@ -399,14 +410,17 @@ class Momentum:
 
 
 def _least_squares(G: np.ndarray, P: np.ndarray) -> np.ndarray:
-    """Solve (G + ridge I) V = P in float64 with a tiny ridge; V in P's dtype."""
-    G64 = G.astype(np.float64)
-    r = G64.shape[0]
-    scale = float(np.trace(G64)) / r
-    rel = 1e-6 if P.dtype == np.float32 else 1e-10
-    ridge = rel * scale if scale > 0 else 1.0
-    G64[np.diag_indices(r)] += ridge
-    V = np.linalg.solve(G64, P.astype(np.float64))
+    """The minimum-norm solution of G V = P (G a Gram matrix), in float64; V in P's dtype.
+
+    An SVD-based solve (LAPACK gelsd) that ignores G's singular values below
+    r * eps(P's dtype) times the largest: G was built in that dtype, so those
+    directions are rounding noise. A singular G (dead or repeated components,
+    data of lower rank than the model) then gives the pseudo-inverse solution
+    instead of one blown up by 1 / (tiny eigenvalue).
+    """
+    r = G.shape[0]
+    rcond = r * float(np.finfo(P.dtype).eps)
+    V = np.linalg.lstsq(G.astype(np.float64), P.astype(np.float64), rcond=rcond)[0]
     return np.ascontiguousarray(V, dtype=P.dtype)
 
 
