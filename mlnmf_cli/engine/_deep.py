@@ -116,7 +116,9 @@ def fine_tune(
     step, Y = new + beta (new - previous round's result) (projected onto
     W, H >= 0), and Y replaces the round's result when its error is lower;
     beta adapts as in Ang & Gillis (2019). Each round starts from the better of
-    the two, so the error history never increases.
+    the two, so the error history does not rise (up to rounding: Semi-NMF's
+    least-squares steps in float32 can lose ~1e-5 relative); the best iterate
+    is what is returned.
     """
     semi = method == "semi"
     L = len(Ws)
