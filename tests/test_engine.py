@@ -370,6 +370,34 @@ def test_deep_model_of_rank_one_data_with_full_rank_layers(
     assert d.errors[-1] <= d.greedy_errors[-1] + 1e-6
 
 
+@pytest.mark.parametrize(
+    ("dtype", "exponent"),
+    [(np.float32, 70), (np.float32, -110), (np.float64, 600), (np.float64, -900)],
+)
+@pytest.mark.parametrize(("method", "solver"), [("nmf", "hals"), ("nmf", "mu"), ("semi", "hals")])
+def test_data_of_extreme_magnitude_is_factored_at_unit_scale(
+    rand_matrix: np.ndarray, dtype: type, exponent: int, method: str, solver: str
+) -> None:
+    """float32 products overflow from about 1e19: data far from 1 is factored at
+    unit scale (exactly, by a power of two) and W scaled back."""
+    base = (rand_matrix * (1.5 / rand_matrix.max())).astype(dtype)  # largest entry in [1, 2)
+    X = np.ldexp(base, exponent)
+    res = factorize(X, 5, method=method, solver=solver, max_iter=20)
+    unit = factorize(base, 5, method=method, solver=solver, max_iter=20)
+    assert res.W.dtype == dtype and np.isfinite(res.W).all() and np.isfinite(res.H).all()
+    assert np.array_equal(res.H, unit.H)
+    assert np.array_equal(res.W, np.ldexp(unit.W, exponent))
+    assert np.array_equal(res.errors, unit.errors)
+    deep = factorize_deep(X, [6, 3], method=method, solver=solver, max_iter=10, fine_tune_iter=5)
+    deep_unit = factorize_deep(
+        base, [6, 3], method=method, solver=solver, max_iter=10, fine_tune_iter=5
+    )
+    assert deep.errors == deep_unit.errors
+    assert np.array_equal(deep.Ws[0], np.ldexp(deep_unit.Ws[0], exponent))
+    assert np.array_equal(deep.layers[0].W, np.ldexp(deep_unit.layers[0].W, exponent))
+    assert np.array_equal(deep.H, deep_unit.H)
+
+
 def test_dead_components_are_revived_without_nan() -> None:
     X = np.zeros((40, 40))
     X[:10, :10] = 1.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +23,8 @@ from mlnmf_cli.engine._validation import (
     check_ranks,
 )
 from mlnmf_cli.errors import ParameterError
+
+SAFE_EXPONENT = 40
 
 DEFAULTS: dict[str, Any] = dict(
     method="nmf",
@@ -102,6 +106,31 @@ class DeepResult:
         """W1 @ ... @ Wd @ Hs[d-1] (m x n); default the deepest."""
         d = self._check_depth(depth)
         return self.effective_features(d) @ self.Hs[d - 1]
+
+
+def _to_unit_scale(A: np.ndarray) -> tuple[np.ndarray, int]:
+    """(A * 2**-e, e) when A's largest magnitude is outside 2**-SAFE_EXPONENT ..
+    2**SAFE_EXPONENT (else (A, 0)), so that it becomes about 1.
+
+    NMF is scale-equivariant (a X ~ (a W) H), but the products with X overflow
+    float32 from about 1e19 (float64 from about 1e150) and underflow for tiny
+    data. The factorisation of 2**-e X, with W1 multiplied back by 2**e, is a
+    factorisation of X with the same relative errors; a power of two scales
+    exactly. Data in ordinary ranges (images in [0, 1]) is neither copied nor
+    changed.
+    """
+    top = max(float(A.max()), -float(A.min()))
+    if top == 0.0:
+        return A, 0
+    e = math.frexp(top)[1] - 1
+    if abs(e) <= SAFE_EXPONENT:
+        return A, 0
+    return np.ldexp(A, -e), e
+
+
+def _rescaled(res: NMFResult, exponent: int) -> NMFResult:
+    """``res`` for the data scaled back by 2**exponent: only W changes."""
+    return dataclasses.replace(res, W=np.ldexp(res.W, exponent)) if exponent else res
 
 
 def _check_common(
@@ -208,9 +237,9 @@ def factorize(
         For any invalid parameter or input, before any work starts.
     """
     _check_common(method, solver, init, max_iter, tol, target_error, seed, callback)
-    A = check_matrix(X, method)
+    A, exponent = _to_unit_scale(check_matrix(X, method))
     r = check_rank(rank, A.shape, init)
-    return _factorize_checked(
+    res = _factorize_checked(
         A,
         r,
         method=method,
@@ -223,6 +252,7 @@ def factorize(
         callback=callback,
         stage="layer1",
     )
+    return _rescaled(res, exponent)
 
 
 def factorize_deep(
@@ -270,7 +300,7 @@ def factorize_deep(
         normalize=normalize,
         refit=refit,
     )
-    A = check_matrix(X, method)
+    A, exponent = _to_unit_scale(check_matrix(X, method))
     rs = check_ranks(ranks, A.shape, init, layers)
     L = len(rs)
     t0 = time.perf_counter()
@@ -329,6 +359,9 @@ def factorize_deep(
     errors = [factor_relative_error(A, chain(Ws[: d + 1]), Hs[d]) for d in range(L)]
     inputs = [A, *Hs[:-1]]
     layer_errors = [factor_relative_error(inputs[d], Ws[d], Hs[d]) for d in range(L)]
+    if exponent:
+        Ws[0] = np.ldexp(Ws[0], exponent)
+        results[0] = _rescaled(results[0], exponent)
     return DeepResult(
         Ws=Ws,
         Hs=Hs,

@@ -430,5 +430,10 @@ def _dlj_update(H: np.ndarray, WtX: np.ndarray, WtW: np.ndarray, tiny: float) ->
     pos_g, neg_g = np.maximum(WtW, 0), np.maximum(-WtW, 0)
     num = pos_x + neg_g @ H
     den = neg_x + pos_g @ H
-    np.maximum(den, tiny, out=den)
-    H *= np.sqrt(num / den)
+    # den <= tiny only where H is already (numerically) 0, or the component is
+    # dead: those entries become 0 rather than 0 * (num / tiny) = 0 * inf = NaN.
+    ratio = np.zeros_like(num)
+    with np.errstate(over="ignore"):
+        np.divide(num, den, out=ratio, where=den > tiny)
+    np.minimum(ratio, np.finfo(ratio.dtype).max, out=ratio)
+    H *= np.sqrt(ratio)
