@@ -40,7 +40,7 @@ experiments: $(STAMP)
 
 FUZZ_EXAMPLES ?= 2000
 fuzz: $(STAMP)
-	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/test_fuzz.py --hypothesis-show-statistics
+	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/test_fuzz.py tests/test_engine_properties.py --hypothesis-show-statistics
 
 clean:
 	rm -rf $(VENV) out mlnmf-out .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -1,7 +1,8 @@
 """Hypothesis profiles: a bounded run in ``make test``, many more in ``make fuzz``.
 
 ``HYPOTHESIS_PROFILE=fuzz`` (or ``pytest --hypothesis-profile=fuzz``) selects
-the long run; tests/test_fuzz.py scales its example counts from it.
+the long run; the property tests take their example counts from
+:func:`fuzz_settings`.
 """
 
 from __future__ import annotations
@@ -18,3 +19,14 @@ settings.register_profile(
 )
 if os.environ.get("HYPOTHESIS_PROFILE"):
     settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
+
+FUZZING = os.environ.get("HYPOTHESIS_PROFILE") == "fuzz"
+
+
+def fuzz_settings(quick: int) -> settings:
+    """``quick`` examples in ``make test``, the fuzz profile's count under ``make fuzz``."""
+    return settings(
+        max_examples=settings().max_examples if FUZZING else quick,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )

@@ -4,7 +4,7 @@ The only outcomes allowed are a correct result or the package's own error
 (:class:`MlnmfError`, one line); any other exception, a warning turned error,
 NaN pixels or a model whose arrays do not fit together is a bug.
 
-``make test`` runs a bounded number of examples per test (``QUICK``);
+``make test`` runs a bounded number of examples per test (60);
 ``HYPOTHESIS_PROFILE=fuzz`` (``make fuzz``) runs the fuzz profile's count
 (``FUZZ_EXAMPLES``, default 2000, see tests/conftest.py).
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import struct
 import tempfile
 import warnings
@@ -24,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from conftest import fuzz_settings
+from hypothesis import given
 from hypothesis import strategies as st
 from imagegen import make_gray_png, valid_jpeg_bytes, valid_png_bytes
 from PIL import Image
@@ -32,13 +32,7 @@ from PIL import Image
 from mlnmf_cli import imageio, storage
 from mlnmf_cli.errors import MlnmfError
 
-QUICK = 60
-FUZZING = os.environ.get("HYPOTHESIS_PROFILE") == "fuzz"
-FUZZ = settings(
-    max_examples=settings().max_examples if FUZZING else QUICK,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+FUZZ = fuzz_settings(60)
 MAX_PIXELS = 1_000_000
 
 
