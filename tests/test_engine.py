@@ -385,17 +385,26 @@ def test_data_of_extreme_magnitude_is_factored_at_unit_scale(
     res = factorize(X, 5, method=method, solver=solver, max_iter=20)
     unit = factorize(base, 5, method=method, solver=solver, max_iter=20)
     assert res.W.dtype == dtype and np.isfinite(res.W).all() and np.isfinite(res.H).all()
-    assert np.array_equal(res.H, unit.H)
-    assert np.array_equal(res.W, np.ldexp(unit.W, exponent))
+    # 2**exponent is shared evenly between the features and the coefficients.
+    a, b = exponent - exponent // 2, exponent // 2
+    assert np.array_equal(res.W, np.ldexp(unit.W, a))
+    assert np.array_equal(res.H, np.ldexp(unit.H, b))
     assert np.array_equal(res.errors, unit.errors)
     deep = factorize_deep(X, [6, 3], method=method, solver=solver, max_iter=10, fine_tune_iter=5)
     deep_unit = factorize_deep(
         base, [6, 3], method=method, solver=solver, max_iter=10, fine_tune_iter=5
     )
     assert deep.errors == deep_unit.errors
-    assert np.array_equal(deep.Ws[0], np.ldexp(deep_unit.Ws[0], exponent))
-    assert np.array_equal(deep.layers[0].W, np.ldexp(deep_unit.layers[0].W, exponent))
-    assert np.array_equal(deep.H, deep_unit.H)
+    assert np.array_equal(deep.Ws[0], np.ldexp(deep_unit.Ws[0], a))
+    assert np.array_equal(deep.Ws[1], deep_unit.Ws[1])
+    for H, H_unit in zip(deep.Hs, deep_unit.Hs, strict=True):
+        assert np.array_equal(H, np.ldexp(H_unit, b))
+    assert np.array_equal(deep.layers[0].W, np.ldexp(deep_unit.layers[0].W, a))
+    assert np.array_equal(deep.layers[1].W, deep_unit.layers[1].W)
+    assert np.array_equal(deep.layers[1].H, np.ldexp(deep_unit.layers[1].H, b))
+    assert np.allclose(
+        deep.reconstruct(), np.ldexp(deep_unit.reconstruct(), exponent), rtol=1e-5, atol=0
+    )
 
 
 def test_dead_components_are_revived_without_nan() -> None:

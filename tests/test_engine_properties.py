@@ -31,7 +31,7 @@ def problems(draw: st.DrawFn) -> dict:
     solver = draw(st.sampled_from(["hals", "mu"])) if method == "nmf" else "hals"
     inits = ["nndsvda", "nndsvd", "random"] + (["svd"] if ranks[-1] >= 2 else [])
     dtype = draw(st.sampled_from([np.float32, np.float64]))
-    limit = 30 if dtype is np.float32 else 200
+    limit = 100 if dtype is np.float32 else 900
     return {
         "shape": (m, n),
         "ranks": ranks,

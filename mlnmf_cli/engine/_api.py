@@ -114,9 +114,9 @@ def _to_unit_scale(A: np.ndarray) -> tuple[np.ndarray, int]:
 
     NMF is scale-equivariant (a X ~ (a W) H), but the products with X overflow
     float32 from about 1e19 (float64 from about 1e150) and underflow for tiny
-    data. The factorisation of 2**-e X, with W1 multiplied back by 2**e, is a
-    factorisation of X with the same relative errors; a power of two scales
-    exactly. Data in ordinary ranges (images in [0, 1]) is neither copied nor
+    data. The factorisation of 2**-e X, with 2**e shared back between W1 and
+    the coefficients (:func:`_split`), is a factorisation of X with the same
+    relative errors; a power of two scales exactly. Data in ordinary ranges (images in [0, 1]) is neither copied nor
     changed.
     """
     top = max(float(A.max()), -float(A.min()))
@@ -128,9 +128,19 @@ def _to_unit_scale(A: np.ndarray) -> tuple[np.ndarray, int]:
     return np.ldexp(A, -e), e
 
 
-def _rescaled(res: NMFResult, exponent: int) -> NMFResult:
-    """``res`` for the data scaled back by 2**exponent: only W changes."""
-    return dataclasses.replace(res, W=np.ldexp(res.W, exponent)) if exponent else res
+def _split(exponent: int) -> tuple[int, int]:
+    """How 2**exponent is shared out when scaling back: (features, coefficients).
+    Evenly, so that neither factor leaves the dtype's range before X would."""
+    return exponent - exponent // 2, exponent // 2
+
+
+def _rescaled(res: NMFResult, exponent: int, features: bool = True) -> NMFResult:
+    """``res`` for its input scaled back by 2**exponent (``features``: W and H share
+    it, see :func:`_split`; otherwise it all goes to H, W being inner features)."""
+    if not exponent:
+        return res
+    a, b = _split(exponent) if features else (0, exponent)
+    return dataclasses.replace(res, W=np.ldexp(res.W, a), H=np.ldexp(res.H, b))
 
 
 def _check_common(
@@ -360,8 +370,12 @@ def factorize_deep(
     inputs = [A, *Hs[:-1]]
     layer_errors = [factor_relative_error(inputs[d], Ws[d], Hs[d]) for d in range(L)]
     if exponent:
-        Ws[0] = np.ldexp(Ws[0], exponent)
-        results[0] = _rescaled(results[0], exponent)
+        a, b = _split(exponent)
+        Ws[0] = np.ldexp(Ws[0], a)
+        Hs = [np.ldexp(H, b) for H in Hs]
+        results = [
+            _rescaled(res, exponent if li == 0 else b, li == 0) for li, res in enumerate(results)
+        ]
     return DeepResult(
         Ws=Ws,
         Hs=Hs,
