@@ -429,11 +429,11 @@ def test_every_image_kind_gives_complete_consistent_results(maker: str, tmp_path
 
 
 def test_the_seeds_pipeline_is_its_svd_start_stacked(tmp_path: Path) -> None:
-    """semi + svd + no iterations, normalisation, refit or fine-tuning: each layer is exactly the
+    """semi + svd + no iterations, normalisation or fine-tuning: each layer is exactly the
     rank-(r-1) truncated SVD of its input, as the 2017 write-up's appr_seminmf gave."""
     code, _, err = run(
         "decompose", CAMERA, "--ranks", "20,10", "--method", "semi", "--init", "svd",
-        "--max-iter", "0", "--no-normalize", "--no-refit", "--no-fine-tune", "--dtype", "float64",
+        "--max-iter", "0", "--no-normalize", "--no-fine-tune", "--dtype", "float64",
         "-o", tmp_path, "-q",
     )  # fmt: skip
     assert code == 0, err

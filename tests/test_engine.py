@@ -268,9 +268,8 @@ def test_seed_pipeline_svd_start_is_rank_r_minus_1_svd() -> None:
 def test_seed_pipeline_deep_reproduces_stacked_appr_seminmf() -> None:
     X = np.random.default_rng(6).random((30, 25))
     d = factorize_deep(
-        X, [6, 5, 4], method="semi", init="svd", normalize=False, refit=False, fine_tune=False,
-        max_iter=0,
-    )  # fmt: skip
+        X, [6, 5, 4], method="semi", init="svd", normalize=False, fine_tune=False, max_iter=0
+    )
     current = X
     for layer, r in enumerate([6, 5, 4]):
         U, s, Vt = np.linalg.svd(current, full_matrices=False)
@@ -279,9 +278,8 @@ def test_seed_pipeline_deep_reproduces_stacked_appr_seminmf() -> None:
         current = d.Hs[layer]
     assert d.fine_tune_n_iter == 0
     iterated = factorize_deep(
-        X, [6, 5, 4], method="semi", init="svd", normalize=False, refit=False, fine_tune=False,
-        max_iter=20,
-    )  # fmt: skip
+        X, [6, 5, 4], method="semi", init="svd", normalize=False, fine_tune=False, max_iter=20
+    )
     assert iterated.layer_errors[0] < d.layer_errors[0]
 
 

@@ -165,7 +165,8 @@ Refit = Annotated[
     bool,
     typer.Option(
         "--refit/--no-refit",
-        help="Greedy training: re-fit each deeper layer's coefficients to the image itself.",
+        help="Greedy training: re-fit each deeper layer's coefficients to the image itself "
+        "(not with --max-iter 0).",
     ),
 ]
 FineTuneIter = Annotated[int, typer.Option(min=0, help="Iterations of joint fine-tuning.")]

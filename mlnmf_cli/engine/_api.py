@@ -288,17 +288,18 @@ def factorize_deep(
     Greedy layer-wise pretraining (layer l factors H_{l-1}, the previous
     layer's coefficients, with the same method, solver, init, max_iter, tol
     and target_error; with ``normalize`` W_l's columns are scaled to unit norm
-    and the scale moved into H_l first; with ``refit``, from the second layer
-    on, H_l is then re-fitted to X itself with W1 ... Wl fixed, a convex
-    non-negative least-squares step, so each layer's coefficients serve the
-    data rather than only the previous layer), then, with ``fine_tune``, joint
+    and the scale moved into H_l first; with ``refit`` and ``max_iter`` > 0,
+    from the second layer on, H_l is then re-fitted to X itself with
+    W1 ... Wl fixed, a convex non-negative least-squares step, so each layer's
+    coefficients serve the data rather than only the previous layer; with
+    ``max_iter=0`` the layers keep their initialisations), then, with
+    ``fine_tune``, joint
     refinement of all factors on ||X - W1 ... WL HL|| for up to
     ``fine_tune_iter`` rounds (stopping on ``tol`` or when the deepest error
     reaches ``target_error``). After fine-tuning each shallower ``Hs[d-1]`` is
     re-fitted to X with W1 ... Wd fixed, warm-started at W(d+1) ... WL HL.
 
-    ``method="semi", init="svd", normalize=False, refit=False, fine_tune=False,
-    max_iter=0``
+    ``method="semi", init="svd", normalize=False, fine_tune=False, max_iter=0``
     is exactly the stacked Gillis-Kumar ``appr_seminmf`` pipeline.
     Callback stages are "layer1", ..., "layerL" and "fine-tune".
     """
@@ -337,7 +338,7 @@ def factorize_deep(
         if normalize:
             normalize_columns([W], H)
         Ws.append(W)
-        if refit and li > 0:
+        if refit and li > 0 and max_iter > 0:
             H = refit_coefficients(A, chain(Ws), H)
         Hs.append(H)
         current = H
