@@ -116,8 +116,8 @@ def _to_unit_scale(A: np.ndarray) -> tuple[np.ndarray, int]:
     float32 from about 1e19 (float64 from about 1e150) and underflow for tiny
     data. The factorisation of 2**-e X, with 2**e shared back between W1 and
     the coefficients (:func:`_split`), is a factorisation of X with the same
-    relative errors; a power of two scales exactly. Data in ordinary ranges (images in [0, 1]) is neither copied nor
-    changed.
+    relative errors; a power of two scales exactly. Data in ordinary ranges
+    (images in [0, 1]) is neither copied nor changed.
     """
     top = max(float(A.max()), -float(A.min()))
     if top == 0.0:
@@ -134,12 +134,10 @@ def _split(exponent: int) -> tuple[int, int]:
     return exponent - exponent // 2, exponent // 2
 
 
-def _rescaled(res: NMFResult, exponent: int, features: bool = True) -> NMFResult:
-    """``res`` for its input scaled back by 2**exponent (``features``: W and H share
-    it, see :func:`_split`; otherwise it all goes to H, W being inner features)."""
-    if not exponent:
+def _rescaled(res: NMFResult, a: int, b: int) -> NMFResult:
+    """``res`` with W multiplied by 2**a and H by 2**b."""
+    if not (a or b):
         return res
-    a, b = _split(exponent) if features else (0, exponent)
     return dataclasses.replace(res, W=np.ldexp(res.W, a), H=np.ldexp(res.H, b))
 
 
@@ -262,7 +260,7 @@ def factorize(
         callback=callback,
         stage="layer1",
     )
-    return _rescaled(res, exponent)
+    return _rescaled(res, *_split(exponent))
 
 
 def factorize_deep(
@@ -374,9 +372,8 @@ def factorize_deep(
         a, b = _split(exponent)
         Ws[0] = np.ldexp(Ws[0], a)
         Hs = [np.ldexp(H, b) for H in Hs]
-        results = [
-            _rescaled(res, exponent if li == 0 else b, li == 0) for li, res in enumerate(results)
-        ]
+        # Layer 1 factors X itself; deeper layers factor coefficients, scaled by 2**b.
+        results = [_rescaled(res, a if li == 0 else 0, b) for li, res in enumerate(results)]
     return DeepResult(
         Ws=Ws,
         Hs=Hs,
