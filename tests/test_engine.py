@@ -112,6 +112,33 @@ def test_plain_hals_without_extrapolation_is_monotone(
     assert res.errors[-1] == pytest.approx(rel_err(rand_matrix, res.W, res.H), rel=1e-9)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("scale", [0.0, 1e-6, 1e-12, 1e-30])
+def test_sweep_never_raises_the_loss_of_a_component_with_a_tiny_gram_diagonal(
+    dtype: type, scale: float
+) -> None:
+    # Component 0 of U has a squared norm below eps times the others' (0 for
+    # a dead one) but a large coefficient row, so it carries real weight:
+    # V is the exact fit. The sweep must not move away from it.
+    rng = np.random.default_rng(3)
+    U = rng.random((5, 40))
+    U[0] *= scale
+    V = rng.random((5, 30))
+    if scale:
+        V[0] /= scale
+    Xo = (V.T @ U).astype(dtype)
+    U, V = U.astype(dtype), V.astype(dtype)
+
+    def loss(V: np.ndarray) -> float:
+        R = Xo.astype(float) - V.T.astype(float) @ U.astype(float)
+        return float(np.vdot(R, R))
+
+    before = loss(V)
+    _single.RowSweeper(V, block=2).update(U @ Xo.T, U @ U.T, 3, 0.0)
+    assert np.all(np.isfinite(V))
+    assert loss(V) <= before + 1e-6 * float(np.vdot(Xo, Xo))
+
+
 def test_extrapolation_returns_the_best_iterate(rand_matrix: np.ndarray) -> None:
     for n in (3, 17, 60):
         res = factorize(rand_matrix, 6, max_iter=n, tol=0)

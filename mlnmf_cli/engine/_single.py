@@ -71,12 +71,16 @@ class RowSweeper:
         ``delta`` times the first sweep's change. Returns the number of sweeps.
 
         A row whose G[k, k] is 0 or below eps times the largest (a dead or
-        numerically dead component) is divided by the largest instead: a
-        shorter step than the exact coordinate minimum, so the loss still
-        cannot rise, and no overflow from 1 / (tiny diagonal).
+        numerically dead component) takes a projected gradient step of length
+        1 / (largest diagonal) instead of the exact coordinate minimum: no
+        overflow from 1 / (tiny diagonal), and, as the step is no longer than
+        1 / G[k, k], the loss still cannot rise. In the sweep's formula
+        v_k = max(0, P_k / d_k - sum_j G_kj v_j / d_k) this is the diagonal
+        term G_kk / d_k - 1 (0 for an exact row) applied to the old v_k.
         """
         V, Gm = self.V, self.Gm
-        d = np.diagonal(G).copy()
+        g = np.diagonal(G)
+        d = g.copy()
         info = np.finfo(d.dtype)
         top = float(d.max(initial=0.0))
         if top <= info.tiny:
@@ -89,6 +93,8 @@ class RowSweeper:
         for Cb, Gbb, lower, lower_diag in self.masks:
             np.negative(Gbb, out=Cb, where=lower)
             np.copyto(Gbb, self.zero, where=lower_diag)
+        short = np.flatnonzero(d != g)
+        Gm[short, short] = g[short] / d[short] - 1
         first = 0.0
         s = 0
         for s in range(max_sweeps):
