@@ -4,8 +4,10 @@ dtypes, magnitudes and degenerate data.
 Whatever the input, factorize_deep must return finite factors of the right
 signs, finite errors, and a fine-tuned model no worse than its greedy start,
 without a NumPy warning (an overflow or 0 * inf on the way is a bug even when
-the result happens to come out finite). ``make test`` runs a bounded number of
-examples; ``make fuzz`` the fuzz profile's count.
+the result happens to come out finite). Below that, a single HALS update must
+never raise its loss, whatever the spread of the components' norms.
+``make test`` runs a bounded number of examples; ``make fuzz`` the fuzz
+profile's count.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mlnmf_cli.engine import factorize_deep
+from mlnmf_cli.engine._single import RowSweeper
 
 KINDS = ("random", "zero", "constant", "rank2", "sparse")
 
@@ -85,3 +88,39 @@ def test_deep_factorisation_is_finite_and_fine_tuning_never_hurts(p: dict) -> No
     assert d.errors[-1] <= d.greedy_errors[-1] + slack
     if p["kind"] == "zero":
         assert d.errors == [0.0] * len(p["ranks"])
+
+
+@fuzz_settings(60)
+@given(
+    r=st.integers(1, 12),
+    p=st.integers(1, 30),
+    q=st.integers(1, 30),
+    block=st.integers(1, 6),
+    sweeps=st.integers(1, 4),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    exponents=st.lists(st.integers(-40, 40), min_size=12, max_size=12),
+    seed=st.integers(0, 2**16),
+)
+def test_a_hals_sweep_never_raises_the_loss(
+    r: int, p: int, q: int, block: int, sweeps: int, dtype: type, exponents: list, seed: int
+) -> None:
+    # Components whose norms differ by up to 2^80, so that some Gram diagonals
+    # fall below eps times the largest, each with coefficients scaled the other
+    # way (so that every component carries weight), fitted from a nearby start.
+    rng = np.random.default_rng(seed)
+    e = np.array(exponents[:r])[:, None]
+    U = np.ldexp(rng.random((r, q)), e).astype(dtype)
+    Xo = (np.ldexp(rng.random((r, p)), -e).T @ U).astype(dtype)
+    V = np.ldexp(rng.random((r, p)) * (rng.random((r, p)) < 0.7), -e).astype(dtype)
+
+    def loss(V: np.ndarray) -> float:
+        R = Xo.astype(float) - V.T.astype(float) @ U.astype(float)
+        return float(np.vdot(R, R))
+
+    before = loss(V)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        RowSweeper(V, block=block).update(U @ Xo.T, U @ U.T, sweeps, 0.0)
+    assert np.isfinite(V).all() and np.all(V >= 0)
+    eps = float(np.finfo(dtype).eps)
+    assert loss(V) <= before * (1 + 1e3 * eps) + 1e3 * eps * float(np.vdot(Xo, Xo))
