@@ -113,6 +113,24 @@ def test_plain_hals_without_extrapolation_is_monotone(
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sweeps_fit_a_small_component_exactly(dtype: type) -> None:
+    # Component 0's norm is 1e-4 of the others' (its Gram diagonal 1e-8, below
+    # float32's eps but far above rounding level): it must get the exact
+    # coordinate update, so sweeps from 0 recover the exact fit.
+    rng = np.random.default_rng(4)
+    U = rng.random((4, 40))
+    U[0] *= 1e-4
+    V_true = rng.random((4, 30))
+    V_true[0] /= 1e-4
+    Xo = (V_true.T @ U).astype(dtype)
+    U = U.astype(dtype)
+    V = np.zeros((4, 30), dtype)
+    _single.RowSweeper(V).update(U @ Xo.T, U @ U.T, 200, 0.0)
+    R = Xo.astype(float) - V.T.astype(float) @ U.astype(float)
+    assert np.linalg.norm(R) <= 1e-3 * np.linalg.norm(Xo.astype(float))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("scale", [0.0, 1e-6, 1e-12, 1e-30])
 def test_sweep_never_raises_the_loss_of_a_component_with_a_tiny_gram_diagonal(
     dtype: type, scale: float

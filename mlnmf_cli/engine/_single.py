@@ -70,13 +70,16 @@ class RowSweeper:
         """Run up to ``max_sweeps`` sweeps; stop when a sweep changes V by less than
         ``delta`` times the first sweep's change. Returns the number of sweeps.
 
-        A row whose G[k, k] is 0 or below eps times the largest (a dead or
-        numerically dead component) takes a projected gradient step of length
-        1 / (largest diagonal) instead of the exact coordinate minimum: no
-        overflow from 1 / (tiny diagonal), and, as the step is no longer than
+        A row whose G[k, k] is 0 or below eps^2 times the largest (a component
+        whose norm is below rounding level next to the largest one's) takes a
+        projected gradient step of length 1 / (largest diagonal) instead of
+        the exact coordinate minimum: no overflow from fitting rounding noise
+        with huge coefficients, and, as the step is no longer than
         1 / G[k, k], the loss still cannot rise. In the sweep's formula
         v_k = max(0, P_k / d_k - sum_j G_kj v_j / d_k) this is the diagonal
         term G_kk / d_k - 1 (0 for an exact row) applied to the old v_k.
+        Components that are merely small (norms down to eps times the
+        largest) keep the exact update.
         """
         V, Gm = self.V, self.Gm
         g = np.diagonal(G)
@@ -86,7 +89,7 @@ class RowSweeper:
         if top <= info.tiny:
             d[...] = 1
         else:
-            d[d <= top * info.eps] = top
+            d[d <= top * info.eps * info.eps] = top
         inv = (1.0 / d)[:, None]
         np.multiply(G, inv, out=Gm)
         np.multiply(P, inv, out=self.Ps)
