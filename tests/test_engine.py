@@ -193,6 +193,25 @@ def test_semi_nmf_on_signed_noise_improves_on_start() -> None:
     assert np.isfinite(res.errors).all() and res.errors[-1] < res.errors[0]
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", ["regular", "singular", "zero"])
+def test_semi_least_squares_is_the_minimum_norm_solution(dtype: type, kind: str) -> None:
+    # The W step of Semi-NMF: LAPACK's SVD-based least squares with the cutoff
+    # r * eps(dtype) is the reference; a repeated and a dead component make G
+    # singular, and then only the minimum-norm solution is bounded.
+    rng = np.random.default_rng(1)
+    A = rng.standard_normal((20, 50))
+    if kind == "singular":
+        A[5], A[7] = A[3], 0
+    if kind == "zero":
+        A[...] = 0
+    G, P = (A @ A.T).astype(dtype), rng.standard_normal((20, 30)).astype(dtype)
+    V = _single._least_squares(G, P)
+    ref = np.linalg.lstsq(G.astype(float), P.astype(float), rcond=20 * np.finfo(dtype).eps)[0]
+    assert V.dtype == dtype
+    assert np.allclose(V, ref, rtol=0, atol=10 * np.finfo(dtype).eps * max(np.abs(ref).max(), 1))
+
+
 # ------------------------------------------------------------- deep / fine-tune
 
 
