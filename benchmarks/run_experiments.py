@@ -20,6 +20,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from mlnmf_cli.experiments import interval_text as interval  # noqa: E402
+
 SAMPLES = ROOT / "sample_images"
 
 
@@ -37,14 +41,6 @@ def mlnmf(*args: str | Path) -> tuple[dict[str, Any], float]:
 
 def f3(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
-
-
-def interval(stat: dict[str, float] | None, repeats: int) -> str:
-    if stat is None:
-        return "n/a"
-    if repeats > 1:
-        return f"{stat['mean']:.3f} [{stat['low']:.3f}, {stat['high']:.3f}]"
-    return f"{stat['mean']:.3f}"
 
 
 def compare_rows(setup: str, data: dict[str, Any]) -> list[str]:

@@ -923,6 +923,16 @@ def _interval(x: float) -> dict[str, float]:
     return {"mean": float(x), "low": float(x), "high": float(x)}
 
 
+def interval_text(stat: Mapping[str, float] | None, repeats: int) -> str:
+    """A statistic for tables: "mean [low, high]" over several repeats, the mean
+    alone for one, "n/a" when there is none; 3 decimals."""
+    if stat is None:
+        return "n/a"
+    if repeats > 1:
+        return f"{stat['mean']:.3f} [{stat['low']:.3f}, {stat['high']:.3f}]"
+    return f"{stat['mean']:.3f}"
+
+
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom.
 _T95 = (
     12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,

@@ -242,14 +242,6 @@ def _num(x: float | None) -> str:
     return "" if x is None else f"{x:.3f}"
 
 
-def _interval(stat: dict[str, float] | None, repeats: int) -> str:
-    if stat is None:
-        return "n/a"
-    if repeats > 1:
-        return f"{stat['mean']:.3f} [{stat['low']:.3f}, {stat['high']:.3f}]"
-    return f"{stat['mean']:.3f}"
-
-
 def _runs_table(result: experiments.CompareResult) -> None:
     table = Table(title="decompositions", title_justify="left")
     for name in (
@@ -304,22 +296,22 @@ def _similarity_table(rows: list[dict[str, Any]], title: str) -> None:
             str(r["depth"]),
             str(r["rank"]),
             r["kind"],
-            _interval(r["across"], repeats),
+            experiments.interval_text(r["across"], repeats),
         ]
         if repeats == 1:
             pr = r["pair_range"]
             cells.append("" if pr is None else f"{pr[0]:.3f}-{pr[1]:.3f}")
             cells += [f"{r['null']['mean']:.3f}", f"{r['null']['low']:.3f}-{r['null']['high']:.3f}"]
         else:
-            cells.append(_interval(r["null"], repeats))
-        cells.append(_interval(r["self"], repeats))
+            cells.append(experiments.interval_text(r["null"], repeats))
+        cells.append(experiments.interval_text(r["self"], repeats))
         if r["trivial"]:
             corrected = "trivial (rank = dimension)"
         else:
-            corrected = _interval(r["corrected"], repeats)
+            corrected = experiments.interval_text(r["corrected"], repeats)
         cells.append(corrected)
         if has_control:
-            cells.append(_interval(r["control"], repeats))
+            cells.append(experiments.interval_text(r["control"], repeats))
         table.add_row(*cells)
     console.print(table)
 
