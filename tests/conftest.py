@@ -24,9 +24,14 @@ FUZZING = os.environ.get("HYPOTHESIS_PROFILE") == "fuzz"
 
 
 def fuzz_settings(quick: int) -> settings:
-    """``quick`` examples in ``make test``, the fuzz profile's count under ``make fuzz``."""
+    """``quick`` examples in ``make test``, the fuzz profile's count under ``make fuzz``.
+
+    ``make test`` draws the same examples every run (CI must be reproducible);
+    ``make fuzz`` draws new ones each time.
+    """
     return settings(
         max_examples=settings().max_examples if FUZZING else quick,
+        derandomize=not FUZZING,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
     )

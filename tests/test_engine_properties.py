@@ -25,6 +25,16 @@ from mlnmf_cli.engine._single import RowSweeper
 KINDS = ("random", "zero", "constant", "rank2", "sparse")
 
 
+def strict_warnings() -> None:
+    """Inside catch_warnings: any NumPy warning is an error, except the floating-point
+    flags that OpenBLAS's product kernels sometimes leave set on finite data
+    (numpy/numpy#24067, #28967): seen twice in ~50,000 examples, never reproducible
+    in a fresh process. A real invalid or overflowing product leaves NaN or inf
+    in the result, which the assertions below catch."""
+    warnings.simplefilter("error")
+    warnings.filterwarnings("ignore", r".* encountered in (matmul|dot)$", RuntimeWarning)
+
+
 @st.composite
 def problems(draw: st.DrawFn) -> dict:
     m = draw(st.integers(1, 24))
@@ -71,7 +81,7 @@ def make_matrix(p: dict) -> np.ndarray:
 def test_deep_factorisation_is_finite_and_fine_tuning_never_hurts(p: dict) -> None:
     X = make_matrix(p)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        strict_warnings()
         d = factorize_deep(
             X, p["ranks"], method=p["method"], solver=p["solver"], init=p["init"],
             max_iter=p["max_iter"], fine_tune_iter=p["fine_tune_iter"], seed=p["seed"],
@@ -119,7 +129,7 @@ def test_a_hals_sweep_never_raises_the_loss(
 
     before = loss(V)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        strict_warnings()
         RowSweeper(V, block=block).update(U @ Xo.T, U @ U.T, sweeps, 0.0)
     assert np.isfinite(V).all() and np.all(V >= 0)
     eps = float(np.finfo(dtype).eps)

@@ -24,7 +24,13 @@ from mlnmf_cli.engine._validation import (
 )
 from mlnmf_cli.errors import ParameterError
 
-SAFE_EXPONENT = 40
+# Data whose largest magnitude is beyond 2**±SAFE_EXPONENT is factored at unit
+# scale. Errors and Gram matrices square the data's scale, and factors of
+# unbalanced scale (a small feature column with large coefficients) add up to
+# 2**23 each way in float32 before a component counts as rounding noise, so
+# float32 (range 2**±126) needs the data near 1; images in [0, 1] and 16-bit
+# counts are never copied.
+SAFE_EXPONENT = 16
 
 DEFAULTS: dict[str, Any] = dict(
     method="nmf",
@@ -113,8 +119,9 @@ def _to_unit_scale(A: np.ndarray) -> tuple[np.ndarray, int]:
     2**SAFE_EXPONENT (else (A, 0)), so that it becomes about 1.
 
     NMF is scale-equivariant (a X ~ (a W) H), but the products with X overflow
-    float32 from about 1e19 (float64 from about 1e150) and underflow for tiny
-    data. The factorisation of 2**-e X, with 2**e shared back between W1 and
+    float32 from about 1e19 (float64 from about 1e150), Gram matrices of factors
+    of unbalanced scale already from about 1e10 (2**33 measured), and tiny data
+    underflows. The factorisation of 2**-e X, with 2**e shared back between W1 and
     the coefficients (:func:`_split`), is a factorisation of X with the same
     relative errors; a power of two scales exactly. Data in ordinary ranges
     (images in [0, 1]) is neither copied nor changed.
