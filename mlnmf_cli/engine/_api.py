@@ -352,6 +352,7 @@ def factorize_deep(
     ft_errors = np.asarray([greedy_errors[-1]], dtype=np.float64)
     ft_iter = 0
     converged = all(r.converged for r in results)
+    greedy = (Ws, Hs)
     if fine_tune:
         ft = run_fine_tune(
             A,
@@ -373,6 +374,11 @@ def factorize_deep(
         converged = ft.converged
     t2 = time.perf_counter()
     errors = [factor_relative_error(A, chain(Ws[: d + 1]), Hs[d]) for d in range(L)]
+    if errors[-1] > greedy_errors[-1]:
+        # Fine-tuning steers by errors from products, which cancel badly when the
+        # factors dwarf the data (a Semi-NMF of rank above the data's); these exact
+        # residuals keep the promise that it never ends worse than its start.
+        (Ws, Hs), errors = greedy, greedy_errors
     inputs = [A, *Hs[:-1]]
     layer_errors = [factor_relative_error(inputs[d], Ws[d], Hs[d]) for d in range(L)]
     if exponent:

@@ -16,11 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mlnmf_cli.engine._linalg import (
-    relative_error_from_products,
-    residual_squared_norm,
-    squared_norm,
-)
+from mlnmf_cli.engine._linalg import relative_error_from_products, squared_norm
 from mlnmf_cli.engine._single import (
     ALPHA,
     DELTA,
@@ -134,7 +130,6 @@ def fine_tune(
     AtX = A.T @ X
     err0 = relative_error_from_products(normX2, AtX, H, A.T @ A, H @ H.T, X, A)
     out = FineTuneOutput([W.copy() for W in Ws], H.copy(), [err0])
-    start = (out.Ws, out.H)
     if max_iter == 0 or normX2 == 0.0:
         out.converged = True
         return out
@@ -219,13 +214,6 @@ def fine_tune(
             break
         if stop:
             break
-    if out.Ws is not start[0] and residual_squared_norm(
-        X, chain(out.Ws), out.H
-    ) > residual_squared_norm(X, chain(start[0]), start[1]):
-        # The errors above come from products, which cancel badly when the
-        # factors dwarf the data (a Semi-NMF of rank above the data's); the
-        # exact residuals keep the promise that fine-tuning never ends worse.
-        out.Ws, out.H = start
     out.Ws = [np.ascontiguousarray(W) for W in out.Ws]
     return out
 
