@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -35,3 +36,9 @@ def fuzz_settings(quick: int) -> settings:
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
     )
+
+
+def fit_loss(Xo: np.ndarray, U: np.ndarray, V: np.ndarray) -> float:
+    """||Xo - V^T U||^2 in float64: the loss one HALS update of V (against U) minimises."""
+    R = Xo.astype(float) - V.T.astype(float) @ U.astype(float)
+    return float(np.vdot(R, R))

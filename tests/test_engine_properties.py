@@ -15,7 +15,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from conftest import fuzz_settings
+from conftest import fit_loss, fuzz_settings
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -123,14 +123,10 @@ def test_a_hals_sweep_never_raises_the_loss(
     Xo = (np.ldexp(rng.random((r, p)), -e).T @ U).astype(dtype)
     V = np.ldexp(rng.random((r, p)) * (rng.random((r, p)) < 0.7), -e).astype(dtype)
 
-    def loss(V: np.ndarray) -> float:
-        R = Xo.astype(float) - V.T.astype(float) @ U.astype(float)
-        return float(np.vdot(R, R))
-
-    before = loss(V)
+    before = fit_loss(Xo, U, V)
     with warnings.catch_warnings():
         strict_warnings()
         RowSweeper(V, block=block).update(U @ Xo.T, U @ U.T, sweeps, 0.0)
     assert np.isfinite(V).all() and np.all(V >= 0)
     eps = float(np.finfo(dtype).eps)
-    assert loss(V) <= before * (1 + 1e3 * eps) + 1e3 * eps * float(np.vdot(Xo, Xo))
+    assert fit_loss(Xo, U, V) <= before * (1 + 1e3 * eps) + 1e3 * eps * float(np.vdot(Xo, Xo))
