@@ -162,7 +162,7 @@ def sweep_tradeoff(
                 "per_iter_ratio": per_iter / prod,
                 "ratio": seconds / sk_time,
                 "n_iter": res.n_iter,
-                "reached": bool(res.errors[-1] <= sk_err * (1 + 1e-9)),
+                "reached": bool(res.history[-1] <= sk_err * (1 + 1e-9)),
             }
         )
         print(
@@ -249,11 +249,11 @@ def bench_deep(name: str, X: np.ndarray, repeats: int) -> dict[str, Any]:
         "shape": list(X.shape),
         "ranks": ranks,
         "greedy_errors": deep.greedy_errors,
-        "fine_tuned_errors": deep.errors,
+        "fine_tuned_errors": deep.depth_errors,
         "layer_errors": deep.layer_errors,
         "svd_floors": floors,
-        "single_rank16_nmf_error": float(single.errors[-1]),
-        "fine_tuned_over_single": deep.errors[-1] / float(single.errors[-1]),
+        "single_rank16_nmf_error": float(single.history[-1]),
+        "fine_tuned_over_single": deep.depth_errors[-1] / float(single.history[-1]),
         "greedy_seconds": deep.seconds["greedy"],
         "fine_tune_seconds": deep.seconds["fine_tune"],
         "fine_tune_n_iter": deep.fine_tune_n_iter,
@@ -264,11 +264,11 @@ def bench_deep(name: str, X: np.ndarray, repeats: int) -> dict[str, Any]:
     print(f"  {'depth':>5s} {'rank':>5s} {'greedy':>8s} {'fine-tuned':>10s} {'SVD floor':>9s}")
     for d, r in enumerate(ranks):
         print(
-            f"  {d + 1:5d} {r:5d} {deep.greedy_errors[d]:8.4f} {deep.errors[d]:10.4f} "
+            f"  {d + 1:5d} {r:5d} {deep.greedy_errors[d]:8.4f} {deep.depth_errors[d]:10.4f} "
             f"{floors[d]:9.4f}"
         )
     print(
-        f"  single-layer rank-16 NMF {single.errors[-1]:.4f} ({single_time:.2f}s); "
+        f"  single-layer rank-16 NMF {single.history[-1]:.4f} ({single_time:.2f}s); "
         f"fine-tuned / single = {row['fine_tuned_over_single']:.3f}; "
         f"greedy {row['greedy_seconds']:.2f}s, fine-tune {row['fine_tune_seconds']:.2f}s "
         f"({deep.fine_tune_n_iter} rounds)",

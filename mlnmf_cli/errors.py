@@ -1,12 +1,15 @@
-"""The package's exception types and the command line's exit codes.
+"""The package's exception types.
 
 Every error a user can cause is a :class:`MlnmfError` whose message is one
-line, fit to print after the name of the input it concerns.
+line, fit to print after the name of the input it concerns. Exit codes are the
+command line's (:mod:`mlnmf_cli.cli.app`).
 """
 
 from __future__ import annotations
 
-from enum import IntEnum
+import contextlib
+import os
+from collections.abc import Iterator
 
 
 class MlnmfError(Exception):
@@ -36,9 +39,11 @@ def open_error(exc: OSError, kind: str) -> InputError:
     return InputError(f"cannot read the file ({exc.strerror or exc})")
 
 
-class ExitCode(IntEnum):
-    OK = 0
-    ERROR = 1
-    USAGE = 2
-    PARTIAL = 3
-    INTERRUPTED = 130
+@contextlib.contextmanager
+def about(name: str | os.PathLike[str]) -> Iterator[None]:
+    """Prefix the message of any :class:`MlnmfError` raised inside with ``name: ``
+    (the file it concerns), keeping its kind."""
+    try:
+        yield
+    except MlnmfError as exc:
+        raise type(exc)(f"{name}: {exc}") from None

@@ -35,7 +35,7 @@ import re
 import struct
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +43,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from mlnmf_cli.errors import InputError, ParameterError, open_error
+from mlnmf_cli.options import CHANNEL_MODES  # declared with the options
 
 __all__ = [
     "ALLOWED_FORMATS",
@@ -52,15 +53,12 @@ __all__ = [
     "from_matrices",
     "load_image",
     "to_matrices",
-    "to_pil",
-    "to_pil_by_rows",
 ]
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "WEBP", "GIF")
 IMAGE_SUFFIXES: frozenset[str] = frozenset(
     {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif"}
 )
-CHANNEL_MODES = ("gray", "stack", "separate")
 
 _ALLOWED_TEXT = "PNG, JPEG, TIFF, BMP, WebP, GIF"
 _LUMA = np.array([0.299, 0.587, 0.114])
@@ -511,33 +509,8 @@ def _check_channels(channels: str) -> None:
         )
 
 
-def to_pil(pixels: np.ndarray) -> Image.Image:
-    """Floats in ``[0, 1]`` to an 8-bit ``L`` or ``RGB`` image (clipped and rounded).
+# Moved to render (pictures live there); re-exported until tests/test_imageio.py imports them
+# from mlnmf_cli.render.
+from mlnmf_cli.render import to_pil, to_pil_by_rows  # noqa: E402
 
-    Converted in float64 a block of rows at a time (NaN to 0, +inf to 1), so the
-    only full-size array made is the 8-bit result, whatever ``pixels``' dtype.
-    """
-    values = np.asarray(pixels)
-    return to_pil_by_rows(values.shape, lambda i, j: values[i:j])
-
-
-def to_pil_by_rows(shape: tuple[int, ...], rows: Callable[[int, int], np.ndarray]) -> Image.Image:
-    """:func:`to_pil` of an image of ``shape`` given as ``rows(i, j)`` = its rows i to j.
-
-    The image is never held as floats in full: each block of rows is asked for,
-    converted to 8 bits and dropped.
-    """
-    shape = tuple(int(x) for x in shape)
-    if not (len(shape) == 2 or (len(shape) == 3 and shape[2] == 3)):
-        raise ParameterError(f"pixels must have shape (H, W) or (H, W, 3), got {shape}")
-    data = np.empty(shape, dtype=np.uint8)
-    step = max(1, _BLOCK_ELEMENTS // max(1, int(np.prod(shape[1:]))))
-    for i in range(0, shape[0], step):
-        target = data[i : i + step]
-        block = np.array(rows(i, i + step), dtype=np.float64).reshape(target.shape)
-        np.nan_to_num(block, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
-        np.clip(block, 0.0, 1.0, out=block)
-        block *= 255.0
-        np.rint(block, out=block)
-        np.copyto(target, block, casting="unsafe")
-    return Image.fromarray(data)
+__all__ += ["to_pil", "to_pil_by_rows"]

@@ -7,91 +7,36 @@ print: progress goes through callbacks and results come back as data.
 
 from __future__ import annotations
 
-import os
-import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mlnmf_cli import engine, imageio, render, storage
-from mlnmf_cli.engine import _validation, metrics
-from mlnmf_cli.errors import InputError, MlnmfError, ParameterError
+from mlnmf_cli.engine import metrics
+from mlnmf_cli.errors import InputError, OutputError, ParameterError, about
+from mlnmf_cli.options import DEFAULT_RANKS, DTYPES, Options
 
-DTYPES = ("float32", "float64")
-DEFAULT_RANKS = (64, 32, 16)
+__all__ = [
+    "DEFAULT_RANKS",
+    "DTYPES",
+    "Decomposition",
+    "Options",
+    "Progress",
+    "Rebuilt",
+    "compare_to_original",
+    "decompose_image",
+    "model_path",
+    "pixel_errors",
+    "rebuild",
+    "reconstruct",
+    "write_result",
+]
 
 Progress = Callable[[str, int, float], Any]
-
-
-@dataclass(frozen=True)
-class Options:
-    """Every choice that shapes a decomposition; recorded in each report and model."""
-
-    ranks: tuple[int, ...] = DEFAULT_RANKS
-    method: str = engine.DEFAULTS["method"]
-    solver: str = engine.DEFAULTS["solver"]
-    init: str = engine.DEFAULTS["init"]
-    fine_tune: bool = True
-    fine_tune_iter: int = engine.DEFAULTS["fine_tune_iter"]
-    normalize: bool = True
-    refit: bool = True
-    max_iter: int = engine.DEFAULTS["max_iter"]
-    tol: float = engine.DEFAULTS["tol"]
-    target_error: float | None = None
-    dtype: str = "float32"
-    seed: int = 0
-    channels: str | None = None  # None: "stack" for colour images
-    max_pixels: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.dtype not in DTYPES:
-            raise ParameterError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if self.channels is not None and self.channels not in imageio.CHANNEL_MODES:
-            raise ParameterError(
-                f"channels must be one of {', '.join(imageio.CHANNEL_MODES)}, got {self.channels!r}"
-            )
-        if self.max_pixels is not None and self.max_pixels < 1:
-            raise ParameterError(f"max_pixels must be a positive number, got {self.max_pixels}")
-        # The engine's own rules, checked once before a batch starts; the rank
-        # limits that depend on an image's size are checked per image.
-        _validation.check_parameters(**self.engine_kwargs())
-        _validation.check_ranks(self.ranks, (sys.maxsize, sys.maxsize), self.init, None)
-
-    def engine_kwargs(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "solver": self.solver,
-            "init": self.init,
-            "max_iter": self.max_iter,
-            "tol": self.tol,
-            "target_error": self.target_error,
-            "seed": self.seed,
-            "fine_tune": self.fine_tune,
-            "fine_tune_iter": self.fine_tune_iter,
-            "normalize": self.normalize,
-            "refit": self.refit,
-        }
-
-    def channels_for(self, image: imageio.LoadedImage) -> str:
-        if self.channels is not None:
-            return self.channels
-        return "stack" if image.is_color else "gray"
-
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["ranks"] = list(self.ranks)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Options:
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        if "ranks" in known:
-            known["ranks"] = tuple(int(r) for r in known["ranks"])
-        return cls(**known)
 
 
 @dataclass
@@ -267,11 +212,6 @@ def _pixel_errors(
     }
 
 
-def _finite(x: float) -> float | None:
-    """JSON has no infinity: a perfect reconstruction's PSNR is reported as null."""
-    return float(x) if np.isfinite(x) else None
-
-
 def _combine_relative(errors: Sequence[float], norms: Sequence[float]) -> float:
     """Relative error of several matrices together from each one's relative error."""
     total = float(np.sqrt(sum(n * n for n in norms)))
@@ -315,8 +255,8 @@ def decompose_image(
             engine.factorize_deep(
                 mat.astype(dtype, copy=False),
                 options.ranks,
+                options=options.engine,
                 callback=callback,
-                **options.engine_kwargs(),
             )
         )
     seconds = {
@@ -339,13 +279,13 @@ def write_result(
     d = decomposition
     report = d.report(input_path)
     with storage.staged_folder(folder, replace=replace_existing) as tmp:
-        original = imageio.to_pil(d.target)
+        original = render.to_pil(d.target)
         storage.save_image(tmp / "original.png", original)
         recons = []
         for depth_row in report["depths"]:
             depth = int(depth_row["depth"])
             # Converted a block of rows at a time: the model is never held in full.
-            pic = imageio.to_pil_by_rows(d.target.shape, d._model_rows(depth))
+            pic = render.to_pil_by_rows(d.target.shape, d._model_rows(depth))
             storage.save_image(tmp / f"reconstruction_depth{depth}.png", pic)
             if depth == d.depth:
                 storage.save_image(tmp / "reconstruction.png", pic)
@@ -370,7 +310,7 @@ def write_result(
             tmp / "summary.png",
             render.summary_panel(title, original, recons, features, coefficients),
         )
-        storage.save_model(tmp / "model.npz", model_meta(d), [(p.Ws, p.Hs) for p in d.parts])
+        storage.save_model(tmp / "model.npz", model_meta(d), d.parts)
         d.seconds["write"] = time.perf_counter() - start
         report["seconds"]["write"] = round(d.seconds["write"], 4)
         storage.write_json(tmp / "report.json", report)
@@ -403,14 +343,7 @@ def model_path(path: Path) -> Path:
 def rebuild(model: storage.SavedModel, depth: int | None = None) -> np.ndarray:
     """Pixels of a saved model at ``depth`` (default deepest), unclipped float64."""
     depth = model.depth if depth is None else depth
-    if not 1 <= depth <= model.depth:
-        raise ParameterError(f"depth must be between 1 and {model.depth}, got {depth}")
-    mats = []
-    for Ws, Hs in model.parts:
-        M = Ws[0].astype(np.float64)
-        for W in Ws[1:depth]:
-            M = M @ W
-        mats.append(M @ Hs[depth - 1])
+    mats = [part.reconstruct(depth, dtype=np.float64) for part in model.parts]
     shape = tuple(model.meta["image_shape"])
     try:
         return imageio.from_matrices(mats, str(model.meta.get("channels")), shape)
@@ -432,158 +365,55 @@ def compare_to_original(
     return pixel_errors(target, pixels)
 
 
-# --------------------------------------------------------------------------- batches
-
-
 @dataclass(frozen=True)
-class BatchItem:
-    """One input of a batch: an image to decompose, or a problem found while listing."""
+class Rebuilt:
+    """What :func:`reconstruct` wrote: ``depth`` of the model's ``model_depth`` layers,
+    and with an original image its ``errors`` (relative error and PSNR)."""
 
-    path: Path
-    name: str = ""
-    problem: str | None = None
+    model: Path
+    depth: int
+    model_depth: int
+    output: Path
+    errors: dict[str, float | None] | None = None
 
-
-def _is_image_file(p: Path) -> bool:
-    return p.is_file() and p.suffix.lower() in imageio.IMAGE_SUFFIXES and not p.name.startswith(".")
-
-
-def expand_inputs(
-    inputs: Iterable[Path], *, recursive: bool, exclude: Path | None = None
-) -> list[BatchItem]:
-    """Turn the command line's files and folders into batch items with unique folder names.
-
-    Files are taken as given whatever their suffix (the loader judges them);
-    folders contribute the image files they hold, sorted; ``exclude`` (the
-    output folder) is never read as input.
-    """
-    excluded = exclude.resolve() if exclude is not None else None
-    found: list[BatchItem] = []
-    for raw in inputs:
-        path = Path(raw)
-        if path.is_dir():
-            pattern = "**/*" if recursive else "*"
-            files = sorted(
-                p
-                for p in path.glob(pattern)
-                if _is_image_file(p) and not (excluded and excluded in p.resolve().parents)
-            )
-            if not files:
-                hint = (
-                    ""
-                    if recursive or not any(p.is_dir() for p in path.iterdir())
-                    else " (use --recursive to look in subfolders)"
-                )
-                found.append(BatchItem(path, problem=f"no images found in this folder{hint}"))
-            found.extend(BatchItem(p) for p in files)
-        elif path.exists():
-            found.append(BatchItem(path))
-        else:
-            found.append(BatchItem(path, problem="no such file or folder"))
-    names = storage.unique_names([item.path for item in found])
-    return [replace(item, name=name) for item, name in zip(found, names, strict=True)]
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "model": str(self.model),
+            "depth": self.depth,
+            "output": str(self.output),
+        }
+        return {**d, **(self.errors or {})}
 
 
-ROW_FIELDS = (
-    "input", "status", "folder", "error", "height", "width", "channels", "ranks",
-    "relative_error", "psnr", "svd_floor", "seconds",
-)  # fmt: skip
-
-
-def process_item(
-    item: BatchItem,
-    options: Options,
-    out: Path,
+def reconstruct(
+    model: Path,
+    depth: int | None = None,
+    out: Path | None = None,
+    original: Path | None = None,
     *,
     force: bool = False,
-    skip_existing: bool = False,
-    progress: Progress | None = None,
-) -> dict[str, Any]:
-    """Decompose one batch item into ``out/<name>``; failures come back as a row, not raised."""
-    start = time.perf_counter()
-    row: dict[str, Any] = {
-        "input": str(item.path),
-        "status": "failed",
-        "folder": None,
-        "error": None,
-    }
-    if item.problem is not None:
-        row["error"] = item.problem
-        return row
-    folder = Path(out) / item.name
-    row["folder"] = str(folder)
-    if folder.exists() and skip_existing and not force:
-        row["status"] = "skipped"
-        return row
+    max_pixels: int | None = None,
+) -> Rebuilt:
+    """Rebuild the image of a saved model (a model.npz or a result folder) into a PNG.
+
+    ``out`` defaults to ``rebuilt_depth{d}.png`` beside the model and is never
+    replaced unless ``force``; with ``original`` the result also holds the
+    relative error and PSNR against that image. Errors name the file at fault.
+    """
+    path = model_path(model)
+    with about(path):
+        saved = storage.load_model(path)
+        d = saved.depth if depth is None else depth
+        pixels = rebuild(saved, d)
+    target = Path(out) if out is not None else path.parent / f"rebuilt_depth{d}.png"
+    if target.exists() and not force:
+        raise OutputError(f"{target}: already exists (use --force to replace it)")
+    errors = None
+    if original is not None:
+        with about(original):
+            errors = compare_to_original(pixels, saved.meta["channels"], original, max_pixels)
     try:
-        storage.refuse_existing(folder, replace=force)
-        t0 = time.perf_counter()
-        image = imageio.load_image(item.path, max_pixels=options.max_pixels)
-        load_seconds = time.perf_counter() - t0
-        decomposition = decompose_image(image, options, progress)
-        decomposition.seconds["load"] = load_seconds
-        report = write_result(decomposition, folder, str(item.path), replace_existing=force)
-    except MlnmfError as exc:
-        row["error"] = str(exc)
-        return row
-    except MemoryError:
-        row["error"] = (
-            "not enough memory to decompose this image (try smaller ranks or --dtype float32)"
-        )
-        return row
-    return ok_row(item, folder, report, seconds=time.perf_counter() - start)
-
-
-def ok_row(
-    item: BatchItem, folder: Path, report: dict[str, Any], *, seconds: float | None
-) -> dict[str, Any]:
-    """The summary row of an input whose result folder holds ``report``."""
-    return {
-        "input": str(item.path),
-        "status": "ok",
-        "folder": str(folder),
-        "error": None,
-        "height": report["image"]["height"],
-        "width": report["image"]["width"],
-        "channels": report["channels"],
-        "ranks": ",".join(map(str, report["parameters"]["ranks"])),
-        "relative_error": report["relative_error"],
-        "psnr": report["psnr"],
-        "svd_floor": report["svd_floor"]["relative_error"],
-        "seconds": None if seconds is None else round(seconds, 4),
-    }
-
-
-def write_summary(
-    out: Path, rows: Sequence[dict[str, Any]], options: Options, *, interrupted: bool = False
-) -> dict[str, Any]:
-    """Write ``summary.json`` and ``summary.csv`` for a batch and return the JSON envelope."""
-    summary = summary_envelope(rows, options, interrupted=interrupted)
-    storage.write_json(Path(out) / "summary.json", summary)
-    storage.write_csv(Path(out) / "summary.csv", rows, ROW_FIELDS)
-    return summary
-
-
-def summary_envelope(
-    rows: Sequence[dict[str, Any]], options: Options, *, interrupted: bool = False
-) -> dict[str, Any]:
-    count = {s: sum(1 for r in rows if r["status"] == s) for s in ("ok", "failed", "skipped")}
-    return {
-        "version": storage.REPORT_VERSION,
-        "versions": storage.versions(),
-        "parameters": options.as_dict(),
-        "succeeded": count["ok"],
-        "failed": count["failed"],
-        "skipped": count["skipped"],
-        "interrupted": interrupted,
-        "results": list(rows),
-        "errors": [
-            {"input": r["input"], "error": r["error"]} for r in rows if r["status"] == "failed"
-        ],
-    }
-
-
-def cpu_count() -> int:
-    return (
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    )
+        storage.save_image(target, render.to_pil(pixels.clip(0.0, 1.0)))
+    except OSError as exc:
+        raise OutputError(f"{target}: cannot write ({exc.strerror or exc})") from exc
+    return Rebuilt(path, d, saved.depth, target, errors)

@@ -23,7 +23,7 @@ Pillow's built-in font (``ImageFont.load_default(size=...)``).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -402,3 +402,40 @@ def heatmap(
             x = left + j * cell_w + (cell_w - tw) // 2
             draw.text((x, top + i * cell_h + 6), text_ij, fill=ink, font=font)
     return canvas
+
+
+# --------------------------------------------------------------------------- pixels
+
+_BLOCK_ELEMENTS = 1 << 18
+
+
+def to_pil(pixels: np.ndarray) -> Image.Image:
+    """Floats in ``[0, 1]`` to an 8-bit ``L`` or ``RGB`` image (clipped and rounded).
+
+    Converted in float64 a block of rows at a time (NaN to 0, +inf to 1), so the
+    only full-size array made is the 8-bit result, whatever ``pixels``' dtype.
+    """
+    values = np.asarray(pixels)
+    return to_pil_by_rows(values.shape, lambda i, j: values[i:j])
+
+
+def to_pil_by_rows(shape: tuple[int, ...], rows: Callable[[int, int], np.ndarray]) -> Image.Image:
+    """:func:`to_pil` of an image of ``shape`` given as ``rows(i, j)`` = its rows i to j.
+
+    The image is never held as floats in full: each block of rows is asked for,
+    converted to 8 bits and dropped.
+    """
+    shape = tuple(int(x) for x in shape)
+    if not (len(shape) == 2 or (len(shape) == 3 and shape[2] == 3)):
+        raise ParameterError(f"pixels must have shape (H, W) or (H, W, 3), got {shape}")
+    data = np.empty(shape, dtype=np.uint8)
+    step = max(1, _BLOCK_ELEMENTS // max(1, int(np.prod(shape[1:]))))
+    for i in range(0, shape[0], step):
+        target = data[i : i + step]
+        block = np.array(rows(i, i + step), dtype=np.float64).reshape(target.shape)
+        np.nan_to_num(block, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
+        np.clip(block, 0.0, 1.0, out=block)
+        block *= 255.0
+        np.rint(block, out=block)
+        np.copyto(target, block, casting="unsafe")
+    return Image.fromarray(data)

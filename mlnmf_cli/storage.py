@@ -25,6 +25,7 @@ from typing import IO, Any
 import numpy as np
 
 from mlnmf_cli import __version__
+from mlnmf_cli.engine.model import Model
 from mlnmf_cli.errors import InputError, OutputError, open_error
 
 MODEL_FORMAT_VERSION = 1
@@ -220,22 +221,22 @@ def unique_names(paths: Sequence[Path]) -> list[str]:
 
 @dataclass
 class SavedModel:
-    """A decomposition read back from ``model.npz``: one part per decomposed matrix."""
+    """A decomposition read back from ``model.npz``: one :class:`Model` per decomposed matrix."""
 
     meta: dict[str, Any]
-    parts: list[tuple[list[np.ndarray], list[np.ndarray]]]  # (Ws, Hs) per part
+    parts: list[Model]
 
     @property
     def depth(self) -> int:
-        return len(self.parts[0][0])
+        return self.parts[0].depth
 
 
 def save_model(
     path: Path,
     meta: Mapping[str, Any],
-    parts: Sequence[tuple[Sequence[np.ndarray], Sequence[np.ndarray]]],
+    parts: Sequence[Any],
 ) -> None:
-    """Write factors and metadata as plain arrays (no pickles)."""
+    """Write factors (models, or ``(Ws, Hs)`` pairs) and metadata as plain arrays (no pickles)."""
     arrays: dict[str, np.ndarray] = {
         "format_version": np.asarray(MODEL_FORMAT_VERSION, dtype=np.int64),
         "meta": np.asarray(json.dumps(dict(meta), default=_json_default)),
@@ -331,5 +332,5 @@ def _check_model(arrays: Mapping[str, np.ndarray]) -> SavedModel:
                     f"model arrays have inconsistent shapes: part{c}_H{layer} is "
                     f"{H.shape[0]}x{H.shape[1]}, expected {W.shape[1]}x{part_shape[1]}"
                 )
-        parts.append((Ws, Hs))
+        parts.append(Model(Ws, Hs))
     return SavedModel(meta=meta, parts=parts)

@@ -1,16 +1,36 @@
-"""Hypothesis profiles: a bounded run in ``make test``, many more in ``make fuzz``.
+"""Shared test helpers: hypothesis profiles, the command-line runner, a loss.
 
+Hypothesis: a bounded run in ``make test``, many more in ``make fuzz``.
 ``HYPOTHESIS_PROFILE=fuzz`` (or ``pytest --hypothesis-profile=fuzz``) selects
 the long run; the property tests take their example counts from
 :func:`fuzz_settings`.
+
+:func:`run` drives the real app with Typer's runner, without colour and with a
+wide terminal, so that assertions depend on neither.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 from hypothesis import HealthCheck, settings
+from typer.testing import CliRunner
+
+ENV = {"NO_COLOR": "1", "COLUMNS": "200", "TERM": "dumb"}
+
+
+def run(*args: str | Path) -> tuple[int, str, str]:
+    """``mlnmf *args`` -> (exit code, stdout, stderr); a traceback fails the test."""
+    from mlnmf_cli.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args], env=ENV, prog_name="mlnmf")
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(f"unexpected exception: {result.exception!r}") from result.exception
+    assert "Traceback" not in result.stderr + result.stdout
+    return result.exit_code, result.stdout, result.stderr
+
 
 settings.register_profile(
     "fuzz",

@@ -18,13 +18,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ENV, run
 from imagegen import make_gray_png, make_rgb_jpeg, make_text_as_png
 from typer.testing import CliRunner
 
 from mlnmf_cli import batch, pipeline, storage
+from mlnmf_cli.batch import dask as batch_dask
+from mlnmf_cli.batch.pool import _init_worker
 from mlnmf_cli.cli import app
 
-ENV = {"NO_COLOR": "1", "COLUMNS": "200", "TERM": "dumb"}
 RANKS = "8,4"
 RESULT_FILES = {
     "original.png",
@@ -41,13 +43,6 @@ RESULT_FILES = {
     "model.npz",
     "report.json",
 }
-
-
-def run(*args: str | Path) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, [str(a) for a in args], env=ENV, prog_name="mlnmf")
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
 
 
 def folder_of_images(root: Path, n: int, size: tuple[int, int] = (48, 40)) -> Path:
@@ -140,11 +135,11 @@ def test_jobs_2_gives_the_same_results_and_summary_as_jobs_1(
 
 
 def test_callbacks_run_in_the_parent_in_input_order(mixed_folder: Path, tmp_path: Path) -> None:
-    items = pipeline.expand_inputs([mixed_folder, tmp_path / "missing.png"], recursive=False)
+    items = batch.expand_inputs([mixed_folder, tmp_path / "missing.png"], recursive=False)
     out = storage.prepare_output_dir(tmp_path / "out")
     started, done = [], []
 
-    def on_start(item: pipeline.BatchItem) -> None:
+    def on_start(item: batch.BatchItem) -> None:
         started.append((os.getpid(), item.name))
 
     def on_done(row: dict) -> None:
@@ -199,8 +194,8 @@ def test_bad_jobs_is_a_usage_error(value: str, message: str, tmp_path: Path) -> 
 def test_jobs_auto_is_one_per_core() -> None:
     from mlnmf_cli.cli.decompose import parse_jobs
 
-    assert parse_jobs("auto") == pipeline.cpu_count() >= 1
-    assert parse_jobs(" AUTO ") == pipeline.cpu_count()
+    assert parse_jobs("auto") == batch.cpu_count() >= 1
+    assert parse_jobs(" AUTO ") == batch.cpu_count()
 
 
 def _blas_threads() -> tuple[str | None, int]:
@@ -220,7 +215,7 @@ def test_workers_run_one_blas_thread_each() -> None:
         with cf.ProcessPoolExecutor(
             max_workers=2,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=batch._init_worker,
+            initializer=_init_worker,
             initargs=(batch.BLAS_THREADS,),
         ) as pool:
             assert pool.submit(_blas_threads).result(timeout=60) == ("1", 1)
@@ -416,14 +411,12 @@ def test_unreachable_scheduler_is_one_clear_error(
     monkeypatch: pytest.MonkeyPatch, mixed_folder: Path, tmp_path: Path
 ) -> None:
     pytest.importorskip("distributed")
-    monkeypatch.setattr(batch, "CONNECT_TIMEOUT", 1.0)
+    monkeypatch.setattr(batch_dask, "CONNECT_TIMEOUT", 1.0)
     address = f"tcp://127.0.0.1:{_free_port()}"
-    start = time.monotonic()
     code, _, stderr = run(
         "decompose", mixed_folder / "img00.png", "--ranks", RANKS, "-o", tmp_path / "o",
         "--scheduler", address, "-q",
     )  # fmt: skip
-    assert time.monotonic() - start < 15
     assert code == 1
     assert stderr.startswith(
         f"mlnmf: error: cannot reach the Dask scheduler at {address} within 1 s ("
@@ -448,14 +441,14 @@ def test_missing_dask_extra_is_one_clear_error(
 
 def test_a_finished_folder_whose_answer_was_lost_is_still_listed(tmp_path: Path) -> None:
     """A worker can put its folder in place and die (or be interrupted) before answering."""
-    items = pipeline.expand_inputs([folder_of_images(tmp_path / "in", 3)], recursive=False)
+    items = batch.expand_inputs([folder_of_images(tmp_path / "in", 3)], recursive=False)
     out = tmp_path / "out"
     out.mkdir()
     options = pipeline.Options(ranks=(4, 2))
-    pipeline.process_item(items[2], options, out)  # an older result, not this batch's work
+    batch.process_item(items[2], options, out)  # an older result, not this batch's work
     delivered: list[dict] = []
-    runner = batch._Runner(items, options, out, False, False, None, delivered.append)
-    pipeline.process_item(items[0], options, out)  # this batch's, its answer never arrived
+    runner = batch.Runner(items, options, out, False, False, None, delivered.append)
+    batch.process_item(items[0], options, out)  # this batch's, its answer never arrived
     assert runner.found_on_disk(1) is None  # nothing on disk
     runner.flush()
     assert [(r["input"], r["status"]) for r in delivered] == [(str(items[0].path), "ok")]

@@ -19,21 +19,11 @@ from pathlib import Path
 import imagegen as gen
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from conftest import run
 
 from mlnmf_cli import storage
-from mlnmf_cli.cli import app
 
-ENV = {"NO_COLOR": "1", "COLUMNS": "200", "TERM": "dumb"}
 SUMMARIES = {"summary.json", "summary.csv"}
-
-
-def run(*args: str | Path) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, [str(a) for a in args], env=ENV, prog_name="mlnmf")
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise AssertionError(f"unexpected exception: {result.exception!r}") from result.exception
-    assert "Traceback" not in result.stderr + result.stdout
-    return result.exit_code, result.stdout, result.stderr
 
 
 def decompose(*args: str | Path) -> tuple[int, str, str]:
@@ -415,7 +405,7 @@ def test_existing_result_folder_without_force(tmp_path: Path) -> None:
     assert {p.name for p in out.iterdir()} == SUMMARIES | {"img", "other"}
     code, _, stderr = decompose(path, "-o", out, "--ranks", "4,2", "--force")
     assert (code, stderr) == (0, "")
-    assert storage.load_model(out / "img" / "model.npz").parts[0][0][0].shape[1] == 4
+    assert storage.load_model(out / "img" / "model.npz").parts[0].Ws[0].shape[1] == 4
 
 
 # --------------------------------------------------------------------------- bad model files

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
@@ -10,22 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run
 from PIL import Image
-from typer.testing import CliRunner
 
 from mlnmf_cli import engine
-from mlnmf_cli.cli import app
+from mlnmf_cli.engine.options import DEFAULTS, EngineOptions, option_fields
 
 ROOT = Path(__file__).resolve().parent.parent
 CAMERA = ROOT / "sample_images" / "camera.png"
-ENV = {"NO_COLOR": "1", "COLUMNS": "200", "TERM": "dumb"}
-
-
-def run(*args: str | Path) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, [str(a) for a in args], env=ENV, prog_name="mlnmf")
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
 
 
 def pixels(path: Path) -> np.ndarray:
@@ -291,12 +284,13 @@ def test_every_option_reaches_the_engine(
     real = engine.factorize_deep
 
     def spy(X, ranks, **kwargs):  # type: ignore[no-untyped-def]
-        seen.update(kwargs, ranks=tuple(ranks), dtype=X.dtype, shape=X.shape)
+        seen.update(dataclasses.asdict(kwargs["options"]))
+        seen.update(ranks=tuple(ranks), dtype=X.dtype, shape=X.shape)
         return real(X, ranks, **kwargs)
 
     monkeypatch.setattr(engine, "factorize_deep", spy)
     code, _, err = run(
-        "decompose", colour_png, "--ranks", "6,3", "--method", "semi", "--solver", "hals", "--init", "random",
+        "decompose", colour_png, "--ranks", "6,3", "--method", "semi", "--solver", "mu", "--init", "random",
         "--no-fine-tune", "--fine-tune-iter", "7", "--no-normalize", "--no-refit", "--max-iter", "9", "--tol", "0.01",
         "--target-error", "0.5", "--dtype", "float64", "--seed", "42", "--channels", "gray", "-o", tmp_path, "-q",
     )  # fmt: skip
@@ -304,10 +298,13 @@ def test_every_option_reaches_the_engine(
     assert seen["ranks"] == (6, 3)
     assert seen["dtype"] == np.float64 and seen["shape"] == (48, 64)
     expected = {
-        "method": "semi", "solver": "hals", "init": "random", "fine_tune": False, "fine_tune_iter": 7,
+        "method": "semi", "solver": "mu", "init": "random", "fine_tune": False, "fine_tune_iter": 7,
         "normalize": False, "refit": False, "max_iter": 9, "tol": 0.01, "target_error": 0.5, "seed": 42,
     }  # fmt: skip
     assert {k: seen[k] for k in expected} == expected
+    # Every engine option the command line offers is in this test, set away from its default.
+    assert set(expected) == {f.name for f in option_fields(EngineOptions, "cli")}
+    assert all(getattr(DEFAULTS, k) != v for k, v in expected.items())
 
 
 def test_same_seed_same_factors(tmp_path: Path, colour_png: Path) -> None:

@@ -56,21 +56,20 @@ def test_public_constants() -> None:
     assert METHODS == ("nmf", "semi")
     assert SOLVERS == ("hals", "mu")
     assert INITS == ("nndsvda", "nndsvd", "random", "svd")
-    assert DEFAULTS["method"] in METHODS
-    assert DEFAULTS["solver"] == "hals"
-    assert DEFAULTS["init"] == "nndsvda"
-    assert DEFAULTS["fine_tune"] is True
-    assert DEFAULTS["normalize"] is True
+    assert DEFAULTS.method in METHODS
+    assert DEFAULTS.solver == "hals"
+    assert DEFAULTS.init == "nndsvda"
+    assert DEFAULTS.fine_tune is True
+    assert DEFAULTS.normalize is True
 
 
 def test_result_fields(rand_matrix: np.ndarray) -> None:
     res = factorize(rand_matrix, 4, max_iter=7, tol=0)
     assert isinstance(res, NMFResult)
     assert res.W.shape == (40, 4) and res.H.shape == (4, 30)
-    assert res.errors.dtype == np.float64 and res.errors.shape == (8,)
+    assert res.history.dtype == np.float64 and res.history.shape == (8,)
     assert res.n_iter == 7 and res.converged is False
-    assert res.seconds >= 0
-    assert res.errors[-1] == pytest.approx(rel_err(rand_matrix, res.W, res.H), rel=1e-9)
+    assert res.history[-1] == pytest.approx(rel_err(rand_matrix, res.W, res.H), rel=1e-9)
     assert np.all(res.W >= 0) and np.all(res.H >= 0)
     with pytest.raises(AttributeError):
         res.n_iter = 3  # type: ignore[misc]
@@ -78,8 +77,8 @@ def test_result_fields(rand_matrix: np.ndarray) -> None:
 
 def test_error_history_matches_explicit_residual(rand_matrix: np.ndarray) -> None:
     res = factorize(rand_matrix, 5, max_iter=0)
-    assert res.errors.shape == (1,)
-    assert res.errors[0] == pytest.approx(rel_err(rand_matrix, res.W, res.H), rel=1e-9)
+    assert res.history.shape == (1,)
+    assert res.history[0] == pytest.approx(rel_err(rand_matrix, res.W, res.H), rel=1e-9)
 
 
 # ---------------------------------------------------------------- monotonicity
@@ -99,7 +98,7 @@ def test_error_history_matches_explicit_residual(rand_matrix: np.ndarray) -> Non
 )
 def test_loss_never_increases(rand_matrix: np.ndarray, method: str, solver: str, init: str) -> None:
     res = factorize(rand_matrix, 6, method=method, solver=solver, init=init, max_iter=60, tol=0)
-    e = res.errors
+    e = res.history
     assert res.n_iter == 60
     assert np.all(np.diff(e) <= 1e-10 * e[:-1]), np.diff(e).max()
     assert e[-1] < e[1]
@@ -110,8 +109,8 @@ def test_plain_hals_without_extrapolation_is_monotone(
 ) -> None:
     monkeypatch.setattr(_single, "EXTRAPOLATE", False)
     res = factorize(rand_matrix, 6, max_iter=60, tol=0)
-    assert np.all(np.diff(res.errors) <= 1e-10 * res.errors[:-1])
-    assert res.errors[-1] == pytest.approx(rel_err(rand_matrix, res.W, res.H), rel=1e-9)
+    assert np.all(np.diff(res.history) <= 1e-10 * res.history[:-1])
+    assert res.history[-1] == pytest.approx(rel_err(rand_matrix, res.W, res.H), rel=1e-9)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -157,13 +156,13 @@ def test_sweep_never_raises_the_loss_of_a_component_with_a_tiny_gram_diagonal(
 def test_extrapolation_returns_the_best_iterate(rand_matrix: np.ndarray) -> None:
     for n in (3, 17, 60):
         res = factorize(rand_matrix, 6, max_iter=n, tol=0)
-        assert res.errors[-1] == pytest.approx(rel_err(rand_matrix, res.W, res.H), rel=1e-9)
-        assert res.errors[-1] == res.errors.min()
+        assert res.history[-1] == pytest.approx(rel_err(rand_matrix, res.W, res.H), rel=1e-9)
+        assert res.history[-1] == res.history.min()
 
 
 def test_planted_low_rank_is_recovered(planted: np.ndarray) -> None:
     res = factorize(planted, 5, max_iter=3000, tol=0, target_error=1e-5)
-    assert res.errors[-1] < 1e-4
+    assert res.history[-1] < 1e-4
     assert rel_err(planted, res.W, res.H) < 1e-4
     assert res.converged
 
@@ -187,7 +186,7 @@ def test_semi_nmf_fits_signed_matrix() -> None:
 def test_semi_nmf_on_signed_noise_improves_on_start() -> None:
     X = np.random.default_rng(4).standard_normal((30, 20))
     res = factorize(X, 5, method="semi", max_iter=50)
-    assert np.isfinite(res.errors).all() and res.errors[-1] < res.errors[0]
+    assert np.isfinite(res.history).all() and res.history[-1] < res.history[0]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -219,17 +218,17 @@ def test_deep_result_structure(rand_matrix: np.ndarray) -> None:
     assert [W.shape for W in d.Ws] == [(40, 8), (8, 5), (5, 3)]
     assert [H.shape for H in d.Hs] == [(8, 30), (5, 30), (3, 30)]
     assert d.H is d.Hs[-1]
-    assert len(d.errors) == len(d.greedy_errors) == len(d.layer_errors) == 3
+    assert len(d.depth_errors) == len(d.greedy_errors) == len(d.layer_errors) == 3
     assert len(d.layers) == 3 and all(isinstance(r, NMFResult) for r in d.layers)
-    assert d.fine_tune_errors.dtype == np.float64
-    assert d.fine_tune_errors.shape == (d.fine_tune_n_iter + 1,)
+    assert d.fine_tune_history.dtype == np.float64
+    assert d.fine_tune_history.shape == (d.fine_tune_n_iter + 1,)
     assert set(d.seconds) == {"greedy", "fine_tune"}
     for depth in (1, 2, 3):
         R = d.reconstruct(depth)
         assert R.shape == rand_matrix.shape
         E = d.effective_features(depth)
         assert np.allclose(R, E @ d.Hs[depth - 1])
-        assert d.errors[depth - 1] == pytest.approx(
+        assert d.depth_errors[depth - 1] == pytest.approx(
             np.linalg.norm(rand_matrix - R) / np.linalg.norm(rand_matrix), rel=1e-9
         )
     assert np.array_equal(d.reconstruct(), d.reconstruct(3))
@@ -249,15 +248,15 @@ def test_reconstruct_rejects_bad_depth(rand_matrix: np.ndarray, bad: int) -> Non
 def test_fine_tune_never_worse_than_greedy(rand_matrix: np.ndarray) -> None:
     for method, init in (("nmf", "nndsvda"), ("nmf", "random"), ("semi", "svd")):
         d = factorize_deep(rand_matrix, [10, 6, 3], method=method, init=init, max_iter=40)
-        assert d.errors[-1] <= d.greedy_errors[-1] * (1 + 1e-12)
-        assert d.fine_tune_errors[0] == pytest.approx(d.greedy_errors[-1], rel=1e-9)
-        assert d.fine_tune_errors.min() == pytest.approx(d.errors[-1], rel=1e-6)
+        assert d.depth_errors[-1] <= d.greedy_errors[-1] * (1 + 1e-12)
+        assert d.fine_tune_history[0] == pytest.approx(d.greedy_errors[-1], rel=1e-9)
+        assert d.fine_tune_history.min() == pytest.approx(d.depth_errors[-1], rel=1e-6)
         # Block-coordinate rounds are monotone and an extrapolated point is only
         # taken when it is better: the history never rises.
-        hist = d.fine_tune_errors
+        hist = d.fine_tune_history
         assert np.all(np.diff(hist) <= 1e-12 * hist[:-1])
         if method == "nmf":
-            assert all(e <= d.errors[-1] * (1 + 1e-9) for e in d.errors)
+            assert all(e <= d.depth_errors[-1] * (1 + 1e-9) for e in d.depth_errors)
 
 
 def test_greedy_without_normalisation_and_without_fine_tune(rand_matrix: np.ndarray) -> None:
@@ -265,10 +264,10 @@ def test_greedy_without_normalisation_and_without_fine_tune(rand_matrix: np.ndar
         rand_matrix, [8, 4], fine_tune=False, normalize=False, refit=False, max_iter=20
     )
     assert d.fine_tune_n_iter == 0
-    assert d.errors == d.greedy_errors
+    assert d.depth_errors == d.greedy_errors
     assert np.array_equal(d.Ws[0], d.layers[0].W) and np.array_equal(d.Hs[0], d.layers[0].H)
     assert np.array_equal(d.Ws[1], d.layers[1].W) and np.array_equal(d.Hs[1], d.layers[1].H)
-    assert d.layers[1].errors[-1] == pytest.approx(d.layer_errors[1], rel=1e-9)
+    assert d.layers[1].history[-1] == pytest.approx(d.layer_errors[1], rel=1e-9)
 
 
 def test_refit_fits_deeper_coefficients_to_the_data(rand_matrix: np.ndarray) -> None:
@@ -305,8 +304,8 @@ def test_camera_deep_fine_tuned_close_to_single_layer() -> None:
     d = factorize_deep(X, [64, 32, 16])
     # The engine targets: greedy depth 3 <= 0.21, fine-tuned within 2% of rank-16 NMF.
     assert d.greedy_errors[-1] <= 0.21
-    assert d.errors[-1] <= 1.02 * single.errors[-1]
-    assert d.errors[-1] < d.greedy_errors[-1]
+    assert d.depth_errors[-1] <= 1.02 * single.history[-1]
+    assert d.depth_errors[-1] < d.greedy_errors[-1]
 
 
 # ------------------------------------------------------------ seed reproduction
@@ -378,19 +377,19 @@ def test_degenerate_inputs_stay_finite(name: str, solver: str, init: str, method
     X, r = DEGENERATE[name]
     res = factorize(X, r, method=method, solver=solver, init=init, max_iter=30)
     assert np.isfinite(res.W).all() and np.isfinite(res.H).all()
-    assert np.isfinite(res.errors).all()
+    assert np.isfinite(res.history).all()
     assert np.all(res.H >= 0)
     if name == "zero":
-        assert np.all(res.errors == 0.0)
+        assert np.all(res.history == 0.0)
         assert not np.any(res.W @ res.H)
     else:
-        assert res.errors[-1] == pytest.approx(rel_err(X, res.W, res.H), rel=1e-6, abs=1e-7)
+        assert res.history[-1] == pytest.approx(rel_err(X, res.W, res.H), rel=1e-6, abs=1e-7)
 
 
 def test_constant_matrix_is_fitted_exactly() -> None:
     X = np.full((6, 7), 2.5)
     res = factorize(X, 1)
-    assert res.errors[-1] < 1e-12
+    assert res.history[-1] < 1e-12
 
 
 def test_degenerate_deep() -> None:
@@ -399,9 +398,9 @@ def test_degenerate_deep() -> None:
         d = factorize_deep(X, ranks, max_iter=20, fine_tune_iter=10)
         for A in (*d.Ws, *d.Hs):
             assert np.isfinite(A).all()
-        assert np.isfinite(d.errors).all() and np.isfinite(d.fine_tune_errors).all()
+        assert np.isfinite(d.depth_errors).all() and np.isfinite(d.fine_tune_history).all()
         if not X.any():
-            assert d.errors == [0.0] * len(ranks)
+            assert d.depth_errors == [0.0] * len(ranks)
 
 
 def test_fine_tuning_of_a_semi_nmf_above_the_data_rank_never_ends_worse() -> None:
@@ -411,7 +410,7 @@ def test_fine_tuning_of_a_semi_nmf_above_the_data_rank_never_ends_worse() -> Non
     rng = np.random.default_rng(131)
     X = rng.random((7, 2)) @ rng.random((2, 10))
     d = factorize_deep(X, [7], method="semi", init="nndsvd", max_iter=7, fine_tune_iter=1, seed=131)
-    assert d.errors[-1] <= d.greedy_errors[-1]
+    assert d.depth_errors[-1] <= d.greedy_errors[-1]
 
 
 def test_float32_data_far_from_one_is_fine_tuned_without_overflow() -> None:
@@ -422,8 +421,8 @@ def test_float32_data_far_from_one_is_fine_tuned_without_overflow() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         d = factorize_deep(X, [4, 4, 4], solver="mu", init="svd", max_iter=0, fine_tune_iter=1)
-    assert np.isfinite(d.fine_tune_errors).all() and np.isfinite(d.errors).all()
-    assert d.errors[-1] <= d.greedy_errors[-1] + 1e-5
+    assert np.isfinite(d.fine_tune_history).all() and np.isfinite(d.depth_errors).all()
+    assert d.depth_errors[-1] <= d.greedy_errors[-1] + 1e-5
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -448,7 +447,7 @@ def test_deep_model_of_rank_one_data_with_full_rank_layers(
     for A in (*d.Ws, *d.Hs):
         assert np.isfinite(A).all()
         assert np.abs(A).max() < 1e3
-    assert d.errors[-1] <= d.greedy_errors[-1] + 1e-6
+    assert d.depth_errors[-1] <= d.greedy_errors[-1] + 1e-6
 
 
 @pytest.mark.parametrize(
@@ -470,12 +469,12 @@ def test_data_of_extreme_magnitude_is_factored_at_unit_scale(
     a, b = exponent - exponent // 2, exponent // 2
     assert np.array_equal(res.W, np.ldexp(unit.W, a))
     assert np.array_equal(res.H, np.ldexp(unit.H, b))
-    assert np.array_equal(res.errors, unit.errors)
+    assert np.array_equal(res.history, unit.history)
     deep = factorize_deep(X, [6, 3], method=method, solver=solver, max_iter=10, fine_tune_iter=5)
     deep_unit = factorize_deep(
         base, [6, 3], method=method, solver=solver, max_iter=10, fine_tune_iter=5
     )
-    assert deep.errors == deep_unit.errors
+    assert deep.depth_errors == deep_unit.depth_errors
     assert np.array_equal(deep.Ws[0], np.ldexp(deep_unit.Ws[0], a))
     assert np.array_equal(deep.Ws[1], deep_unit.Ws[1])
     for H, H_unit in zip(deep.Hs, deep_unit.Hs, strict=True):
@@ -494,7 +493,7 @@ def test_dead_components_are_revived_without_nan() -> None:
     X[20:, 25:] = np.random.default_rng(12).random((20, 15))
     res = factorize(X, 12, init="nndsvd", max_iter=100)
     assert np.isfinite(res.W).all() and np.isfinite(res.H).all()
-    assert res.errors[-1] < 0.5 * res.errors[0]
+    assert res.history[-1] < 0.5 * res.history[0]
 
 
 # --------------------------------------------------------------------- invalid
@@ -618,7 +617,7 @@ def test_bit_identical_reruns(rand_matrix: np.ndarray, init: str) -> None:
     a = factorize(rand_matrix, 5, init=init, max_iter=30, seed=3)
     b = factorize(rand_matrix, 5, init=init, max_iter=30, seed=3)
     assert np.array_equal(a.W, b.W) and np.array_equal(a.H, b.H)
-    assert np.array_equal(a.errors, b.errors)
+    assert np.array_equal(a.history, b.history)
 
 
 def test_random_init_depends_on_seed(rand_matrix: np.ndarray) -> None:
@@ -644,15 +643,15 @@ def test_float32_and_float64_agree(solver: str) -> None:
     r32 = factorize(X.astype(np.float32), 10, solver=solver, max_iter=50, tol=0)
     assert r32.W.dtype == np.float32 and r32.H.dtype == np.float32
     assert r64.W.dtype == np.float64
-    assert r32.errors.dtype == np.float64
-    assert abs(r32.errors[-1] - r64.errors[-1]) < 1e-3
-    assert r32.errors[-1] == pytest.approx(rel_err(X, r32.W, r32.H), abs=1e-5)
+    assert r32.history.dtype == np.float64
+    assert abs(r32.history[-1] - r64.history[-1]) < 1e-3
+    assert r32.history[-1] == pytest.approx(rel_err(X, r32.W, r32.H), abs=1e-5)
 
 
 def test_float32_error_is_accurate_when_tiny(planted: np.ndarray) -> None:
     X = planted.astype(np.float32)
     res = factorize(X, 5, max_iter=400, tol=0)
-    assert res.errors[-1] == pytest.approx(rel_err(X, res.W, res.H), rel=0.05, abs=1e-7)
+    assert res.history[-1] == pytest.approx(rel_err(X, res.W, res.H), rel=0.05, abs=1e-7)
 
 
 def test_deep_dtype_preserved() -> None:
@@ -687,7 +686,7 @@ def test_callback_sees_every_stage(rand_matrix: np.ndarray) -> None:
     assert stages == ["layer1"] * 5 + ["layer2"] * 5 + ["layer3"] * 5 + ["fine-tune"] * 4
     assert [i for s, i, _ in seen if s == "layer2"] == [1, 2, 3, 4, 5]
     layer1 = [e for s, _, e in seen if s == "layer1"]
-    assert layer1 == list(d.layers[0].errors[1:])
+    assert layer1 == list(d.layers[0].history[1:])
     assert all(isinstance(e, float) for _, _, e in seen)
 
 
@@ -718,31 +717,31 @@ def test_callback_can_stop_a_stage(rand_matrix: np.ndarray) -> None:
 
 def test_target_error_stops_early(rand_matrix: np.ndarray) -> None:
     full = factorize(rand_matrix, 6, max_iter=100, tol=0)
-    target = float(full.errors[10])
+    target = float(full.history[10])
     res = factorize(rand_matrix, 6, max_iter=100, tol=0, target_error=target)
     assert res.converged
     assert res.n_iter <= 10
-    assert res.errors[-1] <= target < res.errors[-2]
+    assert res.history[-1] <= target < res.history[-2]
 
 
 def test_tol_stops_and_reports_convergence(rand_matrix: np.ndarray) -> None:
     res = factorize(rand_matrix, 6, max_iter=5000, tol=1e-3)
     assert res.converged and res.n_iter < 5000
-    e = res.errors
+    e = res.history
     k = min(res.n_iter, 5)
     assert (e[-1 - k] - e[-1]) <= k * 1e-3 * e[-1 - k]
     longer = factorize(rand_matrix, 6, max_iter=5000, tol=1e-6)
-    assert longer.n_iter > res.n_iter and longer.errors[-1] < res.errors[-1]
+    assert longer.n_iter > res.n_iter and longer.history[-1] < res.history[-1]
 
 
 def test_deep_target_error_stops_fine_tune(rand_matrix: np.ndarray) -> None:
     free = factorize_deep(rand_matrix, [8, 4], max_iter=30, tol=0, fine_tune_iter=60)
-    target = float(free.fine_tune_errors[5])
+    target = float(free.fine_tune_history[5])
     d = factorize_deep(
         rand_matrix, [8, 4], max_iter=30, tol=0, fine_tune_iter=60, target_error=target
     )
     assert d.converged and d.fine_tune_n_iter <= 5
-    assert d.fine_tune_errors[-1] <= target
+    assert d.fine_tune_history[-1] <= target
 
 
 def test_mu_start_has_no_exact_zeros(rand_matrix: np.ndarray) -> None:

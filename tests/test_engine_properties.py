@@ -92,12 +92,12 @@ def test_deep_factorisation_is_finite_and_fine_tuning_never_hurts(p: dict) -> No
         assert np.all(H >= 0)
     if p["method"] == "nmf":
         assert all(np.all(W >= 0) for W in d.Ws)
-    assert np.isfinite(d.errors).all() and np.isfinite(d.fine_tune_errors).all()
+    assert np.isfinite(d.depth_errors).all() and np.isfinite(d.fine_tune_history).all()
     # Relative errors; float32 rounding alone moves them by ~1e-6.
     slack = 1e-5 if p["dtype"] is np.float32 else 1e-9
-    assert d.errors[-1] <= d.greedy_errors[-1] + slack
+    assert d.depth_errors[-1] <= d.greedy_errors[-1] + slack
     if p["kind"] == "zero":
-        assert d.errors == [0.0] * len(p["ranks"])
+        assert d.depth_errors == [0.0] * len(p["ranks"])
 
 
 @fuzz_settings(60)

@@ -8,23 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run
 from PIL import Image
-from typer.testing import CliRunner
 
 from mlnmf_cli import experiments as ex
 from mlnmf_cli import pipeline
-from mlnmf_cli.cli import app
+from mlnmf_cli.engine.model import Model
 from mlnmf_cli.errors import ParameterError
 
-ENV = {"NO_COLOR": "1", "COLUMNS": "200", "TERM": "dumb"}
 SMALL = "ranks=8,4"
-
-
-def run(*args: str | Path) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, [str(a) for a in args], env=ENV, prog_name="mlnmf")
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
 
 
 def smooth_png(path: Path, height: int = 32, width: int = 32, phase: float = 0.0) -> Path:
@@ -69,14 +61,23 @@ def test_independent_random_factors_score_near_the_null_baseline(measure: str) -
 
 
 def test_rank_equal_to_dimension_is_flagged_trivial_with_no_chance_corrected_score() -> None:
+    # Features 8x8 span R^8 (rank = space): trivial; coefficients 8x30 do not.
     rng = np.random.default_rng(4)
-    mats = [[rng.random((8, 8))] for _ in range(3)]
-    matrix = ex.similarity_matrix(mats, "features", "subspace", [None] * 3)
-    null = ex.null_draws((8, 8), 3, "features", "subspace", 5, rng)
-    entry = ex.summarise(matrix, null, [None] * 3, trivial=True)
-    assert entry["across"]["mean"] == pytest.approx(1.0)
-    assert entry["null"]["mean"] == pytest.approx(1.0)
-    assert entry["corrected"] is None
+    config = ex.parse_config("ranks=8")
+    subjects = [ex.Subject(f"s{i}", Path(f"s{i}.png")) for i in range(3)]
+    runs = [
+        ex.Run(s, config, ex.Factors([Model([rng.random((8, 8))], [rng.random((8, 30))])]), [],
+               None, "synthetic")
+        for s in subjects
+    ]  # fmt: skip
+    result = ex.compare_runs(subjects, [config], [runs], draws=5)
+    entries = result.entries(0, 1)
+    features, coefficients = entries["features"], entries["coefficients"]
+    assert features["trivial"] is True and coefficients["trivial"] is False
+    assert features["across"]["mean"] == pytest.approx(1.0)
+    assert features["null"]["mean"] == pytest.approx(1.0)
+    assert features["corrected"] is None
+    assert coefficients["corrected"] is not None
     assert ex.chance_corrected(0.75, 0.5) == pytest.approx(0.5)
 
 
@@ -136,7 +137,7 @@ def _synthetic(shared: str, n: int = 4, seed: int = 0) -> ex.CompareResult:
         H = H0[rng.permutation(5)] if shared == "coefficients" else rng.random((5, 60))
         s = ex.Subject(f"s{i}", Path(f"s{i}.png"))
         subjects.append(s)
-        runs.append(ex.Run(s, config, ex.Factors([([W], [H])]), [], None, "synthetic"))
+        runs.append(ex.Run(s, config, ex.Factors([Model([W], [H])]), [], None, "synthetic"))
     return ex.compare_runs(subjects, [config], [runs], draws=30)
 
 

@@ -75,7 +75,7 @@ def test_model_round_trip(tmp_path: Path) -> None:
     storage.save_model(tmp_path / "m.npz", _meta(), [(Ws, Hs)])
     model = storage.load_model(tmp_path / "m.npz")
     assert model.depth == 2 and model.meta["channels"] == "gray"
-    for a, b in zip(model.parts[0][0] + model.parts[0][1], Ws + Hs, strict=True):
+    for a, b in zip(model.parts[0].Ws + model.parts[0].Hs, Ws + Hs, strict=True):
         assert np.array_equal(a, b)
 
 

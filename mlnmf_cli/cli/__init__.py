@@ -1,10 +1,11 @@
 """The ``mlnmf`` command line: parse, call the library, render. Nothing else.
 
-Each command lives in its own module; importing them registers them on ``app``.
+``app`` (:mod:`.app`) maps every error to one line and an exit code; each
+command lives in its own module and importing it registers it on ``app``.
 """
 
-from mlnmf_cli.cli import decompose, experiments  # noqa: F401  (registers the commands)
-from mlnmf_cli.cli.common import app
+from mlnmf_cli.cli import decompose, experiments, reconstruct  # noqa: F401  (registers the commands)
+from mlnmf_cli.cli.app import app
 
 
 def main() -> None:

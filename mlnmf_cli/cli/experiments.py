@@ -6,16 +6,23 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
-from rich.progress import SpinnerColumn, TextColumn
-from rich.table import Table
-from rich.text import Text
 
-from mlnmf_cli import experiments, storage
-from mlnmf_cli.cli.common import MaxPixels, app, console, fail, pct, progress_bar
-from mlnmf_cli.errors import ExitCode, MlnmfError, ParameterError
+from mlnmf_cli import experiments
+from mlnmf_cli.cli.app import app
+from mlnmf_cli.cli.options import cli_parameter
+from mlnmf_cli.cli.output import console, line, pct, progress_bar
+from mlnmf_cli.errors import ParameterError
+from mlnmf_cli.experiments import config as excfg
+
+if TYPE_CHECKING:
+    from mlnmf_cli.experiments import CompareResult
+
+    MaxPixels = int | None
+else:
+    MaxPixels = cli_parameter("max_pixels")
 
 ConfigSpecs = Annotated[
     list[str] | None,
@@ -24,14 +31,14 @@ ConfigSpecs = Annotated[
         "-c",
         help=(
             'A configuration, e.g. "ranks=64,32,16 method=nmf fine_tune=on" (keys: '
-            + ", ".join(experiments.CONFIG_KEYS)
+            + ", ".join(excfg.CONFIG_KEYS)
             + "); repeat for several. [default: the decompose defaults]"
         ),
         show_default=False,
     ),
 ]
 Measure = Annotated[
-    Literal[experiments.MEASURES],  # type: ignore[valid-type]
+    Literal[excfg.MEASURES],  # type: ignore[valid-type]
     typer.Option(
         help="subspace: mean cosine of principal angles; matched: mean cosine of columns matched one to one.",
     ),
@@ -52,34 +59,29 @@ def _configs(
     specs: Sequence[str] | None, like_seed: tuple[int, ...] | None
 ) -> list[experiments.Config]:
     try:
-        configs = [experiments.parse_config(spec) for spec in specs or []]
+        configs = [excfg.parse_config(spec) for spec in specs or []]
     except ParameterError as exc:
         raise typer.BadParameter(str(exc), param_hint="'--config'") from None
     if like_seed is not None:
-        configs.append(experiments.like_seed_config(like_seed))
-    return configs or [experiments.parse_config("")]
+        configs.append(excfg.like_seed_config(like_seed))
+    return configs or [excfg.parse_config("")]
 
 
 def _size(value: str | None, option: str) -> tuple[int, int] | None:
     if value is None:
         return None
     try:
-        return experiments.parse_size(value)
+        return excfg.parse_size(value)
     except ParameterError as exc:
         raise typer.BadParameter(str(exc), param_hint=f"'{option}'") from None
 
 
 def _prepare_out(out: Path, names: Sequence[str], force: bool) -> Path:
-    try:
-        out = storage.prepare_output_dir(out)
-        experiments.refuse_existing_files(out, names, force=force)
-    except MlnmfError as exc:
-        fail(str(exc))
+    from mlnmf_cli import storage
+
+    out = storage.prepare_output_dir(out)
+    experiments.refuse_existing_files(out, names, force=force)
     return out
-
-
-def _exit_code(exc: MlnmfError) -> ExitCode:
-    return ExitCode.USAGE if isinstance(exc, ParameterError) else ExitCode.ERROR
 
 
 # --------------------------------------------------------------------------- compare
@@ -107,7 +109,7 @@ def compare(
         typer.Option(help="Bring every image to HEIGHTxWIDTH first, e.g. 256x256."),
     ] = None,
     measure: Measure = "subspace",
-    null_draws: NullDraws = experiments.DEFAULT_NULL_DRAWS,
+    null_draws: NullDraws = excfg.DEFAULT_NULL_DRAWS,
     verdict_depth: VerdictDepth = 1,
     max_pixels: MaxPixels = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the results.")] = Path(
@@ -118,34 +120,28 @@ def compare(
     quiet: Quiet = False,
 ) -> None:
     """Decompose every input with every configuration and measure how alike their features and coefficients are."""
-    configs = _configs(config, experiments.LIKE_SEED_IMAGE_RANKS if like_seed else None)
+    configs = _configs(config, excfg.LIKE_SEED_IMAGE_RANKS if like_seed else None)
     size = _size(resize, "--resize")
     out = _prepare_out(
         out, experiments.planned_files(len(configs), experiments.depths_of(configs)), force
     )
-    try:
-        subjects = experiments.load_subjects(
-            inputs, resize=size, max_pixels=max_pixels, exclude=out
-        )
-    except MlnmfError as exc:
-        fail(str(exc))
-    try:
-        with progress_bar(quiet, SpinnerColumn(), TextColumn("{task.description}")) as progress:
-            task = progress.add_task("decomposing", total=None)
-            result = experiments.compare(
+    from rich.progress import SpinnerColumn, TextColumn
+
+    subjects = experiments.load_subjects(inputs, resize=size, max_pixels=max_pixels, exclude=out)
+    with progress_bar(quiet, SpinnerColumn(), TextColumn("{task.description}")) as progress:
+        task = progress.add_task("decomposing", total=None)
+        result = experiments.compare(
                 subjects, configs, measure=measure, draws=null_draws,
                 step=lambda text: progress.update(task, description=f"decomposing {text}"),
             )  # fmt: skip
-            progress.update(task, description="writing pictures")
-            data = experiments.write_outputs(result, out, verdict_depth=verdict_depth)
-    except MlnmfError as exc:
-        fail(str(exc), _exit_code(exc))
+        progress.update(task, description="writing pictures")
+        data = experiments.write_outputs(result, out, verdict_depth=verdict_depth)
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
     if not quiet:
         _runs_table(result)
         _similarity_table(experiments.summary_rows([result]), f"similarity ({measure})")
-        console.print(Text(f"results in {out} ({result.seconds:.1f} s)"), soft_wrap=True)
+        line(f"results in {out} ({result.seconds:.1f} s)")
     _print_verdicts(data["verdicts"])
 
 
@@ -162,7 +158,7 @@ def random_test(
         ),
     ] = None,
     distribution: Annotated[
-        Literal[experiments.DISTRIBUTIONS],  # type: ignore[valid-type]
+        Literal[excfg.DISTRIBUTIONS],  # type: ignore[valid-type]
         typer.Option(
             help="uniform: U(0,1); normal: N(0.5, 0.15) clipped; binary: 0 or 1.",
         ),
@@ -189,7 +185,7 @@ def random_test(
     ] = False,
     config: ConfigSpecs = None,
     measure: Measure = "subspace",
-    null_draws: NullDraws = experiments.DEFAULT_NULL_DRAWS,
+    null_draws: NullDraws = excfg.DEFAULT_NULL_DRAWS,
     verdict_depth: VerdictDepth = 1,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for images and results.")] = Path(
         "mlnmf-random-test"
@@ -203,24 +199,25 @@ def random_test(
         raise typer.BadParameter(
             "--like-seed and --config contradict each other; choose one", param_hint="'--config'"
         )
-    configs = _configs(config, experiments.LIKE_SEED_RANDOM_RANKS if like_seed else None)
-    default_size = experiments.LIKE_SEED_RANDOM_SIZE if like_seed else (128, 128)
+    configs = _configs(config, excfg.LIKE_SEED_RANDOM_RANKS if like_seed else None)
+    default_size = excfg.LIKE_SEED_RANDOM_SIZE if like_seed else (128, 128)
     shape = _size(size, "--size") or default_size
     out = _prepare_out(out, experiments.random_test_files(count, repeats, configs), force)
-    try:
-        with progress_bar(quiet, SpinnerColumn(), TextColumn("{task.description}")) as progress:
-            task = progress.add_task("decomposing", total=None)
-            test = experiments.random_test(
+    from rich.progress import SpinnerColumn, TextColumn
+
+    from mlnmf_cli import storage
+
+    with progress_bar(quiet, SpinnerColumn(), TextColumn("{task.description}")) as progress:
+        task = progress.add_task("decomposing", total=None)
+        test = experiments.random_test(
                 out, configs, count=count, size=shape, distribution=distribution, seed=seed,
                 repeats=repeats, control=control, measure=measure, draws=null_draws,
                 step=lambda text: progress.update(task, description=f"decomposing {text}"),
             )  # fmt: skip
-            progress.update(task, description="writing pictures")
-            experiments.write_outputs(test.results[0], out, verdict_depth=verdict_depth)
-            data = test.to_json(verdict_depth)
-            storage.write_json(out / "random-test.json", data)
-    except MlnmfError as exc:
-        fail(str(exc), _exit_code(exc))
+        progress.update(task, description="writing pictures")
+        experiments.write_outputs(test.results[0], out, verdict_depth=verdict_depth)
+        data = test.to_json(verdict_depth)
+        storage.write_json(out / "random-test.json", data)
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
     if not quiet:
@@ -231,7 +228,7 @@ def random_test(
         if repeats > 1:
             title += f", mean and 95% interval over {repeats} repeats"
         _similarity_table(experiments.summary_rows(test.results), title)
-        console.print(Text(f"results in {out} ({test.seconds:.1f} s)"), soft_wrap=True)
+        line(f"results in {out} ({test.seconds:.1f} s)")
     _print_verdicts(data["verdicts"])
 
 
@@ -242,7 +239,10 @@ def _num(x: float | None) -> str:
     return "" if x is None else f"{x:.3f}"
 
 
-def _runs_table(result: experiments.CompareResult) -> None:
+def _runs_table(result: CompareResult) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title="decompositions", title_justify="left")
     for name in (
         "input",
@@ -269,10 +269,13 @@ def _runs_table(result: experiments.CompareResult) -> None:
                     _num(d["sparsity_features"]), _num(d["sparsity_coefficients"]),
                     _num(d.get("top_feature_share")), time_text,
                 )  # fmt: skip
-    console.print(table)
+    console().print(table)
 
 
 def _similarity_table(rows: list[dict[str, Any]], title: str) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     repeats = rows[0]["repeats"] if rows else 1
     has_control = any(r.get("control") is not None for r in rows)
     table = Table(title=title, title_justify="left")
@@ -313,10 +316,10 @@ def _similarity_table(rows: list[dict[str, Any]], title: str) -> None:
         if has_control:
             cells.append(experiments.interval_text(r["control"], repeats))
         table.add_row(*cells)
-    console.print(table)
+    console().print(table)
 
 
 def _print_verdicts(items: list[dict[str, Any]]) -> None:
     for item in items:
         prefix = f"[{item['config']}] " if len(items) > 1 else ""
-        console.print(Text(f"verdict: {prefix}{item['verdict']}", style="bold"), soft_wrap=True)
+        line(f"verdict: {prefix}{item['verdict']}", style="bold")

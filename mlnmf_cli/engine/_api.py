@@ -11,14 +11,18 @@ from typing import Any
 
 import numpy as np
 
-from mlnmf_cli.engine._deep import chain, normalize_columns, refit_coefficients
 from mlnmf_cli.engine._deep import fine_tune as run_fine_tune
+from mlnmf_cli.engine._deep import normalize_columns, refit_coefficients
 from mlnmf_cli.engine._init import initialize
 from mlnmf_cli.engine._linalg import factor_relative_error
-from mlnmf_cli.engine._single import Callback, solve
-from mlnmf_cli.engine._validation import (
-    check_matrix,
-    check_parameters,
+from mlnmf_cli.engine._single import solve
+from mlnmf_cli.engine._validation import check_matrix
+from mlnmf_cli.engine.model import Model, chain
+from mlnmf_cli.engine.options import (
+    DEFAULTS,
+    Callback,
+    EngineOptions,
+    Integer,
     check_rank,
     check_ranks,
 )
@@ -32,86 +36,50 @@ from mlnmf_cli.errors import ParameterError
 # counts are never copied.
 SAFE_EXPONENT = 16
 
-DEFAULTS: dict[str, Any] = dict(
-    method="nmf",
-    solver="hals",
-    init="nndsvda",
-    max_iter=200,
-    tol=1e-5,
-    target_error=None,
-    seed=0,
-    fine_tune=True,
-    fine_tune_iter=150,
-    normalize=True,
-    refit=True,
-)
-
 
 @dataclass(frozen=True)
 class NMFResult:
     """One layer X ~ W H.
 
-    ``errors[0]`` is the relative error ||X - W H|| / ||X|| of the
-    initialisation and ``errors[i]`` the one after iteration i (float64).
+    ``history[0]`` is the relative error ||X - W H|| / ||X|| of the
+    initialisation and ``history[i]`` the one after iteration i (float64).
     ``converged`` is True when the run stopped on ``tol`` or ``target_error``
     (not on ``max_iter`` or a callback's request).
     """
 
     W: np.ndarray
     H: np.ndarray
-    errors: np.ndarray
+    history: np.ndarray
     n_iter: int
     converged: bool
     seconds: float
 
 
 @dataclass
-class DeepResult:
-    """A multilayer factorisation X ~ W1 W2 ... WL HL.
+class DeepResult(Model):
+    """A multilayer factorisation X ~ W1 W2 ... WL HL: a :class:`Model` and how it was found.
 
-    ``Hs[d-1]`` is the coefficient matrix of depth d, so that
-    ``W1 @ ... @ Wd @ Hs[d-1]`` is the depth-d reconstruction. ``errors`` and
-    ``greedy_errors`` are relative to X at depths 1..L; ``layer_errors`` are the
+    ``depth_errors`` and ``greedy_errors`` are the relative errors of the model
+    at depths 1..L, after and before fine-tuning; ``layer_errors`` are the
     final layers' own fits ||H_{l-1} - W_l H_l|| / ||H_{l-1}|| (H_0 = X);
     ``layers`` holds each greedy layer's own :class:`NMFResult` (before the
-    column normalisation and the refit).
+    column normalisation and the refit); ``fine_tune_history`` the fine-tuning's
+    relative error per iteration (its start first).
     """
 
-    Ws: list[np.ndarray]
-    Hs: list[np.ndarray]
-    ranks: tuple[int, ...]
-    errors: list[float]
-    greedy_errors: list[float]
-    layer_errors: list[float]
-    layers: list[NMFResult]
-    fine_tune_errors: np.ndarray
-    fine_tune_n_iter: int
-    converged: bool
+    ranks: tuple[int, ...] = ()
+    depth_errors: list[float] = field(default_factory=list)
+    greedy_errors: list[float] = field(default_factory=list)
+    layer_errors: list[float] = field(default_factory=list)
+    layers: list[NMFResult] = field(default_factory=list)
+    fine_tune_history: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    fine_tune_n_iter: int = 0
+    converged: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
-    def H(self) -> np.ndarray:
-        return self.Hs[-1]
-
-    def _check_depth(self, depth: int | None) -> int:
-        L = len(self.Ws)
-        if depth is None:
-            return L
-        if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)):
-            raise ParameterError(f"depth must be an integer between 1 and {L}, got {depth!r}")
-        if not 1 <= depth <= L:
-            raise ParameterError(f"depth must be between 1 and {L}, got {depth}")
-        return int(depth)
-
-    def effective_features(self, depth: int | None = None) -> np.ndarray:
-        """W1 @ ... @ Wd (m x r_d); default the deepest."""
-        d = self._check_depth(depth)
-        return chain(self.Ws[:d])
-
-    def reconstruct(self, depth: int | None = None) -> np.ndarray:
-        """W1 @ ... @ Wd @ Hs[d-1] (m x n); default the deepest."""
-        d = self._check_depth(depth)
-        return self.effective_features(d) @ self.Hs[d - 1]
+    def model(self) -> Model:
+        return Model(self.Ws, self.Hs)
 
 
 def _to_unit_scale(A: np.ndarray) -> tuple[np.ndarray, int]:
@@ -148,79 +116,57 @@ def _rescaled(res: NMFResult, a: int, b: int) -> NMFResult:
     return dataclasses.replace(res, W=np.ldexp(res.W, a), H=np.ldexp(res.H, b))
 
 
-def _check_common(
-    method: str,
-    solver: str,
-    init: str,
-    max_iter: int,
-    tol: float,
-    target_error: float | None,
-    seed: int,
-    callback: Callback,
-) -> None:
-    check_parameters(
-        method=method,
-        solver=solver,
-        init=init,
-        max_iter=max_iter,
-        tol=tol,
-        target_error=target_error,
-        seed=seed,
-        callback=callback,
-    )
-
-
 def _factorize_checked(
-    X: np.ndarray,
-    rank: int,
-    *,
-    method: str,
-    solver: str,
-    init: str,
-    max_iter: int,
-    tol: float,
-    target_error: float | None,
-    seed: int,
-    callback: Callback,
-    stage: str,
+    X: np.ndarray, rank: int, opts: EngineOptions, callback: Callback, stage: str
 ) -> NMFResult:
     start = time.perf_counter()
-    rng = np.random.default_rng(seed)
-    W, H = initialize(X, rank, init, rng, solver, method)
+    rng = np.random.default_rng(opts.seed)
+    W, H = initialize(X, rank, opts.init, rng, opts.solver, opts.method)
     out = solve(
         X,
         W,
         H,
-        method=method,
-        solver=solver,
-        max_iter=max_iter,
-        tol=float(tol),
-        target_error=None if target_error is None else float(target_error),
+        method=opts.method,
+        solver=opts.solver,
+        max_iter=opts.max_iter,
+        tol=float(opts.tol),
+        target_error=None if opts.target_error is None else float(opts.target_error),
         callback=callback,
         stage=stage,
     )
     return NMFResult(
         W=out.W,
         H=out.H,
-        errors=np.asarray(out.errors, dtype=np.float64),
+        history=np.asarray(out.errors, dtype=np.float64),
         n_iter=out.n_iter,
         converged=out.converged,
         seconds=time.perf_counter() - start,
     )
 
 
+def _options(options: EngineOptions | None, params: dict[str, Any]) -> EngineOptions:
+    """``options`` with ``params`` changed (or the defaults with them), validated."""
+    base = DEFAULTS if options is None else options
+    if not isinstance(base, EngineOptions):
+        raise ParameterError(f"options must be EngineOptions, got {type(base).__name__}")
+    try:
+        return dataclasses.replace(base, **params) if params else base
+    except TypeError as exc:
+        raise TypeError(f"unknown engine option: {exc}") from None
+
+
+def _check_callback(callback: Any) -> None:
+    if callback is not None and not callable(callback):
+        raise ParameterError(f"callback must be callable or None, got {callback!r}")
+
+
 def factorize(
     X: Any,
     rank: int,
     *,
-    method: str = DEFAULTS["method"],
-    solver: str = DEFAULTS["solver"],
-    init: str = DEFAULTS["init"],
-    max_iter: int = DEFAULTS["max_iter"],
-    tol: float = DEFAULTS["tol"],
-    target_error: float | None = DEFAULTS["target_error"],
-    seed: int = DEFAULTS["seed"],
+    options: EngineOptions | None = None,
     callback: Callback = None,
+    **params: Any,
 ) -> NMFResult:
     """Factorise X (m x n) as W H with W (m x rank), H (rank x n) >= 0.
 
@@ -231,42 +177,29 @@ def factorize(
         float32 stays float32, everything else becomes float64.
     rank : int
         1 <= rank <= min(m, n) (>= 2 for ``init="svd"``).
-    method, solver, init : str
-        One of :data:`METHODS`, :data:`SOLVERS`, :data:`INITS`.
-    max_iter : int
-        Iterations (>= 0; 0 returns the initialisation).
-    tol : float
-        Stop when an iteration lowers the relative error by less than ``tol``
-        times its previous value.
-    target_error : float, optional
-        Stop as soon as the relative error is <= this.
-    seed : int
-        Seed of ``np.random.default_rng`` (random init, randomized SVD).
+    options : EngineOptions, optional
+        Every option at once (default :data:`DEFAULTS`); ``params`` change single ones.
     callback : callable, optional
         ``callback("layer1", iteration, error)`` after each iteration; a True
-        return stops the run.
+        return stops the run (see :data:`~mlnmf_cli.engine.options.Callback`).
+    **params
+        Any :class:`EngineOptions` field: ``method``, ``solver``, ``init``,
+        ``max_iter`` (0 returns the initialisation), ``tol`` (stop when an
+        iteration lowers the relative error by less than ``tol`` times its
+        previous value), ``target_error`` (stop as soon as the relative error
+        is <= this), ``seed`` (of ``np.random.default_rng``). The options of
+        the deep model (``fine_tune``, ...) are accepted and not used.
 
     Raises
     ------
     ParameterError
         For any invalid parameter or input, before any work starts.
     """
-    _check_common(method, solver, init, max_iter, tol, target_error, seed, callback)
-    A, exponent = _to_unit_scale(check_matrix(X, method))
-    r = check_rank(rank, A.shape, init)
-    res = _factorize_checked(
-        A,
-        r,
-        method=method,
-        solver=solver,
-        init=init,
-        max_iter=max_iter,
-        tol=tol,
-        target_error=target_error,
-        seed=seed,
-        callback=callback,
-        stage="layer1",
-    )
+    opts = _options(options, params)
+    _check_callback(callback)
+    A, exponent = _to_unit_scale(check_matrix(X, opts.method))
+    r = check_rank(rank, A.shape, opts.init)
+    res = _factorize_checked(A, r, opts, callback, "layer1")
     return _rescaled(res, *_split(exponent))
 
 
@@ -275,20 +208,14 @@ def factorize_deep(
     ranks: Sequence[int],
     *,
     layers: int | None = None,
-    method: str = DEFAULTS["method"],
-    solver: str = DEFAULTS["solver"],
-    init: str = DEFAULTS["init"],
-    max_iter: int = DEFAULTS["max_iter"],
-    tol: float = DEFAULTS["tol"],
-    target_error: float | None = DEFAULTS["target_error"],
-    seed: int = DEFAULTS["seed"],
+    options: EngineOptions | None = None,
     callback: Callback = None,
-    fine_tune: bool = DEFAULTS["fine_tune"],
-    fine_tune_iter: int = DEFAULTS["fine_tune_iter"],
-    normalize: bool = DEFAULTS["normalize"],
-    refit: bool = DEFAULTS["refit"],
+    **params: Any,
 ) -> DeepResult:
     """Factorise X as W1 W2 ... WL HL with ranks r1 >= r2 >= ... >= rL.
+
+    ``options`` / ``params`` as in :func:`factorize`; ``layers``, when given,
+    must equal ``len(ranks)``.
 
     Greedy layer-wise pretraining (layer l factors H_{l-1}, the previous
     layer's coefficients, with the same method, solver, init, max_iter, tol
@@ -308,16 +235,11 @@ def factorize_deep(
     is exactly the stacked Gillis-Kumar ``appr_seminmf`` pipeline.
     Callback stages are "layer1", ..., "layerL" and "fine-tune".
     """
-    _check_common(method, solver, init, max_iter, tol, target_error, seed, callback)
-    check_parameters(
-        layers=layers,
-        fine_tune=fine_tune,
-        fine_tune_iter=fine_tune_iter,
-        normalize=normalize,
-        refit=refit,
-    )
-    A, exponent = _to_unit_scale(check_matrix(X, method))
-    rs = check_ranks(ranks, A.shape, init, layers)
+    opts = _options(options, params)
+    _check_callback(callback)
+    Integer(1, optional=True).check("layers", layers)
+    A, exponent = _to_unit_scale(check_matrix(X, opts.method))
+    rs = check_ranks(ranks, A.shape, opts.init, layers)
     L = len(rs)
     t0 = time.perf_counter()
     results: list[NMFResult] = []
@@ -325,51 +247,40 @@ def factorize_deep(
     Hs: list[np.ndarray] = []
     current = A
     for li, r in enumerate(rs):
-        res = _factorize_checked(
-            current,
-            r,
-            method=method,
-            solver=solver,
-            init=init,
-            max_iter=max_iter,
-            tol=tol,
-            target_error=target_error,
-            seed=seed,
-            callback=callback,
-            stage=f"layer{li + 1}",
-        )
+        res = _factorize_checked(current, r, opts, callback, f"layer{li + 1}")
         results.append(res)
         W, H = res.W.copy(), res.H.copy()
-        if normalize:
+        if opts.normalize:
             normalize_columns([W], H)
         Ws.append(W)
-        if refit and li > 0 and max_iter > 0:
+        if opts.refit and li > 0 and opts.max_iter > 0:
             H = refit_coefficients(A, chain(Ws), H)
         Hs.append(H)
         current = H
     greedy_errors = [factor_relative_error(A, chain(Ws[: d + 1]), Hs[d]) for d in range(L)]
     t1 = time.perf_counter()
-    ft_errors = np.asarray([greedy_errors[-1]], dtype=np.float64)
+    ft_history = np.asarray([greedy_errors[-1]], dtype=np.float64)
     ft_iter = 0
     converged = all(r.converged for r in results)
     greedy = (Ws, Hs)
-    if fine_tune:
+    if opts.fine_tune:
         ft = run_fine_tune(
             A,
             Ws,
             Hs[-1],
-            method=method,
-            max_iter=fine_tune_iter,
-            tol=float(tol),
-            target_error=None if target_error is None else float(target_error),
+            method=opts.method,
+            max_iter=opts.fine_tune_iter,
+            tol=float(opts.tol),
+            target_error=None if opts.target_error is None else float(opts.target_error),
             callback=callback,
-            normalize=normalize,
+            normalize=opts.normalize,
+            extrapolate=opts.extrapolate,
         )
         Ws = ft.Ws
         Hs = [*Hs[:-1], ft.H]
         for d in range(1, L):
             Hs[d - 1] = refit_coefficients(A, chain(Ws[:d]), chain([*Ws[d:], ft.H]))
-        ft_errors = np.asarray(ft.errors, dtype=np.float64)
+        ft_history = np.asarray(ft.errors, dtype=np.float64)
         ft_iter = ft.n_iter
         converged = ft.converged
     t2 = time.perf_counter()
@@ -391,11 +302,11 @@ def factorize_deep(
         Ws=Ws,
         Hs=Hs,
         ranks=rs,
-        errors=errors,
+        depth_errors=errors,
         greedy_errors=greedy_errors,
         layer_errors=layer_errors,
         layers=results,
-        fine_tune_errors=ft_errors,
+        fine_tune_history=ft_history,
         fine_tune_n_iter=ft_iter,
         converged=converged,
         seconds={"greedy": t1 - t0, "fine_tune": t2 - t1},
