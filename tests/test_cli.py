@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run
+from conftest import ENV, run
 from PIL import Image
 
 from mlnmf_cli import engine
@@ -442,3 +443,27 @@ def test_the_seeds_pipeline_is_its_svd_start_stacked(tmp_path: Path) -> None:
     U, s, Vt = np.linalg.svd(H1)
     assert np.allclose(W2 @ H2, (U[:, :9] * s[:9]) @ Vt[:9], atol=1e-6 * np.abs(H1).max())
     assert np.all(H1 >= 0) and np.all(H2 >= 0) and W1.min() < 0
+
+
+@pytest.mark.parametrize(
+    "args", [["--help"], ["--version"], ["decompose", "--help"], ["compare", "--help"]]
+)
+def test_help_and_version_do_not_import_numpy_or_rich(args: list[str]) -> None:
+    code = (
+        "import sys\n"
+        "from mlnmf_cli.cli import main\n"
+        f"sys.argv = ['mlnmf', *{args!r}]\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code in (0, None), exc.code\n"
+        "print(sorted(m for m in ('numpy', 'rich', 'PIL') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **ENV},
+    )
+    assert done.stdout.strip().splitlines()[-1] == "[]"
