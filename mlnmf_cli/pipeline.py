@@ -76,7 +76,7 @@ class Decomposition:
 
         return rows
 
-    def depth_errors(self) -> list[dict[str, float | int | None]]:
+    def depth_rows(self) -> list[dict[str, float | int | None]]:
         """Per depth: the model's error, its PSNR, the greedy error and the rank's SVD floor.
 
         Nothing as large as the image is made for a grey image: the model's
@@ -138,7 +138,7 @@ class Decomposition:
         return stats
 
     def report(self, input_path: str) -> dict[str, Any]:
-        depths = self.depth_errors()
+        depths = self.depth_rows()
         return {
             "version": storage.REPORT_VERSION,
             "input": input_path,

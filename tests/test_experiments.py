@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,7 +15,9 @@ from PIL import Image
 from mlnmf_cli import experiments as ex
 from mlnmf_cli import pipeline
 from mlnmf_cli.engine.model import Model
+from mlnmf_cli.engine.options import Boolean, Choice, Integer, Ranks, option_fields
 from mlnmf_cli.errors import ParameterError
+from mlnmf_cli.options import Options
 
 SMALL = "ranks=8,4"
 
@@ -94,6 +97,30 @@ def test_parse_config_reads_every_kind_of_value() -> None:
     assert ex.parse_config("").options == pipeline.Options()
 
 
+def _other_value(name: str) -> tuple[str, object]:
+    """A value of option ``name`` other than its default, and its ``--config`` spelling."""
+    rule = next(f for f in dataclasses.fields(Options) if f.name == name).metadata["rule"]
+    default = getattr(Options(), name)
+    if isinstance(rule, Ranks):
+        return "12,6", (12, 6)
+    if isinstance(rule, Choice):
+        other = next(o for o in rule.options if o != default)
+        return other, other
+    if isinstance(rule, Boolean):
+        return ("off", False) if default else ("on", True)
+    if isinstance(rule, Integer):
+        return str(rule.low + 3), rule.low + 3
+    return "0.25", 0.25
+
+
+def test_every_config_key_reaches_its_option() -> None:
+    assert set(ex.CONFIG_KEYS) == {f.name for f in option_fields(Options, "config")}
+    for key in ex.CONFIG_KEYS:
+        text, value = _other_value(key)
+        assert getattr(ex.parse_config(f"{key}={text}").options, key) == value, key
+        assert value != getattr(Options(), key), key
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
@@ -151,7 +178,7 @@ def test_verdict_follows_the_numbers() -> None:
 
 
 def test_verdict_with_nothing_shared_says_so() -> None:
-    stats = ex.summary_stats([_synthetic("neither")], 0, 1)
+    stats = ex.stats_over_repeats([_synthetic("neither")], 0, 1)
     text = ex.verdict(stats)
     assert "about equally alike" in text
     assert "neither beats its null baseline" in text

@@ -140,7 +140,7 @@ def compare(
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
     if not quiet:
         _runs_table(result)
-        _similarity_table(experiments.summary_rows([result]), f"similarity ({measure})")
+        _similarity_table(experiments.similarity_rows([result]), f"similarity ({measure})")
         line(f"results in {out} ({result.seconds:.1f} s)")
     _print_verdicts(data["verdicts"])
 
@@ -227,7 +227,7 @@ def random_test(
         )
         if repeats > 1:
             title += f", mean and 95% interval over {repeats} repeats"
-        _similarity_table(experiments.summary_rows(test.results), title)
+        _similarity_table(experiments.similarity_rows(test.results), title)
         line(f"results in {out} ({test.seconds:.1f} s)")
     _print_verdicts(data["verdicts"])
 

@@ -119,8 +119,6 @@ def option(
         "config": config,
         "recorded": recorded,
     }
-    if isinstance(default, (list, dict, set)):
-        raise TypeError("option defaults must be immutable")
     return field(default=default, metadata=meta)
 
 
@@ -200,9 +198,6 @@ class EngineOptions(Validated):
         config=False, recorded=False,
     )  # fmt: skip
 
-    def replace(self, **changes: Any) -> EngineOptions:
-        return dataclasses.replace(self, **changes)
-
 
 DEFAULTS = EngineOptions()
 """The default options (one instance; read ``DEFAULTS.max_iter`` etc.)."""
@@ -276,8 +271,11 @@ def check_ranks(
                     f"ranks must be non-increasing, got ranks[{i}] = {r} > "
                     f"ranks[{i - 1}] = {out[i - 1]} in {list(out)}"
                 )
-            limit = out[i - 1] if shape is None else min(out[i - 1], shape[1])
-            rule = f"min(ranks[{i - 1}], n) = {limit}"
+            if shape is None:
+                limit, rule = None, ""
+            else:
+                limit = min(out[i - 1], shape[1])
+                rule = f"min(ranks[{i - 1}], n) = {limit}"
         if limit is None:
             if r < 1:
                 raise ParameterError(f"ranks[{i}] must be at least 1, got {r}")

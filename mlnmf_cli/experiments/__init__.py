@@ -50,7 +50,7 @@ _MODULES = {
     ),
     "statistics": (
         "EQUAL_MARGIN", "interval_text", "mean_interval", "point_stats", "pooled_stats",
-        "summary_rows", "summary_stats", "verdict", "verdicts",
+        "similarity_rows", "stats_over_repeats", "verdict", "verdicts",
     ),
     "outputs": (
         "RUN_FIELDS", "depths_of", "montage", "planned_files", "refuse_existing_files",

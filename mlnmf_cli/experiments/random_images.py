@@ -16,7 +16,7 @@ from mlnmf_cli.experiments.comparison import CompareResult, compare
 from mlnmf_cli.experiments.config import DEFAULT_NULL_DRAWS, DISTRIBUTIONS, Config
 from mlnmf_cli.experiments.outputs import depths_of, planned_files
 from mlnmf_cli.experiments.runs import Step
-from mlnmf_cli.experiments.statistics import summary_rows, verdicts
+from mlnmf_cli.experiments.statistics import similarity_rows, verdicts
 from mlnmf_cli.experiments.subjects import load_subjects
 
 
@@ -80,7 +80,7 @@ class RandomTest:
                 {"label": c.label, "parameters": c.options.as_dict()}
                 for c in self.results[0].configs
             ],
-            "summary": [_public_row(r) for r in summary_rows(self.results)],
+            "summary": [_public_row(r) for r in similarity_rows(self.results)],
             "verdicts": [
                 {key: value for key, value in v.items() if key != "stats"}
                 for v in verdicts(self.results, verdict_depth)

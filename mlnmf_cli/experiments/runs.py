@@ -135,7 +135,7 @@ def _run_one(subject: Subject, config: Config, self_baseline: bool) -> Run:
     d = pipeline.decompose_image(subject.image, config.options)
     factors = Factors(list(d.parts))
     depths = [
-        {**row, **_sparsity(factors, depth)} for depth, row in enumerate(d.depth_errors(), start=1)
+        {**row, **_sparsity(factors, depth)} for depth, row in enumerate(d.depth_rows(), start=1)
     ]
     self_factors = None
     if self_baseline:

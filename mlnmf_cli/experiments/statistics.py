@@ -156,7 +156,7 @@ def verdict(stats: Mapping[str, Any]) -> str:
     return f"{head}, {tail}."
 
 
-def summary_stats(
+def stats_over_repeats(
     results: Sequence[CompareResult], config_index: int, depth: int
 ) -> dict[str, Any]:
     """Verdict statistics for one configuration and depth: one run, or pooled over repeats."""
@@ -173,13 +173,13 @@ def summary_stats(
     return pooled_stats(per_repeat)
 
 
-def summary_rows(results: Sequence[CompareResult]) -> list[dict[str, Any]]:
+def similarity_rows(results: Sequence[CompareResult]) -> list[dict[str, Any]]:
     """One row per configuration, depth and kind with every number beside its baselines."""
     first = results[0]
     rows = []
     for ci, config in enumerate(first.configs):
         for depth in range(1, len(config.options.ranks) + 1):
-            stats = summary_stats(results, ci, depth)
+            stats = stats_over_repeats(results, ci, depth)
             entries = first.entries(ci, depth)
             for kind in KINDS:
                 across = entries[kind]["across"]
@@ -203,6 +203,6 @@ def verdicts(results: Sequence[CompareResult], depth: int | None = None) -> list
     out = []
     for ci, config in enumerate(results[0].configs):
         d = min(depth or 1, len(config.options.ranks))
-        stats = summary_stats(results, ci, d)
+        stats = stats_over_repeats(results, ci, d)
         out.append({"config": config.label, "depth": d, "verdict": verdict(stats), "stats": stats})
     return out
