@@ -142,8 +142,8 @@ def test_callbacks_run_in_the_parent_in_input_order(mixed_folder: Path, tmp_path
     def on_start(item: batch.BatchItem) -> None:
         started.append((os.getpid(), item.name))
 
-    def on_done(row: dict) -> None:
-        done.append((os.getpid(), row["input"]))
+    def on_done(row: batch.Row) -> None:
+        done.append((os.getpid(), row.input))
 
     rows = batch.run_batch(
         items,
@@ -153,10 +153,10 @@ def test_callbacks_run_in_the_parent_in_input_order(mixed_folder: Path, tmp_path
         on_start=on_start,
         on_done=on_done,
     )
-    assert [r["input"] for r in rows] == [str(i.path) for i in items]
+    assert [r.input for r in rows] == [str(i.path) for i in items]
     assert done == [(os.getpid(), str(i.path)) for i in items]
     assert sorted(started) == sorted((os.getpid(), i.name) for i in items)
-    assert rows[-1]["error"] == "no such file or folder"
+    assert rows[-1].error == "no such file or folder"
 
 
 def test_skip_existing_in_parallel_keeps_finished_folders(
@@ -446,11 +446,11 @@ def test_a_finished_folder_whose_answer_was_lost_is_still_listed(tmp_path: Path)
     out.mkdir()
     options = pipeline.Options(ranks=(4, 2))
     batch.process_item(items[2], options, out)  # an older result, not this batch's work
-    delivered: list[dict] = []
+    delivered: list[batch.Row] = []
     runner = batch.Runner(items, options, out, False, False, None, delivered.append)
     batch.process_item(items[0], options, out)  # this batch's, its answer never arrived
     assert runner.found_on_disk(1) is None  # nothing on disk
     runner.flush()
-    assert [(r["input"], r["status"]) for r in delivered] == [(str(items[0].path), "ok")]
+    assert [(r.input, r.status) for r in delivered] == [(str(items[0].path), "ok")]
     report = json.loads((out / items[0].name / "report.json").read_text())
-    assert delivered[0]["relative_error"] == report["relative_error"]
+    assert delivered[0].relative_error == report["relative_error"]

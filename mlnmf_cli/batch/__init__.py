@@ -9,6 +9,7 @@ inputs elsewhere; ``signals`` makes SIGTERM end a batch like Ctrl-C.
 from mlnmf_cli.batch.inputs import BatchItem, cpu_count, expand_inputs
 from mlnmf_cli.batch.rows import (
     ROW_FIELDS,
+    Row,
     failed_row,
     ok_row,
     process_item,
@@ -35,6 +36,7 @@ __all__ = [
     "BatchItem",
     "OnDone",
     "OnStart",
+    "Row",
     "Runner",
     "blas_limit",
     "cpu_count",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import dataclasses
 import os
 from typing import Any
 
@@ -52,9 +53,8 @@ def run_dask(runner: Runner, scheduler: str) -> None:
                 except Exception as exc:
                     row = failed_row(item, runner.out, f"the Dask task failed: {exc}")
                 else:
-                    row["input"] = str(item.path)
-                    if row.get("folder"):
-                        row["folder"] = str(runner.out / item.name)
+                    folder = str(runner.out / item.name) if row.folder else row.folder
+                    row = dataclasses.replace(row, input=str(item.path), folder=folder)
                 runner.finish(index, row)
         except BaseException:
             # Tasks already running finish (a cluster cannot stop them midway), atomically.

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mlnmf_cli.batch.inputs import BatchItem
-from mlnmf_cli.batch.rows import failed_row, process_item
+from mlnmf_cli.batch.rows import Row, failed_row, process_item
 from mlnmf_cli.batch.run import BLAS_THREADS, Runner, remove_partial_folders, thread_environment
 from mlnmf_cli.options import Options
 
@@ -53,7 +53,7 @@ def _work(
     out: Path,
     force: bool,
     skip_existing: bool,
-) -> dict[str, Any]:
+) -> Row:
     global _in_task
     _in_task = True
     try:
@@ -96,7 +96,7 @@ def _drive_pool(
 ) -> list[int]:
     """Feed ``queue`` through ``pool``; return what is left if a worker died, else []."""
     queue = list(queue)
-    inflight: dict[cf.Future[dict[str, Any]], int] = {}
+    inflight: dict[cf.Future[Row], int] = {}
     while queue or inflight:
         while queue and len(inflight) < workers:
             index = queue.pop(0)

@@ -26,12 +26,12 @@ from typing import Any
 
 from mlnmf_cli import pipeline
 from mlnmf_cli.batch.inputs import BatchItem
-from mlnmf_cli.batch.rows import ok_row, process_item
+from mlnmf_cli.batch.rows import Row, ok_row, process_item
 from mlnmf_cli.errors import ParameterError
 from mlnmf_cli.options import Options
 
 OnStart = Callable[[BatchItem], Any]
-OnDone = Callable[[dict[str, Any]], Any]
+OnDone = Callable[[Row], Any]
 
 BLAS_THREADS = 1
 """BLAS threads per decomposition, in every mode (see the module docstring)."""
@@ -58,7 +58,7 @@ def run_batch(
     on_start: OnStart | None = None,
     on_progress: pipeline.Progress | None = None,
     on_done: OnDone | None = None,
-) -> list[dict[str, Any]]:
+) -> list[Row]:
     """Process every item into ``out``; rows come back in input order.
 
     ``jobs > 1`` runs the inputs in that many worker processes; ``scheduler``
@@ -110,7 +110,7 @@ class Runner:
         self.skip_existing = skip_existing
         self.on_start = on_start
         self.on_done = on_done
-        self.results: dict[int, dict[str, Any]] = {}
+        self.results: dict[int, Row] = {}
         self.delivered = 0
         self.started = time.time()
         self.existed = {i for i, item in enumerate(self.items) if (out / item.name).exists()}
@@ -128,7 +128,7 @@ class Runner:
         if self.on_start is not None:
             self.on_start(self.items[index])
 
-    def finish(self, index: int, row: dict[str, Any]) -> None:
+    def finish(self, index: int, row: Row) -> None:
         """Record a row and hand every row now complete from the front on to ``on_done``."""
         self.results[index] = row
         while self.delivered in self.results:
@@ -153,7 +153,7 @@ class Runner:
                 self.on_done(self.results[index])
         self.delivered = len(self.items)
 
-    def found_on_disk(self, index: int) -> dict[str, Any] | None:
+    def found_on_disk(self, index: int) -> Row | None:
         """The row of an input whose result folder this batch wrote, or None."""
         item = self.items[index]
         folder = self.out / item.name
@@ -178,7 +178,7 @@ class Runner:
                 work.append(index)
         return work
 
-    def process(self, item: BatchItem, progress: pipeline.Progress | None = None) -> dict[str, Any]:
+    def process(self, item: BatchItem, progress: pipeline.Progress | None = None) -> Row:
         return process_item(
             item,
             self.options,
@@ -188,7 +188,7 @@ class Runner:
             progress=progress,
         )
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self) -> list[Row]:
         return [self.results[i] for i in sorted(self.results)]
 
 

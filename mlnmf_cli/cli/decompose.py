@@ -15,7 +15,7 @@ from mlnmf_cli.cli.output import console, error_line, pct, progress_bar
 from mlnmf_cli.errors import OutputError
 
 if TYPE_CHECKING:
-    from mlnmf_cli.batch import BatchItem
+    from mlnmf_cli.batch import BatchItem, Row
 
 # --------------------------------------------------------------------------- decompose
 
@@ -78,7 +78,7 @@ def decompose(
     options = build_options(ranks, layers, settings)
     out = storage.prepare_output_dir(out)
     items = batch.expand_inputs(inputs, recursive=recursive, exclude=out)
-    rows: list[dict[str, Any]] = []
+    rows: list[Row] = []
     interrupted = False
     progress = progress_bar(
         quiet, TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}")
@@ -103,10 +103,10 @@ def decompose(
                     detail=f"{stage} {iteration}/{cap}  error {100 * error:.2f}%",
                 )
 
-            def on_done(row: dict[str, Any]) -> None:
+            def on_done(row: Row) -> None:
                 rows.append(row)
-                if row["status"] == "failed":
-                    error_line(f"{row['input']}: {row['error']}")
+                if row.status == "failed":
+                    error_line(f"{row.input}: {row.error}")
                 progress.update(batch_task, advance=1, detail=f"{len(rows)}/{len(items)}")
 
             with batch.sigterm_as_interrupt():
@@ -155,7 +155,7 @@ def _batch_exit_code(summary: dict[str, Any]) -> ExitCode:
     return ExitCode.PARTIAL if summary["succeeded"] + summary["skipped"] else ExitCode.ERROR
 
 
-def _summary_table(rows: list[dict[str, Any]], out: Path) -> None:
+def _summary_table(rows: list[Row], out: Path) -> None:
     from rich.table import Table
     from rich.text import Text
 
@@ -171,11 +171,11 @@ def _summary_table(rows: list[dict[str, Any]], out: Path) -> None:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for r in rows:
         status = {"ok": "[green]ok[/]", "skipped": "[yellow]skipped[/]"}.get(
-            r["status"], "[red]failed[/]"
+            r.status, "[red]failed[/]"
         )
-        psnr = r.get("psnr")
+        psnr = r.psnr
         table.add_row(
-            Text(r["input"]), status, pct(r.get("relative_error")), pct(r.get("svd_floor")),
-            "" if psnr is None else f"{psnr:.1f} dB", "" if r.get("seconds") is None else f"{r['seconds']:.2f} s",
+            Text(r.input), status, pct(r.relative_error), pct(r.svd_floor),
+            "" if psnr is None else f"{psnr:.1f} dB", "" if r.seconds is None else f"{r.seconds:.2f} s",
         )  # fmt: skip
     console().print(table)
