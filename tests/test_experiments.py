@@ -435,3 +435,11 @@ def test_mismatch_message_names_the_decomposed_shape_of_colour_inputs(tmp_path: 
     code, _, err = run("compare", grey, colour, "-c", SMALL, "--out", tmp_path / "o")
     assert code == 2
     assert f"{grey} 32x32 (decomposed as 32x96), {colour} 32x40 (decomposed as 32x120);" in err
+
+
+def test_every_public_name_of_the_lazy_packages_resolves() -> None:
+    from mlnmf_cli import engine
+
+    for package in (ex, engine):
+        for name in package.__all__:
+            assert getattr(package, name) is not None, f"{package.__name__}.{name}"

@@ -76,14 +76,6 @@ def _size(value: str | None, option: str) -> tuple[int, int] | None:
         raise typer.BadParameter(str(exc), param_hint=f"'{option}'") from None
 
 
-def _prepare_out(out: Path, names: Sequence[str], force: bool) -> Path:
-    from mlnmf_cli import storage
-
-    out = storage.prepare_output_dir(out)
-    experiments.refuse_existing_files(out, names, force=force)
-    return out
-
-
 # --------------------------------------------------------------------------- compare
 
 
@@ -122,8 +114,8 @@ def compare(
     """Decompose every input with every configuration and measure how alike their features and coefficients are."""
     configs = _configs(config, excfg.LIKE_SEED_IMAGE_RANKS if like_seed else None)
     size = _size(resize, "--resize")
-    out = _prepare_out(
-        out, experiments.planned_files(len(configs), experiments.depths_of(configs)), force
+    out = experiments.prepare_output(
+        out, experiments.planned_files(len(configs), experiments.depths_of(configs)), force=force
     )
     from rich.progress import SpinnerColumn, TextColumn
 
@@ -202,10 +194,10 @@ def random_test(
     configs = _configs(config, excfg.LIKE_SEED_RANDOM_RANKS if like_seed else None)
     default_size = excfg.LIKE_SEED_RANDOM_SIZE if like_seed else (128, 128)
     shape = _size(size, "--size") or default_size
-    out = _prepare_out(out, experiments.random_test_files(count, repeats, configs), force)
+    out = experiments.prepare_output(
+        out, experiments.random_test_files(count, repeats, configs), force=force
+    )
     from rich.progress import SpinnerColumn, TextColumn
-
-    from mlnmf_cli import storage
 
     with progress_bar(quiet, SpinnerColumn(), TextColumn("{task.description}")) as progress:
         task = progress.add_task("decomposing", total=None)
@@ -215,9 +207,7 @@ def random_test(
                 step=lambda text: progress.update(task, description=f"decomposing {text}"),
             )  # fmt: skip
         progress.update(task, description="writing pictures")
-        experiments.write_outputs(test.results[0], out, verdict_depth=verdict_depth)
-        data = test.to_json(verdict_depth)
-        storage.write_json(out / "random-test.json", data)
+        data = experiments.write_random_test(test, out, verdict_depth=verdict_depth)
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
     if not quiet:

@@ -3,7 +3,8 @@
 :class:`Model` is what the engine returns (its :class:`~mlnmf_cli.engine.DeepResult`
 extends it), what ``model.npz`` holds (one model per decomposed matrix) and what
 the experiments compare. :func:`chain` is the one place the product
-W1 @ ... @ Wd is written.
+W1 @ ... @ Wd is written (``_deep.chain`` is a copy left for the engine's rewrite;
+call this one).
 """
 
 from __future__ import annotations

@@ -53,11 +53,12 @@ _MODULES = {
         "similarity_rows", "stats_over_repeats", "verdict", "verdicts",
     ),
     "outputs": (
-        "RUN_FIELDS", "depths_of", "montage", "planned_files", "refuse_existing_files",
-        "write_outputs",
+        "RUN_FIELDS", "depths_of", "montage", "planned_files", "prepare_output",
+        "refuse_existing_files", "write_outputs",
     ),
     "random_images": (
         "RandomTest", "random_image_names", "random_pixels", "random_test", "random_test_files",
+        "write_random_test",
     ),
 }  # fmt: skip
 _WHERE = {name: module for module, names in _MODULES.items() for name in names}

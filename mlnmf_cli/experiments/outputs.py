@@ -26,6 +26,13 @@ def planned_files(result_configs: int, depths: Sequence[int]) -> list[str]:
     return names
 
 
+def prepare_output(out: Path, names: Iterable[str], *, force: bool) -> Path:
+    """Create the folder ``out`` and refuse, unless ``force``, to replace any of ``names`` in it."""
+    out = storage.prepare_output_dir(out)
+    refuse_existing_files(out, names, force=force)
+    return out
+
+
 def refuse_existing_files(out: Path, names: Iterable[str], *, force: bool) -> None:
     if force:
         return

@@ -14,7 +14,7 @@ from mlnmf_cli import render, storage
 from mlnmf_cli.errors import ParameterError
 from mlnmf_cli.experiments.comparison import CompareResult, compare
 from mlnmf_cli.experiments.config import DEFAULT_NULL_DRAWS, DISTRIBUTIONS, Config
-from mlnmf_cli.experiments.outputs import depths_of, planned_files
+from mlnmf_cli.experiments.outputs import depths_of, planned_files, write_outputs
 from mlnmf_cli.experiments.runs import Step
 from mlnmf_cli.experiments.statistics import similarity_rows, verdicts
 from mlnmf_cli.experiments.subjects import load_subjects
@@ -155,3 +155,13 @@ def random_test_files(count: int, repeats: int, configs: Sequence[Config]) -> li
         *planned_files(len(configs), depths_of(configs)),
         "random-test.json",
     ]
+
+
+def write_random_test(
+    test: RandomTest, out: Path, *, verdict_depth: int | None = None
+) -> dict[str, Any]:
+    """Write the first repeat's files (as ``compare`` does) and random-test.json; return its data."""
+    write_outputs(test.results[0], out, verdict_depth=verdict_depth)
+    data = test.to_json(verdict_depth)
+    storage.write_json(Path(out) / "random-test.json", data)
+    return data
