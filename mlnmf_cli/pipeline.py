@@ -368,7 +368,14 @@ def write_result(
         )
         storage.save_image(
             tmp / "summary.png",
-            render.summary_panel(title, original, recons, features, coefficients),
+            render.decomposition_figure(
+                title,
+                original,
+                [pic for pic, _ in recons],
+                report["depths"],
+                [(p.Ws, p.Hs) for p in d.parts],
+                channels=d.channels,
+            ),
         )
         storage.save_model(tmp / "model.npz", model_meta(d), [(p.Ws, p.Hs) for p in d.parts])
         d.seconds["write"] = time.perf_counter() - start
