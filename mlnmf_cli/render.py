@@ -194,7 +194,9 @@ def _text_size(text: str, size: int) -> tuple[int, int]:
 
 
 def _short(text: str, limit: int = _MAX_LABEL_CHARS) -> str:
-    text = " ".join(str(text).split())
+    # Undecodable bytes in a file name (lone surrogates) have no glyph: shown as "?".
+    text = str(text).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    text = " ".join(text.replace("\ufffd", "?").split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
