@@ -332,7 +332,8 @@ _MAX_SPAN = 512  # ...and never longer than this
 _MAX_CELL = 8  # pixels per component at most
 _MAX_ENLARGE = 32  # small pictures are enlarged by a whole factor up to this
 _GAP = 4  # white gap between channel blocks and between wrapped pieces
-_BAR_WIDTH = 64
+_BAR_WIDTH = 48
+_LEGEND_WIDTHS = (220, 300, 400, 520)
 _NOTE_SIZE = 12
 _NOT_APPLICABLE = (225, 225, 225)
 _BAR = (90, 90, 90)
@@ -564,6 +565,22 @@ def _cell(
     return canvas
 
 
+def _wrapped(paragraphs: Sequence[str], width: int, size: int = _NOTE_SIZE) -> list[str]:
+    """Paragraphs broken into lines at most ``width`` pixels wide (a long word stays whole)."""
+    lines: list[str] = []
+    for paragraph in paragraphs:
+        line = ""
+        for word in paragraph.split():
+            candidate = f"{line} {word}" if line else word
+            if line and _text_size(candidate, size)[0] > width:
+                lines.append(line)
+                line = word
+            else:
+                line = candidate
+        lines.append(line)
+    return lines
+
+
 def _text_block(lines: Sequence[str], size: int = _NOTE_SIZE) -> Image.Image:
     line_h = _text_size("Hg", size)[1]
     width = max((_text_size(t, size)[0] for t in lines), default=1)
@@ -585,6 +602,25 @@ def _arrange(cells: Sequence[Image.Image], axis: int) -> Image.Image:
     for cell, step in zip(cells, along, strict=True):
         canvas.paste(cell, (at, 0) if axis == 1 else (0, at))
         at += step + _PAD
+    return canvas
+
+
+def _pack(cells: Sequence[Image.Image], width: int) -> Image.Image:
+    """Cells in order, each where it sits highest (then leftmost) within ``width``:
+    a skyline packing, so that short cells fill the space beside tall ones."""
+    width = max([width, *(c.width for c in cells)])
+    skyline = np.zeros(width, dtype=np.int64)
+    spots = []
+    for cell in cells:
+        span = min(width, cell.width + _PAD)
+        tops = np.lib.stride_tricks.sliding_window_view(skyline, span).max(axis=1)
+        x = int(np.argmin(tops))
+        y = int(tops[x])
+        spots.append((x, y))
+        skyline[x : x + span] = y + cell.height + _PAD
+    canvas = Image.new("RGB", (width, max(1, int(skyline.max()) - _PAD)), WHITE)
+    for cell, spot in zip(cells, spots, strict=True):
+        canvas.paste(cell, spot)
     return canvas
 
 
@@ -686,18 +722,23 @@ def decomposition_figure(
     names = _CHANNEL_NAMES if len(parts) == 3 else tuple(str(i + 1) for i in range(len(parts)))
     legend = [
         f"{m} x {n} pixels, channels {channels}, ranks "
-        + ",".join(str(int(r.get("rank", 0))) for r in depths),
-        "Colours: each factor matrix on ONE linear scale, 0 (or -max) to its largest |value|;",
-        "  the colour bar under it gives the values. Bars beside H: energy |w_k|*|h_k|.",
-        "Components sorted by energy, strongest first (W's columns left to right =",
-        "  H's rows top to bottom). model.npz and the factor PNGs keep the engine's order;",
-        "  the factor PNGs scale each component to its own maximum (no legend).",
+        + ",".join(str(int(r.get("rank", 0))) for r in depths)
+        + ". Model at depth d: W1 ... Wd Hd.",
+        "Colours: each factor matrix on ONE linear scale, from 0 (or -max) to its largest "
+        "|value|: the colour bar under it gives the values.",
+        "Components are sorted by energy |w_k|*|h_k|, strongest first, the same order for "
+        "W's columns (left to right), H's rows (top to bottom) and the next W's rows; "
+        "the bars beside H show the energies.",
+        "model.npz and the factor PNGs keep the engine's order; the factor PNGs scale each "
+        "component to its own maximum and have no legend.",
     ]
     if stacked:
         legend.append("H's columns: R, G, B side by side (white gaps).")
     if separate:
-        legend.append(f"Channels {', '.join(names)} factorised apart: blocks in that order;")
-        legend.append("  light grey: no such coefficient.")
+        legend.append(
+            f"Channels {', '.join(names)} are factorised apart: blocks in that order; "
+            "light grey: no such coefficient."
+        )
     if geometry.pieces > 1:
         direction = "one under the other" if geometry.axis == 1 else "side by side"
         legend.append(
@@ -762,8 +803,14 @@ def decomposition_figure(
                 _colour_bar(h_max, h_div),
             )
         )
-    left = _arrange([_arrange(w_cells, 1), _text_block(legend)], 0)
-    body = _arrange([_arrange(pictures, 1), _arrange([left, _arrange(h_cells, 0)], 1)], 0)
+    top = _arrange(pictures, 1)
+    factors = [cell for pair in zip(w_cells, h_cells, strict=True) for cell in pair]
+    # The legend as wide as packs tightest.
+    packed = min(
+        (_pack([*factors, _text_block(_wrapped(legend, w))], top.width) for w in _LEGEND_WIDTHS),
+        key=lambda image: (image.height, -image.width),
+    )
+    body = _arrange([top, packed], 0)
     return _framed(_short(title, 160), body)
 
 
