@@ -605,20 +605,31 @@ def _arrange(cells: Sequence[Image.Image], axis: int) -> Image.Image:
     return canvas
 
 
-def _pack(cells: Sequence[Image.Image], width: int) -> Image.Image:
-    """Cells in order, each where it sits highest (then leftmost) within ``width``:
-    a skyline packing, so that short cells fill the space beside tall ones."""
-    width = max([width, *(c.width for c in cells)])
+def _skyline(sizes: Sequence[tuple[int, int]], width: int) -> tuple[list[tuple[int, int]], int]:
+    """Where cells of ``sizes`` (width, height) go, in order, each where it sits highest
+    (then leftmost) within ``width``; and the height used."""
     skyline = np.zeros(width, dtype=np.int64)
     spots = []
-    for cell in cells:
-        span = min(width, cell.width + _PAD)
+    for cell_w, cell_h in sizes:
+        span = min(width, cell_w + _PAD)
         tops = np.lib.stride_tricks.sliding_window_view(skyline, span).max(axis=1)
         x = int(np.argmin(tops))
         y = int(tops[x])
         spots.append((x, y))
-        skyline[x : x + span] = y + cell.height + _PAD
-    canvas = Image.new("RGB", (width, max(1, int(skyline.max()) - _PAD)), WHITE)
+        skyline[x : x + span] = y + cell_h + _PAD
+    return spots, max(1, int(skyline.max()) - _PAD)
+
+
+def _pack(arrangements: Sequence[Sequence[Image.Image]], width: int) -> Image.Image:
+    """The arrangement of cells (each a list in reading order) that packs lowest within
+    ``width`` (or the widest cell): short cells fill the space beside tall ones."""
+    width = max([width, *(c.width for cells in arrangements for c in cells)])
+    best = min(
+        ((cells, *_skyline([c.size for c in cells], width)) for cells in arrangements),
+        key=lambda found: found[2],
+    )
+    cells, spots, height = best
+    canvas = Image.new("RGB", (width, height), WHITE)
     for cell, spot in zip(cells, spots, strict=True):
         canvas.paste(cell, spot)
     return canvas
@@ -805,11 +816,11 @@ def decomposition_figure(
         )
     top = _arrange(pictures, 1)
     factors = [cell for pair in zip(w_cells, h_cells, strict=True) for cell in pair]
-    # The legend as wide as packs tightest.
-    packed = min(
-        (_pack([*factors, _text_block(_wrapped(legend, w))], top.width) for w in _LEGEND_WIDTHS),
-        key=lambda image: (image.height, -image.width),
-    )
+    # W_d beside H_d, or the Ws then the Hs, or the Hs then the Ws; the legend
+    # last, as wide as packs tightest.
+    orders = [factors, [*w_cells, *h_cells], [*h_cells, *w_cells]]
+    texts = [_text_block(_wrapped(legend, w)) for w in _LEGEND_WIDTHS]
+    packed = _pack([[*cells, text] for cells in orders for text in texts], top.width)
     body = _arrange([top, packed], 0)
     return _framed(_short(title, 160), body)
 
