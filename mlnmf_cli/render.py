@@ -181,6 +181,7 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
+@lru_cache(maxsize=4096)
 def _text_size(text: str, size: int) -> tuple[int, int]:
     """Width and line height of ``text`` in the default font."""
     font = _font(size)
@@ -441,12 +442,11 @@ def _wrap(rgb: np.ndarray, pieces: int, axis: int) -> np.ndarray:
 
 
 def _picture(image: Image.Image, geometry: _Geometry) -> np.ndarray:
-    image = image.convert("RGB")
     size = (geometry.cols, geometry.rows)
-    if size != image.size:
+    if size != image.size:  # resized first: a large picture is never copied whole
         reduce = size[0] < image.width or size[1] < image.height
         image = image.resize(size, Image.Resampling.BOX if reduce else Image.Resampling.NEAREST)
-    return _wrap(np.asarray(image), geometry.pieces, geometry.axis)
+    return _wrap(np.asarray(image.convert("RGB")), geometry.pieces, geometry.axis)
 
 
 def _scale_of(blocks: Sequence[Sequence[np.ndarray | None]]) -> tuple[float, bool]:
@@ -565,26 +565,32 @@ def _cell(
     return canvas
 
 
-def _wrapped(paragraphs: Sequence[str], width: int, size: int = _NOTE_SIZE) -> list[str]:
-    """Paragraphs broken into lines at most ``width`` pixels wide (a long word stays whole)."""
+def _wrapped(paragraphs: Sequence[str], width: int, size: int = _NOTE_SIZE) -> tuple[str, ...]:
+    """Paragraphs broken into lines about ``width`` pixels wide (a long word stays whole);
+    words are measured one by one, so that trying several widths stays cheap."""
+    space = _text_size("a b", size)[0] - _text_size("ab", size)[0]
     lines: list[str] = []
     for paragraph in paragraphs:
-        line = ""
+        line, used = "", 0
         for word in paragraph.split():
-            candidate = f"{line} {word}" if line else word
-            if line and _text_size(candidate, size)[0] > width:
+            word_w = _text_size(word, size)[0]
+            if line and used + space + word_w > width:
                 lines.append(line)
-                line = word
+                line, used = word, word_w
             else:
-                line = candidate
+                line, used = (f"{line} {word}", used + space + word_w) if line else (word, word_w)
         lines.append(line)
-    return lines
+    return tuple(lines)
+
+
+def _text_block_size(lines: Sequence[str], size: int = _NOTE_SIZE) -> tuple[int, int]:
+    width = max((_text_size(t, size)[0] for t in lines), default=1)
+    return max(1, width), max(1, _text_size("Hg", size)[1] * len(lines))
 
 
 def _text_block(lines: Sequence[str], size: int = _NOTE_SIZE) -> Image.Image:
     line_h = _text_size("Hg", size)[1]
-    width = max((_text_size(t, size)[0] for t in lines), default=1)
-    canvas = Image.new("RGB", (max(1, width), max(1, line_h * len(lines))), WHITE)
+    canvas = Image.new("RGB", _text_block_size(lines, size), WHITE)
     for i, text in enumerate(lines):
         _draw_text(canvas, (0, i * line_h), text, size)
     return canvas
@@ -620,18 +626,25 @@ def _skyline(sizes: Sequence[tuple[int, int]], width: int) -> tuple[list[tuple[i
     return spots, max(1, int(skyline.max()) - _PAD)
 
 
-def _pack(arrangements: Sequence[Sequence[Image.Image]], width: int) -> Image.Image:
-    """The arrangement of cells (each a list in reading order) that packs lowest within
-    ``width`` (or the widest cell): short cells fill the space beside tall ones."""
-    width = max([width, *(c.width for cells in arrangements for c in cells)])
+def _pack(
+    arrangements: Sequence[Sequence[Image.Image | tuple[str, ...]]], width: int
+) -> Image.Image:
+    """The arrangement of cells (each a list in reading order; a tuple of strings is a text
+    block, drawn only if chosen) that packs lowest within ``width`` (or the widest cell):
+    short cells fill the space beside tall ones."""
+
+    def size(cell: Image.Image | tuple[str, ...]) -> tuple[int, int]:
+        return cell.size if isinstance(cell, Image.Image) else _text_block_size(cell)
+
+    width = max([width, *(size(c)[0] for cells in arrangements for c in cells)])
     best = min(
-        ((cells, *_skyline([c.size for c in cells], width)) for cells in arrangements),
+        ((cells, *_skyline([size(c) for c in cells], width)) for cells in arrangements),
         key=lambda found: found[2],
     )
     cells, spots, height = best
     canvas = Image.new("RGB", (width, height), WHITE)
     for cell, spot in zip(cells, spots, strict=True):
-        canvas.paste(cell, spot)
+        canvas.paste(cell if isinstance(cell, Image.Image) else _text_block(cell), spot)
     return canvas
 
 
@@ -819,7 +832,7 @@ def decomposition_figure(
     # W_d beside H_d, or the Ws then the Hs, or the Hs then the Ws; the legend
     # last, as wide as packs tightest.
     orders = [factors, [*w_cells, *h_cells], [*h_cells, *w_cells]]
-    texts = [_text_block(_wrapped(legend, w)) for w in _LEGEND_WIDTHS]
+    texts = [_wrapped(legend, w) for w in _LEGEND_WIDTHS]
     packed = _pack([[*cells, text] for cells in orders for text in texts], top.width)
     body = _arrange([top, packed], 0)
     return _framed(_short(title, 160), body)
