@@ -815,26 +815,26 @@ def decomposition_figure(
         beside = np.full((height, h_rgb.shape[1] + _GAP + 2 + _BAR_WIDTH, 3), 255, dtype=np.uint8)
         beside[: h_rgb.shape[0], : h_rgb.shape[1]] = h_rgb
         beside[: bars.shape[0], -_BAR_WIDTH:] = bars
-        top = max((float(np.max(e)) for e in energies if e.size), default=0.0)
+        strongest = max((float(np.max(e)) for e in energies if e.size), default=0.0)
         h_cells.append(
             _cell(
                 beside,
                 [
                     f"H{d + 1} ({sum(ranks)}x{Hs[0].shape[1]}), energy bars",
                     f"comp.{blocks_note} x columns{' (R|G|B)' if stacked else ''}; "
-                    f"longest bar {_number(top)}",
+                    f"longest bar {_number(strongest)}",
                 ],
                 _colour_bar(h_max, h_div),
             )
         )
-    top = _arrange(pictures, 1)
+    top_row = _arrange(pictures, 1)
     factors = [cell for pair in zip(w_cells, h_cells, strict=True) for cell in pair]
     # W_d beside H_d, or the Ws then the Hs, or the Hs then the Ws; the legend
     # last, as wide as packs tightest.
     orders = [factors, [*w_cells, *h_cells], [*h_cells, *w_cells]]
     texts = [_wrapped(legend, w) for w in _LEGEND_WIDTHS]
-    packed = _pack([[*cells, text] for cells in orders for text in texts], top.width)
-    body = _arrange([top, packed], 0)
+    packed = _pack([[*cells, text] for cells in orders for text in texts], top_row.width)
+    body = _arrange([top_row, packed], 0)
     return _framed(_short(title, 160), body)
 
 
