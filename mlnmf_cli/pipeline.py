@@ -289,9 +289,7 @@ def write_result(
             storage.save_image(tmp / f"reconstruction_depth{depth}.png", pic)
             if depth == d.depth:
                 storage.save_image(tmp / "reconstruction.png", pic)
-            label = f"depth {depth} (rank {depth_row['rank']}): error {100 * depth_row['relative_error']:.1f}%"
-            recons.append((pic, label))
-        features, coefficients = [], []
+            recons.append(pic)
         for layer in range(1, d.depth + 1):
             W = _joined([p.Ws[layer - 1] for p in d.parts], axis=1)
             H = _joined([p.Hs[layer - 1] for p in d.parts], axis=0)
@@ -301,14 +299,19 @@ def write_result(
             storage.save_image(tmp / f"features_layer{layer}.png", feat)
             storage.save_image(tmp / f"coefficients_layer{layer}.png", coef)
             storage.save_image(tmp / f"features_depth{layer}.png", render.features_image(Weff))
-            features.append((feat, f"W{layer} ({W.shape[0]}x{W.shape[1]})"))
-            coefficients.append((coef, f"H{layer} ({H.shape[0]}x{H.shape[1]})"))
         title = (
             f"{Path(input_path).name}: ranks {','.join(map(str, d.options.ranks))}, {d.channels}"
         )
         storage.save_image(
             tmp / "summary.png",
-            render.summary_panel(title, original, recons, features, coefficients),
+            render.decomposition_figure(
+                title,
+                original,
+                recons,
+                report["depths"],
+                [(p.Ws, p.Hs) for p in d.parts],
+                channels=d.channels,
+            ),
         )
         storage.save_model(tmp / "model.npz", model_meta(d), d.parts)
         d.seconds["write"] = time.perf_counter() - start

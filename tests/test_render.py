@@ -232,3 +232,145 @@ def test_heatmap_checks_its_arguments() -> None:
         render.heatmap(np.zeros((2, 2)), ["a"], ["x", "y"], "t")
     with pytest.raises(ParameterError):
         render.heatmap(np.zeros((1, 1)), ["a"], ["x"], "t", vmin=1.0, vmax=1.0)
+
+
+# --- the decomposition figure ----------------------------------------------------
+
+BAR = render._BAR
+GREY_NA = render._NOT_APPLICABLE
+
+
+def boxes(image: Image.Image, colour: tuple[int, ...]) -> list[tuple[int, int]]:
+    """(height, width) of each connected patch of exactly ``colour``, largest first."""
+    from scipy import ndimage
+
+    mask = (pixels(image) == np.array(colour)).all(axis=2)
+    labels, _ = ndimage.label(mask)
+    found = [(s[0].stop - s[0].start, s[1].stop - s[1].start) for s in ndimage.find_objects(labels)]
+    return sorted(found, key=lambda hw: -hw[0] * hw[1])
+
+
+def figure(
+    parts: list[tuple[list[np.ndarray], list[np.ndarray]]],
+    *,
+    original: Image.Image | None = None,
+    channels: str = "gray",
+) -> Image.Image:
+    m = parts[0][0][0].shape[0]
+    n = parts[0][1][0].shape[1] // (3 if channels == "stack" else 1)
+    original = original if original is not None else grey(n, m)
+    depth = len(parts[0][0])
+    rows = [
+        {"depth": d + 1, "rank": parts[0][1][d].shape[0], "relative_error": 0.1,
+         "svd_floor": 0.05, "psnr": 30.0}
+        for d in range(depth)
+    ]  # fmt: skip
+    recs = [original] * depth
+    return render.decomposition_figure("t", original, recs, rows, parts, channels=channels)
+
+
+def test_sorted_factors_strongest_first_and_products_unchanged() -> None:
+    rng = np.random.default_rng(7)
+    Ws = [rng.random((20, 6)), rng.random((6, 4)), rng.random((4, 3))]
+    Hs = [rng.random((6, 30)) * rng.random((6, 1)) * 10, rng.random((4, 30)), rng.random((3, 30))]
+    before = [W.copy() for W in Ws]
+    sWs, sHs = render.sorted_factors(Ws, Hs)
+    for W, H in zip(sWs, sHs, strict=True):
+        energies = render.component_energies(W, H)
+        assert np.all(np.diff(energies) <= 0)
+    assert not np.array_equal(sWs[0], Ws[0])  # the engine's order was not already sorted
+    for d in range(3):
+        chain, sorted_chain = Ws[0], sWs[0]
+        for k in range(1, d + 1):
+            chain, sorted_chain = chain @ Ws[k], sorted_chain @ sWs[k]
+        np.testing.assert_allclose(sorted_chain @ sHs[d], chain @ Hs[d], rtol=1e-12)
+    for W, b in zip(Ws, before, strict=True):
+        np.testing.assert_array_equal(W, b)
+
+
+def test_component_energies_checks_shapes() -> None:
+    np.testing.assert_allclose(
+        render.component_energies(np.array([[3.0, 0.0], [4.0, 1.0]]), np.array([[1.0], [2.0]])),
+        [5.0, 2.0],
+    )
+    with pytest.raises(ParameterError):
+        render.component_energies(np.ones((3, 2)), np.ones((3, 4)))
+
+
+def test_figure_draws_components_sorted_by_energy() -> None:
+    W = np.ones((16, 4)) / 4.0
+    H = np.ones((4, 16)) * np.array([[1.0], [4.0], [2.0], [3.0]])  # engine order: not sorted
+    image = figure([([W], [H])])
+    counts = (pixels(image) == np.array(BAR)).all(axis=2).sum(axis=1)
+    bars = counts[counts >= 8]  # one bar per component, several pixel rows each
+    lengths = list(dict.fromkeys(bars.tolist()))
+    assert len(lengths) == 4
+    assert lengths == sorted(lengths, reverse=True)
+    assert lengths[0] / lengths[-1] == pytest.approx(4.0, rel=0.1)  # energies 4 : 1
+
+
+def test_figure_keeps_the_aspect_of_small_matrices() -> None:
+    rng = np.random.default_rng(8)
+    Ws = [rng.random((64, 32)) * 0.5, np.ones((32, 16))]  # W2 all at its maximum: one patch
+    Hs = [rng.random((32, 64)), rng.random((16, 64))]
+    height, width = boxes(figure([(Ws, Hs)]), SEQ_MAX)[0]
+    assert height == 2 * width  # 32 x 16 drawn with square cells, not as a square
+    assert width >= 16
+
+
+def test_figure_wraps_a_tall_picture_instead_of_a_sliver() -> None:
+    rng = np.random.default_rng(9)
+    Ws, Hs = [rng.random((2000, 4))], [rng.random((4, 64))]
+    red = Image.new("RGB", (64, 2000), (255, 0, 0))
+    image = figure([(Ws, Hs)], original=red)
+    pieces = boxes(image, (255, 0, 0))
+    assert len(pieces) > 1  # cut into pieces side by side
+    for height, width in pieces:
+        assert width >= 30  # the plain fit into 256 x 256 would give 8 px
+        assert height <= 256
+
+
+def test_figure_shows_the_scale_of_each_matrix() -> None:
+    rng = np.random.default_rng(10)
+    W, H = rng.random((32, 4)), rng.random((4, 32))
+    base = figure([([W], [H])])
+    row_has_ramp = [
+        len({tuple(p) for p in row}) > 60 and tuple(SEQ_ZERO) in {tuple(p) for p in row}
+        for row in pixels(base)
+    ]
+    assert any(row_has_ramp)  # a colour bar: a row with the whole palette
+    doubled = figure([([W], [2 * H])])
+    assert doubled.size == base.size
+    changed = (pixels(doubled) != pixels(base)).any(axis=2)
+    assert changed.any()  # the written maximum (and energy) changed...
+    assert changed.mean() < 0.01  # ...but nothing else: H is drawn on its own scale
+
+
+def test_figure_marks_channel_blocks() -> None:
+    W, H = np.ones((16, 2)), np.ones((2, 3 * 24))
+    stacked = figure([([W], [H])], channels="stack")
+    runs = boxes(stacked, SEQ_MAX)
+    h_blocks = [hw for hw in runs if hw[0] < 40]  # H's blocks are short (2 components)
+    assert len(h_blocks) >= 3 and len({hw for hw in h_blocks[:3]}) == 1  # three equal blocks
+    rng = np.random.default_rng(11)
+    parts = [([rng.random((16, 3)), rng.random((3, 2))], [rng.random((3, 20)), rng.random((2, 20))])
+             for _ in range(3)]  # fmt: skip
+    separate = figure(parts, original=Image.new("RGB", (20, 16)), channels="separate")
+    blocks = [hw for hw in boxes(separate, GREY_NA) if min(hw) >= 4]  # not text's anti-aliasing
+    assert len(blocks) == 6  # W2 block-diagonal: the 6 blocks that do not exist
+    assert not [hw for hw in boxes(figure(parts[:1]), GREY_NA) if min(hw) >= 4]
+
+
+def test_figure_checks_its_arguments() -> None:
+    W, H = np.ones((8, 2)), np.ones((2, 8))
+    with pytest.raises(ParameterError):
+        render.decomposition_figure("t", grey(8, 8), [], [], [([W], [H])])
+    with pytest.raises(ParameterError):
+        render.decomposition_figure("t", grey(8, 8), [], [], [])
+
+
+def test_figure_of_tiny_and_degenerate_factors() -> None:
+    image = figure([([np.zeros((1, 1))], [np.zeros((1, 1))])], original=grey(1, 1))
+    assert image.size[0] < 1200 and image.size[1] < 800
+    nan = figure([([np.array([[np.nan, 1.0]])], [np.array([[np.inf], [-1.0]])])])
+    assert nan.mode == "RGB"

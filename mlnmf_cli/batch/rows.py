@@ -126,10 +126,14 @@ def ok_row(item: BatchItem, folder: Path, report: dict[str, Any], *, seconds: fl
 def write_summary(
     out: Path, rows: Sequence[Row], options: Options, *, interrupted: bool = False
 ) -> dict[str, Any]:
-    """Write ``summary.json`` and ``summary.csv`` for a batch and return the JSON envelope."""
+    """Write ``summary.json``, ``summary.csv`` and the report page ``index.html`` for a
+    batch and return the JSON envelope."""
+    from mlnmf_cli import page
+
     summary = summary_envelope(rows, options, interrupted=interrupted)
     storage.write_json(Path(out) / "summary.json", summary)
     storage.write_csv(Path(out) / "summary.csv", summary["results"], ROW_FIELDS)
+    page.write_index(Path(out), summary["results"])
     return summary
 
 
