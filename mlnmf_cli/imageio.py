@@ -4,27 +4,40 @@ Every image goes through :func:`load_image`, which follows Pillow's security
 guide: an allow-list of formats, the decompression-bomb limit kept on (and
 its warning treated as an error), the pixel data decoded inside the ``with``
 block, EXIF orientation applied first, the first frame of an animation.
-Whatever goes wrong with the file is reported as one
+Only regular files are opened, and never in a way that could block (see
+:func:`open_regular_file`): a named pipe, a device, a socket or a folder is
+refused by name. Whatever goes wrong with the file is reported as one
 :class:`~mlnmf_cli.errors.InputError` whose message does not name the path
 (the caller prefixes it).
 
-Pixel values always come back as float64 in ``[0, 1]``, scaled by the real
-bit depth of the data Pillow decoded:
+Pixel values always come back as float64 in ``[0, 1]``, mapped from the
+data's own range, which :attr:`LoadedImage.value_range` records (the file
+values that became 0 and 1) and a note states whenever it is not the plain
+range of the file's bit depth:
 
 * 1-bit images give 0 and 1; 8-bit images are divided by 255;
 * 16-bit grey (Pillow modes ``I;16``, ``I;16B``, ... and mode ``I`` from a
-  16-bit file) is divided by 65535, never squeezed through ``convert("L")``;
-* 32-bit integers (mode ``I`` from a 32-bit file, or values above 65535) are
-  divided by 2**32 - 1, negative values are clipped to 0;
-* 32-bit floats (mode ``F``) are clipped to ``[0, 1]``;
+  16-bit file) is divided by 65535, never squeezed through ``convert("L")``,
+  unless its values fit fewer bits: 12-bit data in a 16-bit container (values
+  up to 4095) is divided by 4095, and likewise for 8, 10 and 14 bits, or for
+  the bit depth a TIFF declares;
+* 32-bit integers are divided by their maximum (or the 8 to 16-bit range
+  they fit); signed data holding negative values is mapped linearly from its
+  minimum and maximum;
+* 32-bit floats (mode ``F``) already in ``[0, 1]`` are kept as they are;
+  otherwise they are divided by their finite maximum, or mapped from their
+  finite minimum and maximum when some are negative. NaN and -inf become the
+  lowest value, +inf the highest; an image with no finite value is refused;
 * 16-bit colour is reduced to 8 bits by Pillow itself, which has no 16-bit
   colour modes; a note says so.
 
-Transparency (LA, RGBA, PA, palette or grey with a transparent entry) is
-composited over white: the background of every figure mlnmf draws. Only the
-grey modes (1, L, LA, I, F and their 16-bit variants) give a 2-D array;
-everything else, including a palette or RGB image that happens to hold only
-greys, gives ``(H, W, 3)``.
+Every Pillow mode is converted explicitly (see ``_CONVERSIONS``) or refused by
+name: CMYK, YCbCr, HSV and CIELAB become RGB with a note, RGBX drops its
+padding, premultiplied alpha (``RGBa``, ``La``) is undone. Transparency (LA,
+RGBA, PA, palette or grey with a transparent entry) is composited over white:
+the background of every figure mlnmf draws. Only the grey modes (1, L, LA, La,
+I, F and the 16-bit variants) give a 2-D array; everything else, including a
+palette or RGB image that happens to hold only greys, gives ``(H, W, 3)``.
 """
 
 from __future__ import annotations
@@ -32,15 +45,18 @@ from __future__ import annotations
 import errno
 import os
 import re
+import stat
 import struct
 import threading
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, TiffImagePlugin, UnidentifiedImageError
 
 from mlnmf_cli.errors import InputError, ParameterError, open_error
 
@@ -49,8 +65,10 @@ __all__ = [
     "CHANNEL_MODES",
     "IMAGE_SUFFIXES",
     "LoadedImage",
+    "check_regular_file",
     "from_matrices",
     "load_image",
+    "open_regular_file",
     "to_matrices",
     "to_pil",
     "to_pil_by_rows",
@@ -64,10 +82,11 @@ CHANNEL_MODES = ("gray", "stack", "separate")
 
 _ALLOWED_TEXT = "PNG, JPEG, TIFF, BMP, WebP, GIF"
 _LUMA = np.array([0.299, 0.587, 0.114])
-_GREY_MODES = frozenset({"1", "L", "LA", "I", "F"})
 _MAX_DETAIL = 160
 # Entries per block when whole images are converted a block of rows at a time.
 _BLOCK_ELEMENTS = 1 << 18
+# Bit depths that integer data narrower than its container is recognised as.
+_NARROW_BITS = (8, 10, 12, 14, 16)
 
 _ORIENTATION_NOTES = {
     2: "mirrored left-right",
@@ -107,10 +126,20 @@ class LoadedImage:
     mode
         Pillow's mode of the file as opened, e.g. ``"I;16"``, ``"P"``.
     bit_depth
-        1, 8, 16 or 32: the scale used to reach ``[0, 1]``.
+        Bits per sample of the decoded data: 1, 8, 16 or 32 (the container;
+        :attr:`value_range` says which part of it the data uses).
     notes
         One-line remarks the user should see (alpha composited, first frame
-        of an animation used, EXIF orientation applied, values clipped...).
+        of an animation used, EXIF orientation applied, how values were
+        scaled when not by the plain bit depth...).
+    value_range
+        ``(lo, hi)``: the file values that became 0 and 1, so that
+        ``pixels = (file value - lo) / (hi - lo)``. ``(0, 255)`` for 8-bit
+        data, ``(0, 4095)`` for 12-bit data in a 16-bit container, ``(0, 1000)``
+        for floats up to 1000, ``(0, 1)`` for floats already in ``[0, 1]``.
+    scale
+        The same in words, for reports: e.g. ``"8-bit: scaled by 255"``,
+        ``"12-bit data in a 16-bit container: scaled by 4095"``.
     """
 
     pixels: np.ndarray
@@ -118,6 +147,8 @@ class LoadedImage:
     mode: str
     bit_depth: int
     notes: tuple[str, ...] = ()
+    value_range: tuple[float, float] = (0.0, 1.0)
+    scale: str = ""
 
     @property
     def is_color(self) -> bool:
@@ -128,6 +159,81 @@ class LoadedImage:
         """``(height, width)``."""
         return (int(self.pixels.shape[0]), int(self.pixels.shape[1]))
 
+    @property
+    def peak(self) -> float:
+        """The data's peak in file units, ``hi - lo``: what 1.0 in :attr:`pixels` stands for.
+
+        A PSNR computed on :attr:`pixels` against a peak of 1 is the PSNR of
+        the file's values against this peak.
+        """
+        lo, hi = self.value_range
+        return float(hi) - float(lo)
+
+
+# --------------------------------------------------------------------------- regular files
+
+_FILE_TYPES = (
+    (stat.S_ISFIFO, "named pipe (FIFO)"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+    (stat.S_ISSOCK, "socket"),
+)
+
+
+def _refuse_special(mode: int, kind: str) -> None:
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise InputError(f"is a directory, not {kind}")
+    for test, name in _FILE_TYPES:
+        if test(mode):
+            raise InputError(f"is a {name}, not a regular file")
+    raise InputError("not a regular file")
+
+
+def check_regular_file(path: str | os.PathLike[str], kind: str = "an image file") -> None:
+    """Refuse, as one :class:`InputError`, anything at ``path`` that is not a regular file.
+
+    Only ``stat`` is called (symbolic links followed): a named pipe is never
+    opened, so nothing can block. ``kind`` names what was expected, e.g.
+    ``"a model file"``; it appears in the message for a folder. The message
+    does not name the path (the caller prefixes it). Use
+    :func:`open_regular_file` to open the file as well without a race.
+    """
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise open_error(exc, kind) from exc
+    _refuse_special(info.st_mode, kind)
+
+
+def open_regular_file(path: str | os.PathLike[str], kind: str = "an image file") -> BinaryIO:
+    """Open ``path`` for binary reading if, and only if, it is a regular file.
+
+    Checked by ``stat`` first (a FIFO, a device, a socket or a folder is never
+    opened), then opened with ``O_NONBLOCK`` and checked again on the open
+    descriptor, so a file swapped for a FIFO in between cannot block either.
+    Errors are one-line :class:`InputError` messages without the path.
+    """
+    check_regular_file(path, kind)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    flags |= getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise open_error(exc, kind) from exc
+    try:
+        _refuse_special(os.fstat(fd).st_mode, kind)
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+# --------------------------------------------------------------------------- decoding
+
 
 @dataclass
 class _Decoded:
@@ -137,6 +243,17 @@ class _Decoded:
     rawmode: str
     file_bits: int | None
     notes: list[str]
+    signed: bool = False
+
+
+@dataclass
+class _Pixels:
+    """Converted pixels (float64, not yet clipped) and how they were scaled."""
+
+    values: np.ndarray
+    bit_depth: int
+    value_range: tuple[float, float]
+    scale: str
 
 
 def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> LoadedImage:
@@ -145,7 +262,8 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -
     Parameters
     ----------
     path
-        The file to read. Only PNG, JPEG, TIFF, BMP, WebP and GIF are opened.
+        The file to read: a regular file (see :func:`open_regular_file`).
+        Only PNG, JPEG, TIFF, BMP, WebP and GIF are opened.
     max_pixels
         Refuse images whose declared width x height exceeds this, before any
         pixel is decoded. ``None`` keeps Pillow's ``Image.MAX_IMAGE_PIXELS``
@@ -164,32 +282,50 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -
         raise ParameterError(f"max_pixels must be a positive integer, got {max_pixels!r}")
     decoded = _decode(os.fspath(path), max_pixels)
     try:
-        pixels, bit_depth = _to_array(decoded)
+        converted = _to_array(decoded)
+    except InputError:
+        raise
     except (ValueError, OSError, MemoryError) as exc:
         raise InputError(
             f"image mode {decoded.mode} cannot be converted ({_detail(exc, path)})"
         ) from exc
     # In place on the one float64 array, a block of rows at a time: no
     # temporaries (not even NaN masks) as large as the image.
-    pixels = np.ascontiguousarray(pixels, dtype=np.float64)
+    pixels = np.ascontiguousarray(converted.values, dtype=np.float64)
     if not pixels.flags.writeable:
         pixels = pixels.copy()
-    step = max(1, _BLOCK_ELEMENTS // max(1, pixels[:1].size))
-    for i in range(0, pixels.shape[0], step):
-        block = pixels[i : i + step]
+    for block in _row_blocks(pixels):
         np.nan_to_num(block, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
         np.clip(block, 0.0, 1.0, out=block)
     return LoadedImage(
         pixels=pixels,
         format=decoded.format,
         mode=decoded.mode,
-        bit_depth=bit_depth,
+        bit_depth=converted.bit_depth,
         notes=tuple(decoded.notes),
+        value_range=converted.value_range,
+        scale=converted.scale,
     )
+
+
+def _row_blocks(values: np.ndarray) -> list[np.ndarray]:
+    """Views of ``values`` a block of rows at a time, about ``_BLOCK_ELEMENTS`` each."""
+    step = max(1, _BLOCK_ELEMENTS // max(1, values[:1].size))
+    return [values[i : i + step] for i in range(0, values.shape[0], step)]
 
 
 def _decode(path: str, max_pixels: int | None) -> _Decoded:
     """Open, check the size, and decode frame 0 with orientation applied."""
+    with open_regular_file(path, "an image file") as fh:
+        try:
+            return _decode_open(fh, path, max_pixels)
+        except InputError:
+            raise
+        except UnidentifiedImageError as exc:
+            raise InputError(_unidentified(fh, path)) from exc
+
+
+def _decode_open(fh: BinaryIO, path: str, max_pixels: int | None) -> _Decoded:
     try:
         with _PILLOW_GLOBALS_LOCK:
             default_limit = Image.MAX_IMAGE_PIXELS
@@ -199,7 +335,7 @@ def _decode(path: str, max_pixels: int | None) -> _Decoded:
                     warnings.simplefilter("always")
                     warnings.simplefilter("error", Image.DecompressionBombWarning)
                     Image.MAX_IMAGE_PIXELS = limit
-                    decoded = _open_and_load(path, limit)
+                    decoded = _open_and_load(fh, limit)
                 for message in dict.fromkeys(_detail(w.message, path) for w in caught):
                     decoded.notes.append(f"Pillow warned: {message}")
             except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -207,10 +343,8 @@ def _decode(path: str, max_pixels: int | None) -> _Decoded:
                 raise InputError(_too_large(int(match.group(1)) if match else None, limit)) from exc
             finally:
                 Image.MAX_IMAGE_PIXELS = default_limit
-    except InputError:
+    except (InputError, UnidentifiedImageError):
         raise
-    except UnidentifiedImageError as exc:
-        raise InputError(_unidentified(path)) from exc
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         raise open_error(exc, "an image file") from exc
     except MemoryError as exc:
@@ -233,9 +367,9 @@ def _decode(path: str, max_pixels: int | None) -> _Decoded:
     return decoded
 
 
-def _open_and_load(path: str, limit: int | None) -> _Decoded:
+def _open_and_load(fh: BinaryIO, limit: int | None) -> _Decoded:
     notes: list[str] = []
-    with Image.open(path, formats=ALLOWED_FORMATS) as im:
+    with Image.open(fh, formats=ALLOWED_FORMATS) as im:
         width, height = im.size
         if limit is not None and width * height > limit:
             raise InputError(_too_large(width * height, limit))
@@ -254,7 +388,17 @@ def _open_and_load(path: str, limit: int | None) -> _Decoded:
         image = ImageOps.exif_transpose(im) if orientation in _ORIENTATION_NOTES else im.copy()
         if orientation in _ORIENTATION_NOTES:
             notes.append(f"EXIF orientation applied ({_ORIENTATION_NOTES[orientation]})")
-    return _Decoded(image, fmt, mode, rawmode, file_bits, notes)
+    return _Decoded(image, fmt, mode, rawmode, file_bits, notes, _tiff_signed(im, fmt))
+
+
+def _tiff_signed(im: Image.Image, fmt: str) -> bool:
+    """Whether a TIFF declares signed integer samples (SampleFormat 2)."""
+    if fmt != "TIFF":
+        return False
+    tag = getattr(im, "tag_v2", {}).get(339)
+    if isinstance(tag, tuple) and tag:
+        tag = tag[0]
+    return tag == 2
 
 
 def _frame_count(im: Image.Image) -> int:
@@ -304,45 +448,126 @@ def _file_bits(im: Image.Image, fmt: str, rawmode: str) -> int | None:
     return None
 
 
-def _to_array(decoded: _Decoded) -> tuple[np.ndarray, int]:
-    """Pixels as float64 (not yet clipped) and the bit depth used to scale them."""
+# --------------------------------------------------------------------------- modes
+
+
+def _to_array(decoded: _Decoded) -> _Pixels:
+    """Pixels as float64 (not yet clipped), by an explicit rule for every Pillow mode."""
+    mode = decoded.image.mode
+    convert = _CONVERSIONS.get(mode)
+    if convert is None:
+        raise InputError(f"image mode {mode} is not supported")
+    return convert(decoded)
+
+
+def _eight_bit(values: np.ndarray) -> _Pixels:
+    return _Pixels(values, 8, (0.0, 255.0), "8-bit: scaled by 255")
+
+
+def _bilevel(decoded: _Decoded) -> _Pixels:
+    im = decoded.image
+    if im.info.get("transparency") is not None:
+        grey = _grey_8(replace(decoded, image=im.convert("L")))
+        return _Pixels(grey.values, 1, (0.0, 1.0), "1-bit")
+    return _Pixels(np.asarray(im, dtype=bool).astype(np.float64), 1, (0.0, 1.0), "1-bit")
+
+
+def _grey_8(decoded: _Decoded) -> _Pixels:
+    im = decoded.image
+    if decoded.signed and decoded.rawmode == "L":  # signed 8-bit TIFF samples
+        return _integer_pixels(np.asarray(im).view(np.int8), decoded, 8, True, None)
+    values = _grey(np.asarray(im), 255.0, im.info.get("transparency"), decoded.notes)
+    return _eight_bit(values)
+
+
+def _grey_alpha(decoded: _Decoded) -> _Pixels:
+    im = decoded.image
+    if im.mode == "La":  # premultiplied alpha: undone by Pillow
+        im = im.convert("LA")
+    return _eight_bit(_over_white(np.asarray(im, dtype=np.float64) / 255.0, decoded.notes))
+
+
+def _grey_16(decoded: _Decoded) -> _Pixels:
+    declared = decoded.file_bits if decoded.file_bits and decoded.file_bits < 16 else None
+    return _integer_pixels(np.asarray(decoded.image), decoded, 16, False, declared)
+
+
+def _grey_32(decoded: _Decoded) -> _Pixels:
+    """Mode ``I``: 32-bit integers as Pillow stores them, from 16 or 32-bit files."""
+    raw = np.asarray(decoded.image)
+    rawmode = decoded.rawmode
+    container = 16 if (decoded.file_bits == 16 or rawmode.startswith("I;16")) else 32
+    unsigned = rawmode in ("I;16", "I;16B", "I;16N", "I;32N")
+    if container == 32 and unsigned and raw.dtype == np.int32:
+        raw = raw.view(np.uint32)  # Pillow keeps unsigned 32-bit samples in int32
+    return _integer_pixels(raw, decoded, container, not unsigned, None)
+
+
+def _colour(decoded: _Decoded) -> _Pixels:
     im = decoded.image
     notes = decoded.notes
     mode = im.mode
     transparency = im.info.get("transparency")
-
-    if mode == "1":
-        return np.asarray(im, dtype=bool).astype(np.float64), 1
-    if mode.startswith("I;16"):
-        return _grey(np.asarray(im), 65535.0, transparency, notes), 16
-    if mode == "I":
-        return _int32_pixels(im, decoded.file_bits, transparency, notes)
-    if mode == "F":
-        return _float_pixels(np.asarray(im, dtype=np.float64), notes), 32
-    if mode == "L":
-        return _grey(np.asarray(im), 255.0, transparency, notes), 8
-    if mode == "LA":
-        return _over_white(np.asarray(im, dtype=np.float64) / 255.0, notes), 8
-
     if mode in ("P", "PA"):
         has_alpha = mode == "PA" or transparency is not None or _palette_has_alpha(im)
         im = im.convert("RGBA" if has_alpha else "RGB")
-    elif mode == "CMYK":
-        im = im.convert("RGB")
-        notes.append("CMYK converted to RGB without a colour profile")
     elif mode == "RGB" and transparency is not None:
         im = im.convert("RGBA")
-    elif mode not in ("RGB", "RGBA"):
-        im = im.convert("RGBA" if "A" in mode or "a" in mode else "RGB")
-
+    elif mode == "RGBa":  # premultiplied alpha: undone by Pillow
+        im = im.convert("RGBA")
+    elif mode == "RGBX":  # the fourth band is padding
+        im = im.convert("RGB")
+    elif mode in _CONVERTED_TO_RGB:
+        if mode == "LAB" and not _pillow_converts_lab():
+            raise InputError("image mode LAB (CIELAB) is not supported by this Pillow")
+        im = im.convert("RGB")
+        notes.append(_CONVERTED_TO_RGB[mode])
     if ";16" in decoded.rawmode:
         notes.append("16-bit colour reduced to 8 bits by Pillow")
     values = np.asarray(im, dtype=np.float64) / 255.0
     if im.mode == "RGBA":
         values = _over_white(values, notes)
-    if decoded.rawmode.startswith("LA") and values.ndim == 3:
-        return values[:, :, 0].copy(), 8
-    return values, 8
+    return _eight_bit(values)
+
+
+_CONVERTED_TO_RGB = {
+    "CMYK": "CMYK converted to RGB without a colour profile",
+    "YCbCr": "YCbCr converted to RGB",
+    "HSV": "HSV converted to RGB",
+    "LAB": "CIELAB converted to sRGB (D50 white point)",
+}
+
+
+@lru_cache(maxsize=1)
+def _pillow_converts_lab() -> bool:
+    """Whether this Pillow turns LAB into real sRGB (not a copy of the bands)."""
+    probe = Image.new("LAB", (3, 1))
+    probe.putpixel((0, 0), (255, 128, 128))  # white
+    probe.putpixel((1, 0), (0, 128, 128))  # black
+    probe.putpixel((2, 0), (138, 209, 198))  # sRGB red
+    try:
+        rgb = np.asarray(probe.convert("RGB"), dtype=int)[0]
+    except (ValueError, OSError):
+        return False
+    expected = np.array([[255, 255, 255], [0, 0, 0], [255, 0, 0]])
+    return bool(np.abs(rgb - expected).max() <= 8)
+
+
+_CONVERSIONS: dict[str, Callable[[_Decoded], _Pixels]] = {
+    "1": _bilevel,
+    "L": _grey_8,
+    "LA": _grey_alpha,
+    "La": _grey_alpha,
+    "I;16": _grey_16,
+    "I;16L": _grey_16,
+    "I;16B": _grey_16,
+    "I;16N": _grey_16,
+    "I": _grey_32,
+    "F": lambda decoded: _float_pixels(decoded.image, decoded.notes),
+    **dict.fromkeys(
+        ("P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "HSV", "LAB"), _colour
+    ),
+}
 
 
 def _palette_has_alpha(im: Image.Image) -> bool:
@@ -357,41 +582,99 @@ def _over_white(values: np.ndarray, notes: list[str]) -> np.ndarray:
     return out[..., 0] if out.shape[-1] == 1 else out
 
 
+def _transparent_mask(raw: np.ndarray, transparency: object) -> np.ndarray | None:
+    if isinstance(transparency, int) and not isinstance(transparency, bool):
+        mask = raw == transparency
+        if mask.any():
+            return mask
+    return None
+
+
 def _grey(raw: np.ndarray, scale: float, transparency: object, notes: list[str]) -> np.ndarray:
     """Grey levels divided by ``scale``; the transparent level, if any, made white."""
     values = raw.astype(np.float64)
     values /= scale
-    if isinstance(transparency, int) and not isinstance(transparency, bool):
-        mask = raw == transparency
-        if mask.any():
-            values[mask] = 1.0
-            notes.append("transparent pixels composited over white")
+    mask = _transparent_mask(raw, transparency)
+    if mask is not None:
+        values[mask] = 1.0
+        notes.append("transparent pixels composited over white")
     return values
 
 
-def _int32_pixels(
-    im: Image.Image, file_bits: int | None, transparency: object, notes: list[str]
-) -> tuple[np.ndarray, int]:
-    raw = np.asarray(im, dtype=np.int64)
-    if raw.size and raw.min() < 0:
-        notes.append("negative values clipped to 0")
-        raw = np.maximum(raw, 0)
-    fits_16 = raw.size == 0 or int(raw.max()) <= 65535
-    bits = 16 if fits_16 and (file_bits is None or file_bits <= 16) else 32
-    if bits == 16:
-        return _grey(raw, 65535.0, transparency, notes), 16
-    return raw.astype(np.float64) / float(2**32 - 1), 32
+def _integer_pixels(
+    raw: np.ndarray, decoded: _Decoded, container: int, signed: bool, declared: int | None
+) -> _Pixels:
+    """Integer grey levels mapped from the data's own range (see the module's docstring)."""
+    notes = decoded.notes
+    mask = _transparent_mask(raw, decoded.image.info.get("transparency"))
+    opaque = raw if mask is None else raw[~mask]
+    low = int(opaque.min()) if opaque.size else 0
+    high = int(opaque.max()) if opaque.size else 0
+    value_bits = container - 1 if signed else container
+    if low < 0:
+        lo, hi = float(low), float(max(high, low + 1))
+        scale = f"signed {container}-bit values from {low} to {high}: mapped linearly to [0, 1]"
+        notes.append(scale)
+    else:
+        bits = declared or next((b for b in _NARROW_BITS if b < value_bits and high < 2**b), None)
+        lo = 0.0
+        if high == 0 or (bits is None and container <= 16):
+            hi = float(2**value_bits - 1)
+            scale = f"{'signed ' if signed else ''}{container}-bit: scaled by {2**value_bits - 1}"
+        elif bits is None:
+            hi = float(high)
+            scale = f"{container}-bit integer data: scaled by its maximum {high}"
+            notes.append(scale)
+        else:
+            hi = float(2**bits - 1)
+            scale = f"{bits}-bit data in a {container}-bit container: scaled by {2**bits - 1}"
+            notes.append(scale)
+    values = raw.astype(np.float64)
+    for block in _row_blocks(values):
+        block -= lo
+        block /= hi - lo
+    if mask is not None:
+        values[mask] = 1.0
+        notes.append("transparent pixels composited over white")
+    return _Pixels(values, container, (lo, hi), scale)
 
 
-def _float_pixels(values: np.ndarray, notes: list[str]) -> np.ndarray:
-    finite = np.isfinite(values)
-    if not finite.all():
-        values = np.nan_to_num(values, nan=0.0, posinf=1.0, neginf=0.0)
-        notes.append("NaN or infinite values replaced (NaN and -inf by 0, +inf by 1)")
-    if values.size and (values.min() < 0.0 or values.max() > 1.0):
-        notes.append("floating-point values clipped to [0, 1]")
-        values = np.clip(values, 0.0, 1.0)
-    return values
+def _float_pixels(im: Image.Image, notes: list[str]) -> _Pixels:
+    """Floats kept in ``[0, 1]``, else mapped from their finite range; NaN and inf replaced."""
+    values = np.asarray(im, dtype=np.float64)
+    if not values.flags.writeable:
+        values = values.copy()
+    low, high, bad = np.inf, -np.inf, 0
+    for block in _row_blocks(values):
+        finite = np.isfinite(block)
+        count = int(np.count_nonzero(finite))
+        bad += block.size - count
+        if count:
+            kept = block[finite]
+            low, high = min(low, float(kept.min())), max(high, float(kept.max()))
+    if values.size and bad == values.size:
+        raise InputError("floating-point image has no finite value (all NaN or infinite)")
+    if not values.size or (low >= 0.0 and high <= 1.0):
+        lo, hi = 0.0, 1.0
+        scale = "floating point, already in [0, 1]"
+    elif low >= 0.0:
+        lo, hi = 0.0, high
+        scale = f"floating-point values up to {high:.6g}: scaled by their maximum"
+        notes.append(scale)
+    else:
+        lo, hi = low, high if high > low else low + 1.0
+        scale = f"floating-point values from {low:.6g} to {high:.6g}: mapped linearly to [0, 1]"
+        notes.append(scale)
+    for block in _row_blocks(values):
+        np.nan_to_num(block, copy=False, nan=lo, posinf=hi, neginf=lo)
+        block -= lo
+        block /= hi - lo
+    if bad:
+        notes.append(
+            f"{bad} NaN or infinite values replaced (NaN and -inf by the lowest value, "
+            "+inf by the highest)"
+        )
+    return _Pixels(values, 32, (lo, hi), scale)
 
 
 def _too_large(pixels: int | None, limit: int | None) -> str:
@@ -412,12 +695,12 @@ def _detail(exc: BaseException | Warning | str, path: str | os.PathLike[str]) ->
     return text
 
 
-def _unidentified(path: str) -> str:
+def _unidentified(fh: BinaryIO, path: str) -> str:
     """Why Pillow could not identify the file, judged from its first bytes."""
     try:
-        with open(path, "rb") as fh:
-            prefix = fh.read(16)
-    except OSError:
+        fh.seek(0)
+        prefix = fh.read(16)
+    except (OSError, ValueError):
         return "not an image Pillow can read"
     if not prefix:
         return "empty file"
@@ -429,9 +712,56 @@ def _unidentified(path: str) -> str:
     if not candidates:
         return "not an image Pillow can read"
     fmt = candidates[0]
+    layout = _tiff_layout(fh) if fmt == "TIFF" else None
+    if layout is not None:
+        return f"TIFF layout not supported by Pillow ({layout})"
     if fmt in ALLOWED_FORMATS:
         return f"truncated or corrupt image data (unreadable {fmt} header)"
     return f"format {fmt} is not supported (allowed: {_ALLOWED_TEXT})"
+
+
+_TIFF_SAMPLE_FORMATS = {
+    1: "unsigned integer",
+    2: "signed integer",
+    3: "floating-point",
+    4: "untyped",
+    5: "complex integer",
+    6: "complex floating-point",
+}
+_TIFF_PHOTOMETRIC = {
+    0: "grey",
+    1: "grey",
+    2: "RGB",
+    3: "palette",
+    4: "mask",
+    5: "separated",
+    6: "YCbCr",
+    8: "CIELAB",
+}
+
+
+def _tiff_layout(fh: BinaryIO) -> str | None:
+    """The sample layout a TIFF's first directory declares, e.g. ``"1 x 64-bit floating-point,
+    grey"``; None if the directory cannot be read."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fh.seek(0)
+            ifd = TiffImagePlugin.ImageFileDirectory_v2(fh.read(8))
+            fh.seek(ifd.next)
+            ifd.load(fh)
+            bits = ifd.get(258, (1,))
+            kind = ifd.get(339, (1,))
+            samples = int(ifd.get(277, 1))
+            photometric = ifd.get(262)
+    except Exception:
+        return None
+    bits = bits[0] if isinstance(bits, tuple) and bits else bits
+    kind = kind[0] if isinstance(kind, tuple) and kind else kind
+    text = f"{samples} x {bits}-bit {_TIFF_SAMPLE_FORMATS.get(kind, f'sample format {kind}')}"
+    if photometric is not None:
+        text += f", {_TIFF_PHOTOMETRIC.get(photometric, f'photometric {photometric}')}"
+    return text
 
 
 def _formats_accepting(prefix: bytes) -> list[str]:
