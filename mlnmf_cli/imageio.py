@@ -49,7 +49,7 @@ import stat
 import struct
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -85,6 +85,9 @@ _LUMA = np.array([0.299, 0.587, 0.114])
 _MAX_DETAIL = 160
 # Entries per block when whole images are converted a block of rows at a time.
 _BLOCK_ELEMENTS = 1 << 18
+# Samples per tile when raw samples are read from Pillow (which copies each
+# tile twice on the way): small beside any image worth tiling.
+_RAW_TILE_ELEMENTS = 1 << 16
 # Bit depths that integer data narrower than its container is recognised as.
 _NARROW_BITS = (8, 10, 12, 14, 16)
 
@@ -294,7 +297,7 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -
     pixels = np.ascontiguousarray(converted.values, dtype=np.float64)
     if not pixels.flags.writeable:
         pixels = pixels.copy()
-    for block in _row_blocks(pixels):
+    for block in _flat_blocks(pixels):
         np.nan_to_num(block, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
         np.clip(block, 0.0, 1.0, out=block)
     return LoadedImage(
@@ -308,10 +311,13 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -
     )
 
 
-def _row_blocks(values: np.ndarray) -> list[np.ndarray]:
-    """Views of ``values`` a block of rows at a time, about ``_BLOCK_ELEMENTS`` each."""
-    step = max(1, _BLOCK_ELEMENTS // max(1, values[:1].size))
-    return [values[i : i + step] for i in range(0, values.shape[0], step)]
+def _flat_blocks(values: np.ndarray) -> list[np.ndarray]:
+    """Views of a C-contiguous array's entries, ``_BLOCK_ELEMENTS`` at a time.
+
+    Flat, not by rows: one row of a 1 x 2,000,000 image is itself large.
+    """
+    flat = values.reshape(-1)
+    return [flat[i : i + _BLOCK_ELEMENTS] for i in range(0, flat.size, _BLOCK_ELEMENTS)]
 
 
 def _decode(path: str, max_pixels: int | None) -> _Decoded:
@@ -475,7 +481,7 @@ def _bilevel(decoded: _Decoded) -> _Pixels:
 def _grey_8(decoded: _Decoded) -> _Pixels:
     im = decoded.image
     if decoded.signed and decoded.rawmode == "L":  # signed 8-bit TIFF samples
-        return _integer_pixels(np.asarray(im).view(np.int8), decoded, 8, True, None)
+        return _integer_pixels(decoded, 8, True, None, np.int8)
     values = _grey(np.asarray(im), 255.0, im.info.get("transparency"), decoded.notes)
     return _eight_bit(values)
 
@@ -489,18 +495,17 @@ def _grey_alpha(decoded: _Decoded) -> _Pixels:
 
 def _grey_16(decoded: _Decoded) -> _Pixels:
     declared = decoded.file_bits if decoded.file_bits and decoded.file_bits < 16 else None
-    return _integer_pixels(np.asarray(decoded.image), decoded, 16, False, declared)
+    return _integer_pixels(decoded, 16, False, declared)
 
 
 def _grey_32(decoded: _Decoded) -> _Pixels:
     """Mode ``I``: 32-bit integers as Pillow stores them, from 16 or 32-bit files."""
-    raw = np.asarray(decoded.image)
     rawmode = decoded.rawmode
     container = 16 if (decoded.file_bits == 16 or rawmode.startswith("I;16")) else 32
     unsigned = rawmode in ("I;16", "I;16B", "I;16N", "I;32N")
-    if container == 32 and unsigned and raw.dtype == np.int32:
-        raw = raw.view(np.uint32)  # Pillow keeps unsigned 32-bit samples in int32
-    return _integer_pixels(raw, decoded, container, not unsigned, None)
+    # Pillow keeps unsigned 32-bit samples in int32: read them back as uint32.
+    view = np.uint32 if container == 32 and unsigned else None
+    return _integer_pixels(decoded, container, not unsigned, None, view)
 
 
 def _colour(decoded: _Decoded) -> _Pixels:
@@ -582,34 +587,66 @@ def _over_white(values: np.ndarray, notes: list[str]) -> np.ndarray:
     return out[..., 0] if out.shape[-1] == 1 else out
 
 
-def _transparent_mask(raw: np.ndarray, transparency: object) -> np.ndarray | None:
-    if isinstance(transparency, int) and not isinstance(transparency, bool):
-        mask = raw == transparency
-        if mask.any():
-            return mask
-    return None
-
-
 def _grey(raw: np.ndarray, scale: float, transparency: object, notes: list[str]) -> np.ndarray:
     """Grey levels divided by ``scale``; the transparent level, if any, made white."""
     values = raw.astype(np.float64)
     values /= scale
-    mask = _transparent_mask(raw, transparency)
-    if mask is not None:
-        values[mask] = 1.0
-        notes.append("transparent pixels composited over white")
+    if isinstance(transparency, int) and not isinstance(transparency, bool):
+        mask = raw == transparency
+        if mask.any():
+            values[mask] = 1.0
+            notes.append("transparent pixels composited over white")
     return values
 
 
+def _raw_tiles(
+    im: Image.Image, view: type | None = None
+) -> Iterator[tuple[tuple[slice, slice], np.ndarray]]:
+    """The image's samples a tile at a time: ``((rows, columns), samples)``.
+
+    Tiles of whole rows, or of parts of a row when one row alone is larger than
+    a tile (a 1 x 2,000,000 image): never the whole image as one array, which
+    for 32-bit samples would add half the float64 result's size to the peak.
+    """
+    width, height = im.size
+    rows = max(1, _RAW_TILE_ELEMENTS // max(1, width))
+    columns = min(width, _RAW_TILE_ELEMENTS)
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        for left in range(0, width, columns):
+            right = min(width, left + columns)
+            tile = np.asarray(im.crop((left, top, right, bottom)))
+            yield (
+                (slice(top, bottom), slice(left, right)),
+                (tile if view is None else tile.view(view)),
+            )
+
+
 def _integer_pixels(
-    raw: np.ndarray, decoded: _Decoded, container: int, signed: bool, declared: int | None
+    decoded: _Decoded,
+    container: int,
+    signed: bool,
+    declared: int | None,
+    view: type | None = None,
 ) -> _Pixels:
-    """Integer grey levels mapped from the data's own range (see the module's docstring)."""
-    notes = decoded.notes
-    mask = _transparent_mask(raw, decoded.image.info.get("transparency"))
-    opaque = raw if mask is None else raw[~mask]
-    low = int(opaque.min()) if opaque.size else 0
-    high = int(opaque.max()) if opaque.size else 0
+    """Integer grey levels mapped from the data's own range (see the module's docstring).
+
+    The transparent level of a grey image, if any, does not count in the range
+    and becomes white.
+    """
+    im, notes = decoded.image, decoded.notes
+    transparency = im.info.get("transparency")
+    if not isinstance(transparency, int) or isinstance(transparency, bool):
+        transparency = None
+    low, high, any_transparent = None, None, False
+    for _, raw in _raw_tiles(im, view):
+        opaque = raw if transparency is None else raw[raw != transparency]
+        any_transparent |= opaque.size < raw.size
+        if opaque.size:
+            lo_block, hi_block = int(opaque.min()), int(opaque.max())
+            low = lo_block if low is None else min(low, lo_block)
+            high = hi_block if high is None else max(high, hi_block)
+    low, high = low or 0, high or 0
     value_bits = container - 1 if signed else container
     if low < 0:
         lo, hi = float(low), float(max(high, low + 1))
@@ -629,32 +666,33 @@ def _integer_pixels(
             hi = float(2**bits - 1)
             scale = f"{bits}-bit data in a {container}-bit container: scaled by {2**bits - 1}"
             notes.append(scale)
-    values = raw.astype(np.float64)
-    for block in _row_blocks(values):
-        block -= lo
+    width, height = im.size
+    values = np.empty((height, width), dtype=np.float64)
+    for where, raw in _raw_tiles(im, view):
+        block = values[where]
+        np.subtract(raw, lo, out=block)
         block /= hi - lo
-    if mask is not None:
-        values[mask] = 1.0
+        if any_transparent:
+            block[raw == transparency] = 1.0
+    if any_transparent:
         notes.append("transparent pixels composited over white")
     return _Pixels(values, container, (lo, hi), scale)
 
 
 def _float_pixels(im: Image.Image, notes: list[str]) -> _Pixels:
     """Floats kept in ``[0, 1]``, else mapped from their finite range; NaN and inf replaced."""
-    values = np.asarray(im, dtype=np.float64)
-    if not values.flags.writeable:
-        values = values.copy()
     low, high, bad = np.inf, -np.inf, 0
-    for block in _row_blocks(values):
-        finite = np.isfinite(block)
+    for _, raw in _raw_tiles(im):
+        finite = np.isfinite(raw)
         count = int(np.count_nonzero(finite))
-        bad += block.size - count
+        bad += raw.size - count
         if count:
-            kept = block[finite]
+            kept = raw[finite]
             low, high = min(low, float(kept.min())), max(high, float(kept.max()))
-    if values.size and bad == values.size:
+    width, height = im.size
+    if width * height and bad == width * height:
         raise InputError("floating-point image has no finite value (all NaN or infinite)")
-    if not values.size or (low >= 0.0 and high <= 1.0):
+    if not width * height or (low >= 0.0 and high <= 1.0):
         lo, hi = 0.0, 1.0
         scale = "floating point, already in [0, 1]"
     elif low >= 0.0:
@@ -665,7 +703,10 @@ def _float_pixels(im: Image.Image, notes: list[str]) -> _Pixels:
         lo, hi = low, high if high > low else low + 1.0
         scale = f"floating-point values from {low:.6g} to {high:.6g}: mapped linearly to [0, 1]"
         notes.append(scale)
-    for block in _row_blocks(values):
+    values = np.empty((height, width), dtype=np.float64)
+    for where, raw in _raw_tiles(im):
+        block = values[where]
+        block[...] = raw
         np.nan_to_num(block, copy=False, nan=lo, posinf=hi, neginf=lo)
         block -= lo
         block /= hi - lo

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import errno
+import os
+import socket
 import struct
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -697,3 +699,100 @@ def test_load_image_peak_memory_is_close_to_its_result(tmp_path: Path) -> None:
     np.testing.assert_array_equal(result[0].pixels, values / 255.0)
     # The float64 result plus the 8-bit decode; no float64 temporaries.
     assert peak < 1.3 * result[0].pixels.nbytes
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "top"),
+    [
+        ((1, 2_000_000), np.float32, 1000.0),  # one row larger than any block
+        ((2_000_000, 1), np.float32, 1000.0),
+        ((1500, 1400), np.float32, 1000.0),
+        ((1, 2_000_000), np.int32, -7),  # signed: mapped from the range
+        ((1500, 1400), np.uint16, 4000),  # 12-bit in 16: two passes over the samples
+    ],
+)
+def test_peak_memory_of_wide_and_deep_images_is_close_to_the_result(
+    shape: tuple[int, int], dtype: type, top: float, tmp_path: Path
+) -> None:
+    """Loading is bounded by the float64 matrix: no full-size copy of the samples,
+    not even for one very long row (a 1 x 2,000,000 image)."""
+    rng = np.random.default_rng(6)
+    values = (rng.random(shape) * top).astype(dtype)
+    path = tmp_path / ("big.png" if dtype == np.uint16 else "big.tif")
+    Image.fromarray(values).save(path)
+    result: list[LoadedImage] = []
+    peak = traced_peak(lambda: result.append(load_image(path)))
+    lo, hi = result[0].value_range
+    expected = (values.astype(np.float64) - lo) / (hi - lo)
+    np.testing.assert_allclose(result[0].pixels, expected, rtol=1e-12)
+    assert peak < 1.2 * result[0].pixels.nbytes
+
+
+# --- special files ---------------------------------------------------------------
+
+
+@pytest.fixture
+def special_files(tmp_path: Path) -> Iterator[dict[str, Path]]:
+    fifo = gen.make_fifo(tmp_path / "pipe.png")
+    folder = gen.make_directory(tmp_path / "folder.png")
+    sock_path = tmp_path / "s.png"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(sock_path))
+    link = tmp_path / "link.png"
+    link.symlink_to(fifo)
+    try:
+        yield {
+            "is a named pipe (FIFO), not a regular file": fifo,
+            "is a socket, not a regular file": sock_path,
+            "is a character device, not a regular file": Path("/dev/null"),
+            "is a directory, not an image file": folder,
+            "is a named pipe (FIFO), not a regular file ": link,  # through a symlink
+        }
+    finally:
+        server.close()
+
+
+def test_special_files_are_refused_unopened(
+    special_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[str] = []
+    real_open = os.open
+
+    def spy(path: object, *args: object, **kwargs: object) -> int:
+        opened.append(os.fspath(path))  # type: ignore[arg-type]
+        return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", spy)
+    for message, path in special_files.items():
+        for call in (load_image, imageio.check_regular_file, imageio.open_regular_file):
+            with pytest.raises(InputError) as info:
+                call(path)
+            assert str(info.value) == message.strip()
+    assert opened == []
+
+
+def test_a_file_swapped_for_a_fifo_after_the_check_still_cannot_block(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check on the open descriptor: a FIFO opened with O_NONBLOCK is refused at once."""
+    fifo = gen.make_fifo(tmp_path / "pipe.png")
+    monkeypatch.setattr(imageio, "check_regular_file", lambda path, kind: None)
+    with pytest.raises(InputError) as info:
+        imageio.open_regular_file(fifo)
+    assert str(info.value) == "is a named pipe (FIFO), not a regular file"
+
+
+def test_open_regular_file_reads_regular_files_and_names_what_was_expected(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "model.npz"
+    path.write_bytes(b"abc")
+    link = tmp_path / "link.npz"
+    link.symlink_to(path)
+    for p in (path, link, str(path)):
+        with imageio.open_regular_file(p, "a model file") as fh:
+            assert fh.read() == b"abc"
+    with pytest.raises(InputError, match=r"^is a directory, not a model file$"):
+        imageio.check_regular_file(tmp_path, "a model file")
+    with pytest.raises(InputError, match=r"^file not found$"):
+        imageio.open_regular_file(tmp_path / "nope.npz", "a model file")
