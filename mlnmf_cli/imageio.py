@@ -527,12 +527,38 @@ def _colour(decoded: _Decoded) -> _Pixels:
             raise InputError("image mode LAB (CIELAB) is not supported by this Pillow")
         im = im.convert("RGB")
         notes.append(_CONVERTED_TO_RGB[mode])
+    levels = np.asarray(im)
+    values = levels.astype(np.float64)
+    values /= 255.0
+    pixels = _eight_bit(values)
     if ";16" in decoded.rawmode:
-        notes.append("16-bit colour reduced to 8 bits by Pillow")
-    values = np.asarray(im, dtype=np.float64) / 255.0
+        pixels = _reduced_16_bit_colour(levels, values, notes)
     if im.mode == "RGBA":
-        values = _over_white(values, notes)
-    return _eight_bit(values)
+        pixels.values = _over_white(values, notes)
+    return pixels
+
+
+def _reduced_16_bit_colour(levels: np.ndarray, values: np.ndarray, notes: list[str]) -> _Pixels:
+    """16-bit colour, of which Pillow keeps the high byte: scaled by the bits the data use.
+
+    12-bit data (up to 4095) keep 4 bits in the high byte (0 to 15): they are
+    divided by 15, not 255, so the picture is not black. ``values`` (``levels``
+    / 255) is rescaled in place, the alpha channel left as it is.
+    """
+    colour = levels[..., :3]
+    used = (int(colour.max()) if colour.size else 0).bit_length()
+    if 0 < used < 8:
+        full = 2 ** (used + 8) - 1
+        values[..., :3] *= 255.0 / (2**used - 1)
+        scale = (
+            f"16-bit colour reduced to 8 bits by Pillow: {used + 8}-bit data, "
+            f"scaled by {full} ({used} bits kept)"
+        )
+        notes.append(scale)
+        return _Pixels(values, 8, (0.0, float(full)), scale)
+    scale = "16-bit colour reduced to 8 bits by Pillow"
+    notes.append(scale)
+    return _Pixels(values, 8, (0.0, 65535.0), scale)
 
 
 _CONVERTED_TO_RGB = {

@@ -89,10 +89,15 @@ def make_gray16_transparent_png(path: str | Path) -> Path:
     return _write(path, _png_bytes(3, 1, 16, 0, rows, trns))
 
 
-def make_rgb16_png(path: str | Path) -> Path:
-    """16-bit RGB PNG, 1x2: (1000, 2000, 3000) and (65535, 0, 512); Pillow keeps 8 bits."""
-    rows = b"\x00" + np.array([1000, 2000, 3000, 65535, 0, 512], dtype=">u2").tobytes()
-    return _write(path, _png_bytes(2, 1, 16, 2, rows))
+def make_rgb16_png(path: str | Path, values: np.ndarray | None = None) -> Path:
+    """16-bit RGB PNG, default 1x2: (1000, 2000, 3000) and (65535, 0, 512); Pillow keeps 8 bits.
+
+    ``values``: an H x W x 3 array of 16-bit levels instead."""
+    if values is None:
+        values = np.array([[[1000, 2000, 3000], [65535, 0, 512]]])
+    data = np.asarray(values).astype(">u2")
+    rows = b"".join(b"\x00" + row.tobytes() for row in data)
+    return _write(path, _png_bytes(data.shape[1], data.shape[0], 16, 2, rows))
 
 
 def make_int32_tiff(path: str | Path, values: np.ndarray | None = None) -> Path:

@@ -752,6 +752,18 @@ def test_12_bit_png_pictures_use_the_data_range(tmp_path: Path) -> None:
     assert rebuilt.max() > 200  # the reconstruction is drawn in the same range
 
 
+def test_12_bit_colour_png_is_not_drawn_black(tmp_path: Path) -> None:
+    """Pillow keeps 8 of 16 bits of colour: 12-bit data are left 0 to 15, drawn over 0 to 15."""
+    data = np.linspace(0, 4095, 6 * 8 * 3).reshape(6, 8, 3).astype(np.uint16)
+    path = gen.make_rgb16_png(tmp_path / "colour12.png", data)
+    report, original = _decompose_one(path, tmp_path, "2,1")
+    note = "16-bit colour reduced to 8 bits by Pillow: 12-bit data, scaled by 4095 (4 bits kept)"
+    assert report["image"]["notes"] == [note]
+    assert (report["image"]["color"], report["image"]["psnr_peak"]) == (True, 4095.0)
+    np.testing.assert_array_equal(original, np.rint((data >> 8) / 15 * 255).astype(np.uint8))
+    assert original.max() == 255
+
+
 def test_float_with_nan_and_inf_replaced_by_the_ends_of_its_range(tmp_path: Path) -> None:
     data = np.array([[np.nan, 0.0, 2.0], [np.inf, -np.inf, 4.0]], dtype=np.float32)
     path = gen.make_tiff_from_array(tmp_path / "holes.tif", data)

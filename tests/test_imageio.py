@@ -80,6 +80,17 @@ def test_16_bit_colour_is_reduced_by_pillow_and_said_so(tmp_path: Path) -> None:
     assert img.notes == ("16-bit colour reduced to 8 bits by Pillow",)
 
 
+def test_12_bit_colour_is_scaled_by_the_bits_pillow_keeps(tmp_path: Path) -> None:
+    """Pillow keeps the high byte of 16-bit colour: 12-bit data leave 0 to 15 there."""
+    values = np.array([[[0, 1000, 4080], [4095, 2000, 17]]])
+    img = load_image(gen.make_rgb16_png(tmp_path / "c.png", values))
+    np.testing.assert_allclose(img.pixels, (values >> 8) / 15)
+    assert (img.bit_depth, img.value_range) == (8, (0.0, 4095.0))
+    assert img.notes == (
+        "16-bit colour reduced to 8 bits by Pillow: 12-bit data, scaled by 4095 (4 bits kept)",
+    )
+
+
 def test_gray8(tmp_path: Path) -> None:
     img = load_image(gen.make_gray8_png(tmp_path / "g.png"))
     assert (img.format, img.mode, img.bit_depth, img.is_color) == ("PNG", "L", 8, False)
