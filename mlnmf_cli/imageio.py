@@ -43,6 +43,7 @@ palette or RGB image that happens to hold only greys, gives ``(H, W, 3)``.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 import stat
@@ -50,6 +51,7 @@ import struct
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -113,6 +115,38 @@ _ORIENTATION_NOTES = {
 # warnings (corrupt EXIF, odd chunks...) are recorded and become notes, so
 # nothing is printed behind the caller's back.
 _PILLOW_GLOBALS_LOCK = threading.Lock()
+
+
+class _Recorder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def _pillow_log_captured() -> Iterator[list[str]]:
+    """Pillow's log records of WARNING and above, kept instead of printed.
+
+    With no logging configured, Python prints them to stderr (a TIFF declaring
+    thousands of samples per pixel logs an error before failing): a second
+    line behind the one-line message. Call with ``_PILLOW_GLOBALS_LOCK`` held:
+    the ``PIL`` logger is changed for the duration.
+    """
+    logger = logging.getLogger("PIL")
+    recorder = _Recorder()
+    propagate = logger.propagate
+    logger.addHandler(recorder)
+    logger.propagate = False
+    try:
+        yield recorder.messages
+    finally:
+        logger.removeHandler(recorder)
+        logger.propagate = propagate
+
+
 _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
 
 
@@ -337,12 +371,17 @@ def _decode_open(fh: BinaryIO, path: str, max_pixels: int | None) -> _Decoded:
             default_limit = Image.MAX_IMAGE_PIXELS
             limit = default_limit if max_pixels is None else max_pixels
             try:
-                with warnings.catch_warnings(record=True) as caught:
+                with (
+                    warnings.catch_warnings(record=True) as caught,
+                    _pillow_log_captured() as logged,
+                ):
                     warnings.simplefilter("always")
                     warnings.simplefilter("error", Image.DecompressionBombWarning)
                     Image.MAX_IMAGE_PIXELS = limit
                     decoded = _open_and_load(fh, limit)
-                for message in dict.fromkeys(_detail(w.message, path) for w in caught):
+                messages = [_detail(w.message, path) for w in caught]
+                messages += [_detail(text, path) for text in logged]
+                for message in dict.fromkeys(messages):
                     decoded.notes.append(f"Pillow warned: {message}")
             except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
                 match = _BOMB_PIXELS.search(str(exc))
@@ -779,9 +818,9 @@ def _unidentified(fh: BinaryIO, path: str) -> str:
     if not candidates:
         return "not an image Pillow can read"
     fmt = candidates[0]
-    layout = _tiff_layout(fh) if fmt == "TIFF" else None
-    if layout is not None:
-        return f"TIFF layout not supported by Pillow ({layout})"
+    failure = _tiff_failure(fh, path) if fmt == "TIFF" else None
+    if failure is not None:
+        return failure
     if fmt in ALLOWED_FORMATS:
         return f"truncated or corrupt image data (unreadable {fmt} header)"
     return f"format {fmt} is not supported (allowed: {_ALLOWED_TEXT})"
@@ -805,6 +844,28 @@ _TIFF_PHOTOMETRIC = {
     6: "YCbCr",
     8: "CIELAB",
 }
+
+
+def _tiff_failure(fh: BinaryIO, path: str) -> str | None:
+    """Why Pillow's TIFF reader refused the file, which ``Image.open`` does not tell.
+
+    Only the header is parsed again (no pixel is decoded). A layout Pillow has
+    no mode for (64-bit floats, float RGB, 5 samples...) is named as such.
+    """
+    try:
+        with _PILLOW_GLOBALS_LOCK, _pillow_log_captured(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fh.seek(0)
+            TiffImagePlugin.TiffImageFile(fh).close()
+    except SyntaxError as exc:
+        if str(exc) in ("unknown pixel mode", "Invalid value for samples per pixel"):
+            layout = _tiff_layout(fh)
+            if layout is not None:
+                return f"TIFF layout not supported by Pillow ({layout})"
+        return f"truncated or corrupt image data ({_detail(exc, path)})"
+    except Exception as exc:
+        return f"truncated or corrupt image data ({_detail(exc, path)})"
+    return None
 
 
 def _tiff_layout(fh: BinaryIO) -> str | None:

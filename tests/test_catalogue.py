@@ -796,6 +796,10 @@ FLOAT_REFUSED = [
      "TIFF layout not supported by Pillow (1 x 64-bit unsigned integer, grey)"),
     ("float16", np.ones((3, 4), np.float16),
      "TIFF layout not supported by Pillow (1 x 16-bit floating-point, grey)"),
+    ("seven_samples", np.ones((3, 4, 7), np.uint8),  # Pillow also logs an error: not shown
+     "TIFF layout not supported by Pillow (7 x 8-bit unsigned integer, grey)"),
+    ("float_rgb", np.ones((3, 4, 3), np.float32),
+     "TIFF layout not supported by Pillow (3 x 32-bit floating-point, grey)"),
 ]  # fmt: skip
 
 

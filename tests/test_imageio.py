@@ -229,15 +229,18 @@ def test_signed_and_unsigned_tiff_integers(
         (np.float64, "1 x 64-bit floating-point, grey"),
         (np.uint64, "1 x 64-bit unsigned integer, grey"),
         (np.complex64, "1 x 64-bit complex floating-point, grey"),
+        ((np.uint8, 7), "7 x 8-bit unsigned integer, grey"),
     ],
 )
 def test_tiff_layouts_pillow_cannot_decode_are_named(
-    dtype: type, layout: str, tmp_path: Path
+    dtype: type | tuple[type, int], layout: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    path = gen.make_tiff_from_array(tmp_path / "t.tif", np.zeros((2, 2), dtype=dtype))
+    dtype, samples = dtype if isinstance(dtype, tuple) else (dtype, 1)
+    path = gen.make_tiff_from_array(tmp_path / "t.tif", np.zeros((2, 2, samples), dtype=dtype))
     with pytest.raises(InputError) as info:
         load_image(path)
     assert str(info.value) == f"TIFF layout not supported by Pillow ({layout})"
+    assert capfd.readouterr() == ("", "")  # Pillow's log of 7 samples is not printed
 
 
 def test_lab_tiff_becomes_srgb_colour_not_one_grey_channel(tmp_path: Path) -> None:
