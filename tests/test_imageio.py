@@ -19,9 +19,7 @@ from PIL import Image, ImageFile
 from mlnmf_cli import imageio
 from mlnmf_cli.errors import InputError, ParameterError
 from mlnmf_cli.imageio import (
-    ALLOWED_FORMATS,
     CHANNEL_MODES,
-    IMAGE_SUFFIXES,
     LoadedImage,
     from_matrices,
     load_image,
@@ -586,12 +584,6 @@ def test_concurrent_loads_with_different_limits(tmp_path: Path) -> None:
 def test_max_pixels_must_be_positive_int(bad: object, tmp_path: Path) -> None:
     with pytest.raises(ParameterError, match="max_pixels must be a positive integer"):
         load_image(gen.make_1x1(tmp_path / "x.png"), max_pixels=bad)  # type: ignore[arg-type]
-
-
-def test_constants() -> None:
-    assert ALLOWED_FORMATS == ("PNG", "JPEG", "TIFF", "BMP", "WEBP", "GIF")
-    assert CHANNEL_MODES == ("gray", "stack", "separate")
-    assert {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif"} == IMAGE_SUFFIXES
 
 
 # --- channel layouts -------------------------------------------------------------
