@@ -11,33 +11,9 @@ refused by name. Whatever goes wrong with the file is reported as one
 (the caller prefixes it).
 
 Pixel values always come back as float64 in ``[0, 1]``, mapped from the
-data's own range, which :attr:`LoadedImage.value_range` records (the file
-values that became 0 and 1) and a note states whenever it is not the plain
-range of the file's bit depth:
-
-* 1-bit images give 0 and 1; 8-bit images are divided by 255;
-* 16-bit grey (Pillow modes ``I;16``, ``I;16B``, ... and mode ``I`` from a
-  16-bit file) is divided by 65535, never squeezed through ``convert("L")``,
-  unless its values fit fewer bits: 12-bit data in a 16-bit container (values
-  up to 4095) is divided by 4095, and likewise for 8, 10 and 14 bits, or for
-  the bit depth a TIFF declares;
-* 32-bit integers are divided by their maximum (or the 8 to 16-bit range
-  they fit); signed data holding negative values is mapped linearly from its
-  minimum and maximum;
-* 32-bit floats (mode ``F``) already in ``[0, 1]`` are kept as they are;
-  otherwise they are divided by their finite maximum, or mapped from their
-  finite minimum and maximum when some are negative. NaN and -inf become the
-  lowest value, +inf the highest; an image with no finite value is refused;
-* 16-bit colour is reduced to 8 bits by Pillow itself, which has no 16-bit
-  colour modes; a note says so.
-
-Every Pillow mode is converted explicitly (see ``_CONVERSIONS``) or refused by
-name: CMYK, YCbCr, HSV and CIELAB become RGB with a note, RGBX drops its
-padding, premultiplied alpha (``RGBa``, ``La``) is undone. Transparency (LA,
-RGBA, PA, palette or grey with a transparent entry) is composited over white:
-the background of every figure mlnmf draws. Only the grey modes (1, L, LA, La,
-I, F and the 16-bit variants) give a 2-D array; everything else, including a
-palette or RGB image that happens to hold only greys, gives ``(H, W, 3)``.
+data's own range (12-bit data in a 16-bit file by 4095, floats by their finite
+range...): :mod:`mlnmf_cli.pixel_modes` converts every Pillow mode or refuses
+it by name, and :attr:`LoadedImage.value_range` records what became 0 and 1.
 """
 
 from __future__ import annotations
@@ -46,14 +22,12 @@ import errno
 import logging
 import os
 import re
-import stat
 import struct
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from functools import lru_cache
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -61,6 +35,8 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, TiffImagePlugin, UnidentifiedImageError
 
 from mlnmf_cli.errors import InputError, ParameterError, open_error
+from mlnmf_cli.files import check_regular_file, open_regular_file
+from mlnmf_cli.pixel_modes import Decoded, to_pixels
 
 __all__ = [
     "ALLOWED_FORMATS",
@@ -87,11 +63,6 @@ _LUMA = np.array([0.299, 0.587, 0.114])
 _MAX_DETAIL = 160
 # Entries per block when whole images are converted a block of rows at a time.
 _BLOCK_ELEMENTS = 1 << 18
-# Samples per tile when raw samples are read from Pillow (which copies each
-# tile twice on the way): small beside any image worth tiling.
-_RAW_TILE_ELEMENTS = 1 << 16
-# Bit depths that integer data narrower than its container is recognised as.
-_NARROW_BITS = (8, 10, 12, 14, 16)
 
 _ORIENTATION_NOTES = {
     2: "mirrored left-right",
@@ -207,90 +178,7 @@ class LoadedImage:
         return float(hi) - float(lo)
 
 
-# --------------------------------------------------------------------------- regular files
-
-_FILE_TYPES = (
-    (stat.S_ISFIFO, "named pipe (FIFO)"),
-    (stat.S_ISCHR, "character device"),
-    (stat.S_ISBLK, "block device"),
-    (stat.S_ISSOCK, "socket"),
-)
-
-
-def _refuse_special(mode: int, kind: str) -> None:
-    if stat.S_ISREG(mode):
-        return
-    if stat.S_ISDIR(mode):
-        raise InputError(f"is a directory, not {kind}")
-    for test, name in _FILE_TYPES:
-        if test(mode):
-            raise InputError(f"is a {name}, not a regular file")
-    raise InputError("not a regular file")
-
-
-def check_regular_file(path: str | os.PathLike[str], kind: str = "an image file") -> None:
-    """Refuse, as one :class:`InputError`, anything at ``path`` that is not a regular file.
-
-    Only ``stat`` is called (symbolic links followed): a named pipe is never
-    opened, so nothing can block. ``kind`` names what was expected, e.g.
-    ``"a model file"``; it appears in the message for a folder. The message
-    does not name the path (the caller prefixes it). Use
-    :func:`open_regular_file` to open the file as well without a race.
-    """
-    try:
-        info = os.stat(path)
-    except OSError as exc:
-        raise open_error(exc, kind) from exc
-    _refuse_special(info.st_mode, kind)
-
-
-def open_regular_file(path: str | os.PathLike[str], kind: str = "an image file") -> BinaryIO:
-    """Open ``path`` for binary reading if, and only if, it is a regular file.
-
-    Checked by ``stat`` first (a FIFO, a device, a socket or a folder is never
-    opened), then opened with ``O_NONBLOCK`` and checked again on the open
-    descriptor, so a file swapped for a FIFO in between cannot block either.
-    Errors are one-line :class:`InputError` messages without the path.
-    """
-    check_regular_file(path, kind)
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
-    flags |= getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError as exc:
-        raise open_error(exc, kind) from exc
-    try:
-        _refuse_special(os.fstat(fd).st_mode, kind)
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
 # --------------------------------------------------------------------------- decoding
-
-
-@dataclass
-class _Decoded:
-    image: Image.Image
-    format: str
-    mode: str
-    rawmode: str
-    file_bits: int | None
-    notes: list[str]
-    signed: bool = False
-
-
-@dataclass
-class _Pixels:
-    """Converted pixels (float64, not yet clipped) and how they were scaled."""
-
-    values: np.ndarray
-    bit_depth: int
-    value_range: tuple[float, float]
-    scale: str
 
 
 def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> LoadedImage:
@@ -319,7 +207,7 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -
         raise ParameterError(f"max_pixels must be a positive integer, got {max_pixels!r}")
     decoded = _decode(os.fspath(path), max_pixels)
     try:
-        converted = _to_array(decoded)
+        converted = to_pixels(decoded)
     except InputError:
         raise
     except (ValueError, OSError, MemoryError) as exc:
@@ -354,7 +242,7 @@ def _flat_blocks(values: np.ndarray) -> list[np.ndarray]:
     return [flat[i : i + _BLOCK_ELEMENTS] for i in range(0, flat.size, _BLOCK_ELEMENTS)]
 
 
-def _decode(path: str, max_pixels: int | None) -> _Decoded:
+def _decode(path: str, max_pixels: int | None) -> Decoded:
     """Open, check the size, and decode frame 0 with orientation applied."""
     with open_regular_file(path, "an image file") as fh:
         try:
@@ -365,7 +253,7 @@ def _decode(path: str, max_pixels: int | None) -> _Decoded:
             raise InputError(_unidentified(fh, path)) from exc
 
 
-def _decode_open(fh: BinaryIO, path: str, max_pixels: int | None) -> _Decoded:
+def _decode_open(fh: BinaryIO, path: str, max_pixels: int | None) -> Decoded:
     try:
         with _PILLOW_GLOBALS_LOCK:
             default_limit = Image.MAX_IMAGE_PIXELS
@@ -412,7 +300,7 @@ def _decode_open(fh: BinaryIO, path: str, max_pixels: int | None) -> _Decoded:
     return decoded
 
 
-def _open_and_load(fh: BinaryIO, limit: int | None) -> _Decoded:
+def _open_and_load(fh: BinaryIO, limit: int | None) -> Decoded:
     notes: list[str] = []
     with Image.open(fh, formats=ALLOWED_FORMATS) as im:
         width, height = im.size
@@ -433,7 +321,7 @@ def _open_and_load(fh: BinaryIO, limit: int | None) -> _Decoded:
         image = ImageOps.exif_transpose(im) if orientation in _ORIENTATION_NOTES else im.copy()
         if orientation in _ORIENTATION_NOTES:
             notes.append(f"EXIF orientation applied ({_ORIENTATION_NOTES[orientation]})")
-    return _Decoded(image, fmt, mode, rawmode, file_bits, notes, _tiff_signed(im, fmt))
+    return Decoded(image, fmt, mode, rawmode, file_bits, notes, _tiff_signed(im, fmt))
 
 
 def _tiff_signed(im: Image.Image, fmt: str) -> bool:
@@ -494,293 +382,6 @@ def _file_bits(im: Image.Image, fmt: str, rawmode: str) -> int | None:
 
 
 # --------------------------------------------------------------------------- modes
-
-
-def _to_array(decoded: _Decoded) -> _Pixels:
-    """Pixels as float64 (not yet clipped), by an explicit rule for every Pillow mode."""
-    mode = decoded.image.mode
-    convert = _CONVERSIONS.get(mode)
-    if convert is None:
-        raise InputError(f"image mode {mode} is not supported")
-    return convert(decoded)
-
-
-def _eight_bit(values: np.ndarray) -> _Pixels:
-    return _Pixels(values, 8, (0.0, 255.0), "8-bit: scaled by 255")
-
-
-def _bilevel(decoded: _Decoded) -> _Pixels:
-    im = decoded.image
-    if im.info.get("transparency") is not None:
-        grey = _grey_8(replace(decoded, image=im.convert("L")))
-        return _Pixels(grey.values, 1, (0.0, 1.0), "1-bit")
-    return _Pixels(np.asarray(im, dtype=bool).astype(np.float64), 1, (0.0, 1.0), "1-bit")
-
-
-def _grey_8(decoded: _Decoded) -> _Pixels:
-    im = decoded.image
-    if decoded.signed and decoded.rawmode == "L":  # signed 8-bit TIFF samples
-        return _integer_pixels(decoded, 8, True, None, np.int8)
-    values = _grey(np.asarray(im), 255.0, im.info.get("transparency"), decoded.notes)
-    return _eight_bit(values)
-
-
-def _grey_alpha(decoded: _Decoded) -> _Pixels:
-    im = decoded.image
-    if im.mode == "La":  # premultiplied alpha: undone by Pillow
-        im = im.convert("LA")
-    return _eight_bit(_over_white(np.asarray(im, dtype=np.float64) / 255.0, decoded.notes))
-
-
-def _grey_16(decoded: _Decoded) -> _Pixels:
-    declared = decoded.file_bits if decoded.file_bits and decoded.file_bits < 16 else None
-    return _integer_pixels(decoded, 16, False, declared)
-
-
-def _grey_32(decoded: _Decoded) -> _Pixels:
-    """Mode ``I``: 32-bit integers as Pillow stores them, from 16 or 32-bit files."""
-    rawmode = decoded.rawmode
-    container = 16 if (decoded.file_bits == 16 or rawmode.startswith("I;16")) else 32
-    unsigned = rawmode in ("I;16", "I;16B", "I;16N", "I;32N")
-    # Pillow keeps unsigned 32-bit samples in int32: read them back as uint32.
-    view = np.uint32 if container == 32 and unsigned else None
-    return _integer_pixels(decoded, container, not unsigned, None, view)
-
-
-def _colour(decoded: _Decoded) -> _Pixels:
-    im = decoded.image
-    notes = decoded.notes
-    mode = im.mode
-    transparency = im.info.get("transparency")
-    if mode in ("P", "PA"):
-        has_alpha = mode == "PA" or transparency is not None or _palette_has_alpha(im)
-        im = im.convert("RGBA" if has_alpha else "RGB")
-    elif mode == "RGB" and transparency is not None:
-        im = im.convert("RGBA")
-    elif mode == "RGBa":  # premultiplied alpha: undone by Pillow
-        im = im.convert("RGBA")
-    elif mode == "RGBX":  # the fourth band is padding
-        im = im.convert("RGB")
-    elif mode in _CONVERTED_TO_RGB:
-        if mode == "LAB" and not _pillow_converts_lab():
-            raise InputError("image mode LAB (CIELAB) is not supported by this Pillow")
-        im = im.convert("RGB")
-        notes.append(_CONVERTED_TO_RGB[mode])
-    levels = np.asarray(im)
-    values = levels.astype(np.float64)
-    values /= 255.0
-    pixels = _eight_bit(values)
-    if ";16" in decoded.rawmode:
-        pixels = _reduced_16_bit_colour(levels, values, notes)
-    if im.mode == "RGBA":
-        pixels.values = _over_white(values, notes)
-    return pixels
-
-
-def _reduced_16_bit_colour(levels: np.ndarray, values: np.ndarray, notes: list[str]) -> _Pixels:
-    """16-bit colour, of which Pillow keeps the high byte: scaled by the bits the data use.
-
-    12-bit data (up to 4095) keep 4 bits in the high byte (0 to 15): they are
-    divided by 15, not 255, so the picture is not black. ``values`` (``levels``
-    / 255) is rescaled in place, the alpha channel left as it is.
-    """
-    colour = levels[..., :3]
-    used = (int(colour.max()) if colour.size else 0).bit_length()
-    if 0 < used < 8:
-        full = 2 ** (used + 8) - 1
-        values[..., :3] *= 255.0 / (2**used - 1)
-        scale = (
-            f"16-bit colour reduced to 8 bits by Pillow: {used + 8}-bit data, "
-            f"scaled by {full} ({used} bits kept)"
-        )
-        notes.append(scale)
-        return _Pixels(values, 8, (0.0, float(full)), scale)
-    scale = "16-bit colour reduced to 8 bits by Pillow"
-    notes.append(scale)
-    return _Pixels(values, 8, (0.0, 65535.0), scale)
-
-
-_CONVERTED_TO_RGB = {
-    "CMYK": "CMYK converted to RGB without a colour profile",
-    "YCbCr": "YCbCr converted to RGB",
-    "HSV": "HSV converted to RGB",
-    "LAB": "CIELAB converted to sRGB (D50 white point)",
-}
-
-
-@lru_cache(maxsize=1)
-def _pillow_converts_lab() -> bool:
-    """Whether this Pillow turns LAB into real sRGB (not a copy of the bands)."""
-    probe = Image.new("LAB", (3, 1))
-    probe.putpixel((0, 0), (255, 128, 128))  # white
-    probe.putpixel((1, 0), (0, 128, 128))  # black
-    probe.putpixel((2, 0), (138, 209, 198))  # sRGB red
-    try:
-        rgb = np.asarray(probe.convert("RGB"), dtype=int)[0]
-    except (ValueError, OSError):
-        return False
-    expected = np.array([[255, 255, 255], [0, 0, 0], [255, 0, 0]])
-    return bool(np.abs(rgb - expected).max() <= 8)
-
-
-_CONVERSIONS: dict[str, Callable[[_Decoded], _Pixels]] = {
-    "1": _bilevel,
-    "L": _grey_8,
-    "LA": _grey_alpha,
-    "La": _grey_alpha,
-    "I;16": _grey_16,
-    "I;16L": _grey_16,
-    "I;16B": _grey_16,
-    "I;16N": _grey_16,
-    "I": _grey_32,
-    "F": lambda decoded: _float_pixels(decoded.image, decoded.notes),
-    **dict.fromkeys(
-        ("P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "HSV", "LAB"), _colour
-    ),
-}
-
-
-def _palette_has_alpha(im: Image.Image) -> bool:
-    palette = im.palette
-    return palette is not None and "A" in palette.mode
-
-
-def _over_white(values: np.ndarray, notes: list[str]) -> np.ndarray:
-    colour, alpha = values[..., :-1], values[..., -1:]
-    notes.append("alpha channel composited over white")
-    out = colour * alpha + (1.0 - alpha)
-    return out[..., 0] if out.shape[-1] == 1 else out
-
-
-def _grey(raw: np.ndarray, scale: float, transparency: object, notes: list[str]) -> np.ndarray:
-    """Grey levels divided by ``scale``; the transparent level, if any, made white."""
-    values = raw.astype(np.float64)
-    values /= scale
-    if isinstance(transparency, int) and not isinstance(transparency, bool):
-        mask = raw == transparency
-        if mask.any():
-            values[mask] = 1.0
-            notes.append("transparent pixels composited over white")
-    return values
-
-
-def _raw_tiles(
-    im: Image.Image, view: type | None = None
-) -> Iterator[tuple[tuple[slice, slice], np.ndarray]]:
-    """The image's samples a tile at a time: ``((rows, columns), samples)``.
-
-    Tiles of whole rows, or of parts of a row when one row alone is larger than
-    a tile (a 1 x 2,000,000 image): never the whole image as one array, which
-    for 32-bit samples would add half the float64 result's size to the peak.
-    """
-    width, height = im.size
-    rows = max(1, _RAW_TILE_ELEMENTS // max(1, width))
-    columns = min(width, _RAW_TILE_ELEMENTS)
-    for top in range(0, height, rows):
-        bottom = min(height, top + rows)
-        for left in range(0, width, columns):
-            right = min(width, left + columns)
-            tile = np.asarray(im.crop((left, top, right, bottom)))
-            yield (
-                (slice(top, bottom), slice(left, right)),
-                (tile if view is None else tile.view(view)),
-            )
-
-
-def _integer_pixels(
-    decoded: _Decoded,
-    container: int,
-    signed: bool,
-    declared: int | None,
-    view: type | None = None,
-) -> _Pixels:
-    """Integer grey levels mapped from the data's own range (see the module's docstring).
-
-    The transparent level of a grey image, if any, does not count in the range
-    and becomes white.
-    """
-    im, notes = decoded.image, decoded.notes
-    transparency = im.info.get("transparency")
-    if not isinstance(transparency, int) or isinstance(transparency, bool):
-        transparency = None
-    low, high, any_transparent = None, None, False
-    for _, raw in _raw_tiles(im, view):
-        opaque = raw if transparency is None else raw[raw != transparency]
-        any_transparent |= opaque.size < raw.size
-        if opaque.size:
-            lo_block, hi_block = int(opaque.min()), int(opaque.max())
-            low = lo_block if low is None else min(low, lo_block)
-            high = hi_block if high is None else max(high, hi_block)
-    low, high = low or 0, high or 0
-    value_bits = container - 1 if signed else container
-    if low < 0:
-        lo, hi = float(low), float(max(high, low + 1))
-        scale = f"signed {container}-bit values from {low} to {high}: mapped linearly to [0, 1]"
-        notes.append(scale)
-    else:
-        bits = declared or next((b for b in _NARROW_BITS if b < value_bits and high < 2**b), None)
-        lo = 0.0
-        if high == 0 or (bits is None and container <= 16):
-            hi = float(2**value_bits - 1)
-            scale = f"{'signed ' if signed else ''}{container}-bit: scaled by {2**value_bits - 1}"
-        elif bits is None:
-            hi = float(high)
-            scale = f"{container}-bit integer data: scaled by its maximum {high}"
-            notes.append(scale)
-        else:
-            hi = float(2**bits - 1)
-            scale = f"{bits}-bit data in a {container}-bit container: scaled by {2**bits - 1}"
-            notes.append(scale)
-    width, height = im.size
-    values = np.empty((height, width), dtype=np.float64)
-    for where, raw in _raw_tiles(im, view):
-        block = values[where]
-        np.subtract(raw, lo, out=block)
-        block /= hi - lo
-        if any_transparent:
-            block[raw == transparency] = 1.0
-    if any_transparent:
-        notes.append("transparent pixels composited over white")
-    return _Pixels(values, container, (lo, hi), scale)
-
-
-def _float_pixels(im: Image.Image, notes: list[str]) -> _Pixels:
-    """Floats kept in ``[0, 1]``, else mapped from their finite range; NaN and inf replaced."""
-    low, high, bad = np.inf, -np.inf, 0
-    for _, raw in _raw_tiles(im):
-        finite = np.isfinite(raw)
-        count = int(np.count_nonzero(finite))
-        bad += raw.size - count
-        if count:
-            kept = raw[finite]
-            low, high = min(low, float(kept.min())), max(high, float(kept.max()))
-    width, height = im.size
-    if width * height and bad == width * height:
-        raise InputError("floating-point image has no finite value (all NaN or infinite)")
-    if not width * height or (low >= 0.0 and high <= 1.0):
-        lo, hi = 0.0, 1.0
-        scale = "floating point, already in [0, 1]"
-    elif low >= 0.0:
-        lo, hi = 0.0, high
-        scale = f"floating-point values up to {high:.6g}: scaled by their maximum"
-        notes.append(scale)
-    else:
-        lo, hi = low, high if high > low else low + 1.0
-        scale = f"floating-point values from {low:.6g} to {high:.6g}: mapped linearly to [0, 1]"
-        notes.append(scale)
-    values = np.empty((height, width), dtype=np.float64)
-    for where, raw in _raw_tiles(im):
-        block = values[where]
-        block[...] = raw
-        np.nan_to_num(block, copy=False, nan=lo, posinf=hi, neginf=lo)
-        block -= lo
-        block /= hi - lo
-    if bad:
-        notes.append(
-            f"{bad} NaN or infinite values replaced (NaN and -inf by the lowest value, "
-            "+inf by the highest)"
-        )
-    return _Pixels(values, 32, (lo, hi), scale)
 
 
 def _too_large(pixels: int | None, limit: int | None) -> str:

@@ -16,7 +16,7 @@ import pytest
 from peak import traced_peak
 from PIL import Image, ImageFile
 
-from mlnmf_cli import imageio
+from mlnmf_cli import files, imageio, pixel_modes
 from mlnmf_cli.errors import InputError, ParameterError
 from mlnmf_cli.imageio import (
     CHANNEL_MODES,
@@ -253,7 +253,7 @@ def test_lab_tiff_becomes_srgb_colour_not_one_grey_channel(tmp_path: Path) -> No
 def test_lab_is_refused_by_name_when_pillow_cannot_convert_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(imageio, "_pillow_converts_lab", lambda: False)
+    monkeypatch.setattr(pixel_modes, "_pillow_converts_lab", lambda: False)
     with pytest.raises(InputError) as info:
         load_image(gen.make_lab_tiff(tmp_path / "lab.tif"))
     assert str(info.value) == "image mode LAB (CIELAB) is not supported by this Pillow"
@@ -277,29 +277,31 @@ def test_other_colour_modes_are_converted(
     mode: str, colour: tuple, expected: list, notes: tuple, tmp_path: Path
 ) -> None:
     image = Image.new(mode, (2, 1), colour)
-    decoded = imageio._Decoded(image, "TIFF", mode, mode, 8, [])
-    pixels = imageio._to_array(decoded)
+    decoded = pixel_modes.Decoded(image, "TIFF", mode, mode, 8, [])
+    pixels = pixel_modes.to_pixels(decoded)
     assert pixels.values.shape == (1, 2, 3)
     np.testing.assert_allclose(pixels.values[0, 0] * 255, expected, atol=2)
     assert tuple(decoded.notes) == notes
 
 
 def test_hsv_is_converted() -> None:
-    decoded = imageio._Decoded(Image.new("HSV", (1, 1), (0, 255, 255)), "TIFF", "HSV", "HSV", 8, [])
-    np.testing.assert_array_equal(imageio._to_array(decoded).values[0, 0], [1.0, 0.0, 0.0])
+    decoded = pixel_modes.Decoded(
+        Image.new("HSV", (1, 1), (0, 255, 255)), "TIFF", "HSV", "HSV", 8, []
+    )
+    np.testing.assert_array_equal(pixel_modes.to_pixels(decoded).values[0, 0], [1.0, 0.0, 0.0])
 
 
 def test_an_unknown_mode_is_refused_by_name() -> None:
     image = SimpleNamespace(mode="BGR;15", info={})
     with pytest.raises(InputError) as info:
-        imageio._to_array(imageio._Decoded(image, "BMP", "BGR;15", "", 16, []))  # type: ignore[arg-type]
+        pixel_modes.to_pixels(pixel_modes.Decoded(image, "BMP", "BGR;15", "", 16, []))  # type: ignore[arg-type]
     assert str(info.value) == "image mode BGR;15 is not supported"
 
 
 def test_la_premultiplied_alpha() -> None:
     image = Image.new("La", (1, 1), (50, 128))
-    decoded = imageio._Decoded(image, "TIFF", "La", "La", 8, [])
-    values = imageio._to_array(decoded).values
+    decoded = pixel_modes.Decoded(image, "TIFF", "La", "La", 8, [])
+    values = pixel_modes.to_pixels(decoded).values
     assert values.shape == (1, 1)
     assert values[0, 0] == pytest.approx((50 / 128) * (128 / 255) + 1 - 128 / 255, abs=2 / 255)
 
@@ -782,7 +784,7 @@ def test_a_file_swapped_for_a_fifo_after_the_check_still_cannot_block(
 ) -> None:
     """The check on the open descriptor: a FIFO opened with O_NONBLOCK is refused at once."""
     fifo = gen.make_fifo(tmp_path / "pipe.png")
-    monkeypatch.setattr(imageio, "check_regular_file", lambda path, kind: None)
+    monkeypatch.setattr(files, "check_regular_file", lambda path, kind: None)
     with pytest.raises(InputError) as info:
         imageio.open_regular_file(fifo)
     assert str(info.value) == "is a named pipe (FIFO), not a regular file"
