@@ -31,7 +31,7 @@ $(VENV)/.stamp-%: pyproject.toml | $(BIN)/python
 	touch $@
 
 demo: $(VENV)/.stamp-runtime
-	$(BIN)/mlnmf decompose sample_images/camera.png --layers 3 --ranks 64,32,16 --out out --force
+	$(ONE_THREAD) $(BIN)/mlnmf decompose sample_images/camera.png --layers 3 --ranks 64,32,16 --out out --force
 	@echo
 	@echo "Pictures are in out/camera/: summary.png, original.png, reconstruction.png,"
 	@echo "reconstruction_depth{1,2,3}.png, features_layer{1,2,3}.png, coefficients_layer{1,2,3}.png;"
@@ -60,9 +60,9 @@ experiments: $(VENV)/.stamp-bench
 	$(BIN)/python benchmarks/run_experiments.py
 
 # Rewrites the figure tables in README.md and docs/*.md from benchmarks/results/*.json.
-# Standard library only: no install needed. `make lint` checks that they are up to date.
-tables:
-	$(PYTHON) benchmarks/tables.py
+# `make lint` checks that they are up to date.
+tables: $(VENV)/.stamp-runtime
+	$(BIN)/python benchmarks/tables.py
 
 FUZZ_EXAMPLES ?= 2000
 fuzz: $(VENV)/.stamp-test
