@@ -542,7 +542,8 @@ def experiments_times(r: Results) -> str:
     env = get(e, "environment", default={})
     lines.append(
         f"\n({get(env, 'cpu', default=DASH)}, {get(env, 'cores', default=DASH)} cores, "
-        f"{day(e)}, commit {str(get(env, 'git_commit', default=DASH))[:10]}.)"
+        f"load {num(get(env, 'load_average', 0), '.1f')} at the end, {day(e)}, "
+        f"commit {str(get(env, 'git_commit', default=DASH))[:10]}.)"
     )
     return "\n".join(lines) + "\n"
 
