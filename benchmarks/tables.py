@@ -392,8 +392,10 @@ def cli_startup(r: Results) -> str:
         for m in get(c, "measurements", default=[]) or []
     ]  # fmt: skip
     table = md_table(["command", "median wall time", "range", "runs"], "lrrr", rows)
+    numpy = {True: "yes", False: "no"}.get(get(c, "help_imports_numpy"), DASH)
     return table + (
-        f"\n({get(c, 'environment', 'cpu', default=DASH)}, "
+        f"\n`mlnmf --help` imports NumPy: {numpy}. "
+        f"({get(c, 'environment', 'cpu', default=DASH)}, "
         f"{get(c, 'environment', 'cores', default=DASH)} cores, load "
         f"{span(get(c, 'environment', 'load_average', default=[])[:1] or [], lambda x: f'{x:.1f}')}"
         f" at the start, {day(c)}; `python benchmarks/bench_cli.py`.)\n"
