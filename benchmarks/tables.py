@@ -77,6 +77,17 @@ def get(data: Any, *path: str | int, default: Any = None) -> Any:
     return data
 
 
+def items(data: Any, *path: str | int) -> list[Any]:
+    """The list at ``path``, or ``[]`` if it is missing or not a list."""
+    found = get(data, *path)
+    return found if isinstance(found, list) else []
+
+
+def yes_no(value: Any, yes: str = "yes", no: str = "no") -> str:
+    """``yes`` for True, ``no`` for False, "—" for anything else."""
+    return yes if value is True else no if value is False else DASH
+
+
 def num(value: Any, spec: str = ".3f", suffix: str = "") -> str:
     """A number formatted with ``spec`` (and ``suffix``); "—" when it is not a number."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -124,7 +135,7 @@ def md_table(header: Sequence[str], align: str, rows: Iterable[Sequence[str]]) -
 @renderer("engine-speed")
 def engine_speed(r: Results) -> str:
     rows = []
-    for row in get(r, "engine", "single_layer", default=[]) or []:
+    for row in items(r, "engine", "single_layer"):
         rows.append(
             [
                 get(row, "matrix", default=DASH),
@@ -149,11 +160,11 @@ def engine_speed(r: Results) -> str:
 
 @renderer("engine-speed-summary")
 def engine_speed_summary(r: Results) -> str:
-    single = get(r, "engine", "single_layer", default=[]) or []
+    single = items(r, "engine", "single_layer")
     big = [row for row in single if "2048" in str(get(row, "matrix", default=""))]
     target = get(r, "engine", "targets", "per_iter_ratio")
     reached = all(get(row, "reached") for row in single) if single else None
-    reach = {True: "Every matrix reaches", False: "Not every matrix reaches", None: DASH}[reached]
+    reach = yes_no(reached, "Every matrix reaches", "Not every matrix reaches")
     worst = get(r, "engine", "summary", "worst_per_iter_ratio_2048")
     met = DASH
     if num(worst) != DASH and num(target) != DASH:
@@ -170,8 +181,8 @@ def engine_speed_summary(r: Results) -> str:
 
 @renderer("engine-sweeps")
 def engine_sweeps(r: Results) -> str:
-    caps = get(r, "engine", "summary", "sweep_tradeoff_2048_float32", default=[]) or []
-    default = max((get(c, "max_sweeps", default=0) or 0 for c in caps), default=None)
+    caps = items(r, "engine", "summary", "sweep_tradeoff_2048_float32")
+    default = max((c for c in (get(x, "max_sweeps") for x in caps) if num(c) != DASH), default=None)
     head = ["sweeps per factor at most"]
     for c in caps:
         cap = get(c, "max_sweeps")
@@ -212,9 +223,9 @@ def _caps_meeting_both(r: Results, caps: Sequence[Any]) -> str:
 @renderer("engine-deep")
 def engine_deep(r: Results) -> str:
     rows = []
-    for model in get(r, "engine", "deep", default=[]) or []:
+    for model in items(r, "engine", "deep"):
         name = _deep_name(model)
-        for i, rank in enumerate(get(model, "ranks", default=[]) or []):
+        for i, rank in enumerate(items(model, "ranks")):
             rows.append(
                 [
                     name,
@@ -229,14 +240,14 @@ def engine_deep(r: Results) -> str:
 
 
 def _deep_name(model: Any) -> str:
-    shape = get(model, "shape", default=[])
+    shape = items(model, "shape")
     size = "x".join(str(s) for s in shape) if shape else ""
     return f"{get(model, 'image', default=DASH)} {size}".strip()
 
 
 @renderer("engine-deep-summary")
 def engine_deep_summary(r: Results) -> str:
-    models = get(r, "engine", "deep", default=[]) or []
+    models = items(r, "engine", "deep")
     names = [str(get(m, "image", default=DASH)) for m in models]
     single = ", ".join(
         f"{num(get(m, 'single_rank16_nmf_error'), '.4f')} ({n})"
@@ -263,10 +274,15 @@ def _fine_tune_effect(models: Sequence[Any]) -> str:
     """Which depths the fine-tuning made better or worse, in words, from the data."""
     parts = []
     for m in models:
-        greedy = get(m, "greedy_errors", default=[]) or []
-        tuned = get(m, "fine_tuned_errors", default=[]) or []
-        up = [str(i + 1) for i, (g, t) in enumerate(zip(greedy, tuned, strict=False)) if t > g]
-        down = [str(i + 1) for i, (g, t) in enumerate(zip(greedy, tuned, strict=False)) if t <= g]
+        greedy = items(m, "greedy_errors")
+        tuned = items(m, "fine_tuned_errors")
+        pairs = [
+            (str(i + 1), g, t)
+            for i, (g, t) in enumerate(zip(greedy, tuned, strict=False))
+            if num(g) != DASH and num(t) != DASH
+        ]
+        up = [d for d, g, t in pairs if t > g]
+        down = [d for d, g, t in pairs if t <= g]
         said = []
         if up:
             said.append(f"the error at {_depths(up)} rises")
@@ -310,7 +326,7 @@ def batch_throughput(r: Results) -> str:
 
 def _identical(t: Any, key: str) -> str:
     same = get(t, f"{key}_identical_to_jobs1")
-    return {True: "factors bit-identical", False: "factors DIFFER"}.get(same, DASH)
+    return yes_no(same, "factors bit-identical", "factors DIFFER")
 
 
 @renderer("batch-runs")
@@ -340,13 +356,9 @@ def batch_runs(r: Results) -> str:
 def batch_setup(r: Results) -> str:
     b = get(r, "batch", default={})
     t = get(b, "throughput", default={})
-    size = "x".join(str(s) for s in get(t, "size", default=[]) or []) or DASH
-    loads = [
-        get(run, "load_before")
-        for key, _ in _BATCH_RUNS
-        for run in get(t, key, "runs", default=[]) or []
-    ]
-    repeats = len(get(t, "jobs1", "runs", default=[]) or []) or DASH
+    size = "x".join(str(s) for s in items(t, "size")) or DASH
+    loads = [get(run, "load_before") for key, _ in _BATCH_RUNS for run in items(t, key, "runs")]
+    repeats = len(items(t, "jobs1", "runs")) or DASH
     return (
         f"{num(get(t, 'images'), 'd')} images of {size} at ranks {get(t, 'ranks', default=DASH)}, "
         f"through the CLI, median of {repeats} (load {span(loads, lambda x: f'{x:.1f}')} before "
@@ -357,7 +369,7 @@ def batch_setup(r: Results) -> str:
 @renderer("batch-memory")
 def batch_memory(r: Results) -> str:
     m = get(r, "batch", "memory", default={})
-    image = "x".join(str(s) for s in get(m, "image", default=[]) or []) or DASH
+    image = "x".join(str(s) for s in items(m, "image")) or DASH
     text = (
         f"A {image} grey image at ranks {get(m, 'ranks', default=DASH)} in "
         f"{get(m, 'dtype', default=DASH)} peaks at {num(get(m, 'peak_mib'), '.1f', ' MiB')} "
@@ -387,17 +399,17 @@ def cli_startup(r: Results) -> str:
     c = get(r, "cli", default={})
     rows = [
         [f"`{get(m, 'command', default=DASH)}`", secs(get(m, "median_seconds")),
-         span(get(m, "seconds", default=[]) or [], lambda x: f"{x:.3f}"),
+         span(items(m, "seconds"), lambda x: f"{x:.3f}"),
          num(get(m, "repeats"), "d")]
-        for m in get(c, "measurements", default=[]) or []
+        for m in items(c, "measurements")
     ]  # fmt: skip
     table = md_table(["command", "median wall time", "range", "runs"], "lrrr", rows)
-    numpy = {True: "yes", False: "no"}.get(get(c, "help_imports_numpy"), DASH)
+    numpy = yes_no(get(c, "help_imports_numpy"))
     return table + (
         f"\n`mlnmf --help` imports NumPy: {numpy}. "
         f"({get(c, 'environment', 'cpu', default=DASH)}, "
         f"{get(c, 'environment', 'cores', default=DASH)} cores, load "
-        f"{span(get(c, 'environment', 'load_average', default=[])[:1] or [], lambda x: f'{x:.1f}')}"
+        f"{span(items(c, 'environment', 'load_average')[:1], lambda x: f'{x:.1f}')}"
         f" at the start, {day(c)}; `python benchmarks/bench_cli.py`.)\n"
     )
 
@@ -433,7 +445,7 @@ _RANDOM_SETS = (
 def experiments_samples(r: Results) -> str:
     rows = []
     for key, setup in _SAMPLE_SETS:
-        for e in get(r, "experiments", key, "similarities", default=[]) or []:
+        for e in items(r, "experiments", key, "similarities"):
             null = get(e, "null", default={})
             rows.append(
                 [
@@ -459,7 +471,7 @@ def experiments_random(r: Results) -> str:
     for key, setup in _RANDOM_SETS:
         data = get(r, "experiments", key, default={})
         k = get(data, "repeats", default=1)
-        for s in get(data, "summary", default=[]) or []:
+        for s in items(data, "summary"):
             rows.append(
                 [
                     setup, get(s, "config", default=DASH), num(get(s, "depth"), "d"),
@@ -493,11 +505,13 @@ def experiments_random_setup(r: Results) -> str:
 def experiments_errors(r: Results) -> str:
     rows = []
     for key, setup in _SAMPLE_SETS:
-        by: dict[tuple[str, int], list[Any]] = {}
-        for run in get(r, "experiments", key, "runs", default=[]) or []:
-            for d in get(run, "depths", default=[]) or []:
-                by.setdefault((get(run, "config", default=DASH), get(d, "depth")), []).append(d)
-        for (config, depth), ds in by.items():
+        by: dict[tuple[str, str], list[Any]] = {}
+        for run in items(r, "experiments", key, "runs"):
+            for d in items(run, "depths"):
+                key = (str(get(run, "config", default=DASH)), str(get(d, "depth")))
+                by.setdefault(key, []).append(d)
+        for (config, _), ds in by.items():
+            depth = get(ds[0], "depth")
 
             def mean(field: str, ds: list[Any] = ds) -> str:
                 xs = [get(d, field) for d in ds if num(get(d, field)) != DASH]
@@ -527,7 +541,7 @@ def experiments_verdicts(r: Results) -> str:
         ("random", "random, ours"),
         ("random_like_seed", "random, like seed"),
     ):
-        for v in get(r, "experiments", key, "verdicts", default=[]) or []:
+        for v in items(r, "experiments", key, "verdicts"):
             lines.append(
                 f"- {name} [{get(v, 'config', default=DASH)}]: {get(v, 'verdict', default=DASH)}"
             )
@@ -539,7 +553,7 @@ def experiments_times(r: Results) -> str:
     e = get(r, "experiments", default={})
     lines = [
         f"- {get(t, 'run', default=DASH)}: {secs(get(t, 'seconds'), '.1f')}"
-        for t in get(e, "timings", default=[]) or []
+        for t in items(e, "timings")
     ]
     env = get(e, "environment", default={})
     lines.append(
@@ -561,17 +575,16 @@ def experiments_headline(r: Results) -> str:
         ("random_like_seed", "3 random 100x100 images", "like the seed", "random"),
     ):
         data = get(r, "experiments", key, default={})
-        entries = get(data, "similarities" if kind == "compare" else "summary", default=[]) or []
+        entries = items(data, "similarities" if kind == "compare" else "summary")
         verdicts = {
-            get(v, "config"): get(v, "verdict", default="")
-            for v in get(data, "verdicts", default=[]) or []
+            str(get(v, "config")): get(v, "verdict", default="") for v in items(data, "verdicts")
         }
-        configs = list(dict.fromkeys(get(e, "config") for e in entries))
+        configs = list(dict.fromkeys(str(get(e, "config")) for e in entries))
         for i, config in enumerate(configs):
             score = {
-                get(e, "kind"): get(e, "corrected", "mean") if kind == "random" else get(e, "corrected")
+                str(get(e, "kind")): get(e, "corrected", "mean") if kind == "random" else get(e, "corrected")
                 for e in entries
-                if get(e, "config") == config and get(e, "depth") == 1
+                if str(get(e, "config")) == config and get(e, "depth") == 1
             }  # fmt: skip
             label = setup or ("ours (fine-tuned)" if i == 0 else "ours, greedy")
             where = (
@@ -592,7 +605,7 @@ def experiments_headline(r: Results) -> str:
 
 def _verdict_words(verdict: str | None) -> str:
     """The verdict without its numbers: "about equally alike; both beat their null baselines"."""
-    if not verdict:
+    if not verdict or not isinstance(verdict, str):
         return DASH
     alike = re.search(
         r"(features and coefficients are )?(about equally alike|features are more alike|coefficients are more alike)",
@@ -627,14 +640,25 @@ def experiments_markdown(r: Results) -> str:
 # ---------------------------------------------------------------- the rewrite
 
 
-def render_text(text: str, results: Results, where: str = "") -> str:
-    """``text`` with every marked region re-rendered; an unknown name is an error."""
+def render_text(
+    text: str, results: Results, where: str = "", failures: list[str] | None = None
+) -> str:
+    """``text`` with every marked region re-rendered; an unknown name is an error. A renderer
+    that fails on results of another shape renders a dash, and the problem is added to
+    ``failures`` (and printed)."""
+    failures = [] if failures is None else failures
 
     def replace(m: re.Match[str]) -> str:
         name = m["name"]
         if name not in RENDERERS:
             raise SystemExit(f"tables: error: {where}: no renderer for <!-- table:{name} -->")
-        body = RENDERERS[name](results)
+        try:
+            body = RENDERERS[name](results)
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+            # results of an unexpected shape: say so in the document and on stderr
+            failures.append(f"{where}: table {name}: {type(exc).__name__}: {exc}")
+            print(f"tables: warning: {failures[-1]}", file=sys.stderr)
+            body = f"{DASH} (the results do not have the shape this table expects)\n"
         return m["open"] + body.rstrip("\n") + "\n" + m["close"]
 
     return REGION.sub(replace, text)
@@ -646,10 +670,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     results = load_results()
-    stale = []
+    stale: list[Path] = []
+    failures: list[str] = []
     for path in documents():
         text = path.read_text(encoding="utf-8")
-        new = render_text(text, results, str(path.relative_to(ROOT)))
+        new = render_text(text, results, str(path.relative_to(ROOT)), failures)
         if new != text:
             stale.append(path.relative_to(ROOT))
             if not args.check:
@@ -660,7 +685,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     for name in stale:
         print(f"tables: rewrote {name}")
-    return 0
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
