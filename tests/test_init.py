@@ -212,3 +212,110 @@ def test_low_rank_property(p: dict) -> None:
         res = factorize(X, r, init=p["init"], method=p["method"], max_iter=2, seed=p["seed"])
     _check_factors(X, res.W, res.H, r, p["method"])
     assert np.all(np.isfinite(res.errors))
+
+
+# --------------------------------------------------------------------------- issue 17
+
+LIKE_SEED_OPTIONS = dict(
+    method="semi", init="svd", normalize=False, max_iter=0, fine_tune=False, refit=False
+)
+
+
+def gillis_kumar(M: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """Independent Gillis-Kumar start: from the full SVD, the rank-(r-1) truncation
+    A B (A = U S), each row of B signed so that its smallest entry is as large as
+    possible, W = [A, -A 1] (r = 2: [A, -A]), H = [B; 0] minus the column-wise
+    negative part of B."""
+    U, s, Vt = np.linalg.svd(M, full_matrices=False)
+    A, B = U[:, : r - 1] * s[: r - 1], Vt[: r - 1].copy()
+    for i in range(r - 1):
+        if -B[i].max() > B[i].min():  # min(-b) > min(b): the other sign is better
+            B[i], A[:, i] = -B[i], -A[:, i]
+    extra = -A if r == 2 else -A @ np.ones((r - 1, 1))
+    shift = np.clip(B.min(axis=0), None, 0.0)
+    return np.hstack([A, extra]), np.vstack([B, np.zeros((1, M.shape[1]))]) - shift
+
+
+def _best_error(M: np.ndarray, k: int) -> float:
+    s = np.linalg.svd(M, compute_uv=False)
+    return float(np.sqrt(np.sum(s[k:] ** 2)))
+
+
+def _orthonormal(m: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    return np.linalg.qr(rng.standard_normal((m, k)))[0]
+
+
+def _tied_matrix(m: int = 40, n: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """U diag(s) V^T with six singular values tied at 1 after two distinct ones."""
+    rng = np.random.default_rng(7)
+    s = np.array([6.0, 3.0, 1, 1, 1, 1, 1, 1, 0.4, 0.1])
+    return (_orthonormal(m, s.size, rng) * s) @ _orthonormal(n, s.size, rng).T, s
+
+
+def test_like_seed_depth1_matches_gillis_kumar_and_depth2_is_a_best_truncation() -> None:
+    """Depth 1 (distinct singular values) equals the independent implementation to
+    precision. Its coefficients have singular values tied at 1, so at depth 2 the
+    truncation is not unique: whatever subspace the seed picks, W2 H2 is a best
+    rank-(r2-1) approximation of H1 (error = the SVD floor), and the depth-2 model
+    is W1 W2 H2 = W1 P H1 for an orthogonal projection P of rank r2-1."""
+    rng = np.random.default_rng(11)
+    X = rng.random((60, 70))
+    r1, r2 = 12, 6
+    W_ref, H_ref = gillis_kumar(X, r1)
+    s_h1 = np.linalg.svd(H_ref, compute_uv=False)
+    assert np.sum(np.abs(s_h1 - 1.0) < 1e-12) >= r2  # the ties reach past r2 - 1
+    depth2 = []
+    for seed in range(4):
+        res = factorize_deep(X, [r1, r2], seed=seed, **LIKE_SEED_OPTIONS)
+        W1, W2 = res.Ws
+        H1, H2 = res.Hs
+        np.testing.assert_allclose(W1, W_ref, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(H1, H_ref, rtol=1e-10, atol=1e-12)
+        fit = np.linalg.norm(H1 - W2 @ H2)
+        assert fit == pytest.approx(_best_error(H1, r2 - 1), rel=1e-9)
+        assert np.linalg.matrix_rank(W2 @ H2, tol=1e-9) == r2 - 1
+        W_gk, H_gk = gillis_kumar(H1, r2)
+        # Same layer quality as the reference, whatever the tied subspace chosen.
+        assert fit == pytest.approx(np.linalg.norm(H1 - W_gk @ H_gk), rel=1e-9)
+        assert np.all(H2 >= 0)
+        depth2.append(res.errors[1])
+    # The tie-break comes from the seed: different seeds, different subspaces.
+    assert len({round(e, 12) for e in depth2}) > 1
+    again = factorize_deep(X, [r1, r2], seed=2, **LIKE_SEED_OPTIONS)
+    assert again.errors[1] == depth2[2]
+
+
+def test_svd_start_on_tied_singular_values_is_a_gillis_kumar_start() -> None:
+    """A matrix whose truncation cuts through tied singular values: for every seed the
+    start is a Gillis-Kumar start of some valid rank-(r-1) truncation: B = H[:-1] -
+    H[-1] has orthonormal rows inside the leading singular subspace, each signed
+    by the rule, W = [X B^T, -X B^T 1], W H = X B^T B at the SVD floor."""
+    X, s = _tied_matrix()
+    r = 6  # keeps 5: the two distinct ones and 3 of the 6 tied ones
+    floor = float(np.sqrt(np.sum(s[r - 1 :] ** 2)))
+    _, _, Vt = np.linalg.svd(X)
+    lead = Vt[:8]  # span of the distinct and the tied singular values
+    subspaces = []
+    for seed in range(3):
+        res = factorize(X, r, seed=seed, method="semi", init="svd", max_iter=0)
+        W, H = res.W, res.H
+        B = H[:-1] - H[-1]
+        np.testing.assert_allclose(B @ B.T, np.eye(r - 1), atol=1e-10)
+        np.testing.assert_allclose(B - (B @ lead.T) @ lead, 0.0, atol=1e-10)
+        assert np.all(B.min(axis=1) >= (-B).min(axis=1) - 1e-12)
+        np.testing.assert_allclose(W[:, :-1], X @ B.T, atol=1e-10)
+        np.testing.assert_allclose(W[:, -1], -W[:, :-1].sum(axis=1), atol=1e-10)
+        assert np.linalg.norm(X - W @ H) == pytest.approx(floor, rel=1e-9)
+        subspaces.append(B.T @ B)
+    assert not np.allclose(subspaces[0], subspaces[1], atol=1e-6)
+
+
+def test_svd_start_without_ties_is_unchanged_by_the_seed() -> None:
+    """Distinct singular values: nothing is drawn, every seed gives LAPACK's truncation
+    and the independent implementation's factors."""
+    X = np.random.default_rng(12).standard_normal((30, 25))
+    W_ref, H_ref = gillis_kumar(X, 7)
+    for seed in (0, 1, 99):
+        res = factorize(X, 7, seed=seed, method="semi", init="svd", max_iter=0)
+        np.testing.assert_allclose(res.W, W_ref, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(res.H, H_ref, rtol=1e-10, atol=1e-12)
