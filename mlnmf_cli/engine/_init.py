@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from mlnmf_cli.engine._linalg import truncated_svd
@@ -137,7 +139,7 @@ def _tie_broken_svd(
     tol = TIE_RTOL * s[0]
     # Block starts: 0 and every i where s drops by more than tol.
     starts = [0, *(np.flatnonzero(s[:-1] - s[1:] > tol) + 1).tolist(), s.size]
-    for a, b in zip(starts[:-1], starts[1:], strict=False):
+    for a, b in itertools.pairwise(starts):
         if a >= k:
             break
         if b - a < 2:
@@ -145,7 +147,8 @@ def _tie_broken_svd(
         Q = _haar_orthogonal(b - a, rng)
         U[:, a:b] = U[:, a:b] @ Q
         Vt[a:b] = Q.T @ Vt[a:b]
-        # One singular value for the block: U S V^T stays the same matrix.
+        # One value for the block (its values differ by at most its width, about
+        # TIE_RTOL s[0] per gap), so the rotated U S V^T is the same truncation.
         s[a:b] = s[a:b].mean()
     return U[:, :k], s[:k], Vt[:k]
 
