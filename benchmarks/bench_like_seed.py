@@ -20,7 +20,10 @@ options over seeds 0..runs-1, on
   ranks 100,80 (``compare --like-seed``, as ``make experiments`` runs it).
 
 Errors are ||X - W1 ... Wd Hd|| / ||X|| at each depth (over the three channels
-together for colour images). Results go to benchmarks/results/like_seed.json.
+together for colour images). Last, a diagnosis on one channel: for a few
+layer-1 runs of the write-up (the same subspace, different rounding), the
+spread of depth-2 errors over layer-2 starts alone, and ours on the same input.
+Results go to benchmarks/results/like_seed.json.
 """
 
 from __future__ import annotations
@@ -164,6 +167,31 @@ def measure(name: str, mats: list[np.ndarray], ranks: tuple[int, ...], runs: int
     }
 
 
+def start_versus_input(
+    X: np.ndarray, ranks: tuple[int, int], layer1_seeds: range, starts: int
+) -> list[dict[str, Any]]:
+    """What decides the write-up's depth-2 subspace: its layer-2 start, or its layer-1
+    output? For each layer-1 run (same subspace, different rounding), the depth-2
+    error over ``starts`` layer-2 starts; and our layer 2 (the seed's tie-break)
+    on that same input over as many seeds."""
+    r1, r2 = ranks
+    norm = float(np.sqrt(squared_norm(X)))
+    out = []
+    for seed in layer1_seeds:
+        W1, H1 = writeup_layer(X, r1, np.random.default_rng(seed))
+        arpack, ours = [], []
+        for t in range(starts):
+            try:
+                W2, H2 = writeup_layer(H1, r2, np.random.default_rng(500 + t))
+            except ArpackError:
+                continue
+            arpack.append(float(np.sqrt(residual_squared_norm(X, W1 @ W2, H2)) / norm))
+            res = factorize_deep(H1, (r2,), seed=t, **ENGINE_OPTIONS)
+            ours.append(float(np.sqrt(residual_squared_norm(X, W1 @ res.Ws[0], res.H)) / norm))
+        out.append({"layer1_seed": seed, "writeup": summary(arpack), "ours": summary(ours)})
+    return out
+
+
 def cases() -> list[tuple[str, list[np.ndarray], tuple[int, ...]]]:
     camera = imageio.load_image(SAMPLES / "camera.png")
     out = [("camera 512x512 grey", imageio.to_matrices(camera.pixels, "gray"), (64, 32, 16))]
@@ -199,6 +227,17 @@ def main() -> None:
         print(
             f"  ({name}: ARPACK error 3 in {res['writeup_arpack_failures_retried']} write-up layers, retried)"
         )
+    name, mats, ranks = cases()[3]
+    diagnosis = start_versus_input(mats[0], ranks, range(1000, 1005), 8)
+    print(f"\n{name}, red channel, depth 2, for one layer-1 output at a time (8 layer-2 starts):")
+    print("| layer-1 run | write-up min / median / max | ours min / median / max |")
+    print("| ---: | --- | --- |")
+    for row in diagnosis:
+        w, o = row["writeup"], row["ours"]
+        print(
+            f"| {row['layer1_seed']} | {w['min']:.4f} / {w['median']:.4f} / {w['max']:.4f} "
+            f"| {o['min']:.4f} / {o['median']:.4f} / {o['max']:.4f} |"
+        )
     payload = {
         "machine": {
             "python": platform.python_version(),
@@ -209,6 +248,7 @@ def main() -> None:
         "our_seeds": f"factorize_deep seed 0..{args.runs - 1}",
         "options": ENGINE_OPTIONS,
         "cases": results,
+        "start_versus_input": {"case": f"{name}, red channel, depth 2", "runs": diagnosis},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=2) + "\n")

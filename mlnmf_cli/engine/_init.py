@@ -106,12 +106,15 @@ def _svd_seminmf(
     Where the leading singular values are tied (a deeper layer's input: the
     previous layer's B has orthonormal rows, singular values exactly 1), the
     truncation is not unique, and neither is the basis of a tied subspace, which
-    the heuristic's W and H depend on. ARPACK (SciPy's ``svds``, the write-up's
-    SVD) resolves that by its random start; here each tied block among the
-    leading r-1 triplets is rotated by a random orthogonal matrix (Haar, drawn
-    from ``rng``), so the seed picks the subspace and basis the way a random start
-    does (measured in benchmarks/bench_like_seed.py). Without ties nothing is
-    drawn and the result is LAPACK's truncation.
+    the heuristic's W and H depend on. The write-up's SVD (SciPy's ``svds``,
+    ARPACK from a random start) returns a different one each run; LAPACK's fixed
+    pick was worse than all of them on the samples. Here each tied block among
+    the leading r-1 triplets is rotated by a random orthogonal matrix (Haar,
+    drawn from ``rng``): the seed picks a uniformly random subspace and basis
+    among the tied ones. ARPACK's picks are not uniform (they follow its input's
+    rounding more than its start), so the two spreads overlap without being
+    equal: benchmarks/bench_like_seed.py. Without ties nothing is drawn and the
+    result is LAPACK's truncation.
     """
     k = rank - 1
     U, s, Vt = _tie_broken_svd(X, k, rng)
