@@ -194,24 +194,49 @@ def low_rank_problems(draw: st.DrawFn) -> dict:
     }
 
 
+def _low_rank_matrix(p: dict) -> np.ndarray:
+    """Random data of rank p["data_rank"] whose second half of columns repeats the first."""
+    rng = np.random.default_rng(p["seed"])
+    m, n = p["shape"]
+    d = p["data_rank"]
+    X = rng.random((m, d)) @ rng.random((d, n))
+    X[:, n // 2 :] = X[:, : n - n // 2]
+    return np.ldexp(X, p["exponent"]).astype(p["dtype"])
+
+
 @fuzz_settings(25)
 @given(low_rank_problems())
 def test_low_rank_property(p: dict) -> None:
     """Random data of rank 0-4 (with exact duplicate columns) at any rank, any init,
     either method, either dtype, any magnitude: finite factors of the right signs,
     no warning."""
-    rng = np.random.default_rng(p["seed"])
-    m, n = p["shape"]
-    d = p["data_rank"]
-    X = rng.random((m, d)) @ rng.random((d, n))
-    X[:, n // 2 :] = X[:, : n - n // 2]
-    X = np.ldexp(X, p["exponent"]).astype(p["dtype"])
+    X = _low_rank_matrix(p)
     r = max(p["rank"], 2) if p["init"] == "svd" else p["rank"]
     with warnings.catch_warnings():
         strict()
         res = factorize(X, r, init=p["init"], method=p["method"], max_iter=2, seed=p["seed"])
     _check_factors(X, res.W, res.H, r, p["method"])
     assert np.all(np.isfinite(res.errors))
+
+
+@fuzz_settings(10)
+@given(low_rank_problems(), st.integers(129, 200))
+def test_low_rank_deep_property(p: dict, r1: int) -> None:
+    """The same data through two layers whose first rank is above 128, so that the
+    second layer's input (coefficients of low rank) takes the Gram or randomized
+    path too, then fine-tuning: finite factors and errors, no warning."""
+    X = _low_rank_matrix(p)
+    r1 = min(r1, min(X.shape))
+    r2 = max(min(p["rank"], r1), 2)
+    with warnings.catch_warnings():
+        strict()
+        res = factorize_deep(
+            X, [r1, r2], init=p["init"], method=p["method"], max_iter=2,
+            fine_tune_iter=2, seed=p["seed"],
+        )  # fmt: skip
+    assert all(np.isfinite(res.errors))
+    for W, H in zip(res.Ws, res.Hs, strict=True):
+        assert np.all(np.isfinite(W)) and np.all(np.isfinite(H)) and np.all(H >= 0)
 
 
 # --------------------------------------------------------------------------- issue 17
