@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -42,6 +41,8 @@ from scipy.sparse.linalg import ArpackError, svds
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from environment import environment  # noqa: E402
 
 from mlnmf_cli import imageio  # noqa: E402
 from mlnmf_cli.engine import factorize_deep  # noqa: E402
@@ -239,11 +240,7 @@ def main() -> None:
             f"| {o['min']:.4f} / {o['median']:.4f} / {o['max']:.4f} |"
         )
     payload = {
-        "machine": {
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "scipy": scipy.__version__,
-        },
+        "environment": {**environment(), "scipy": scipy.__version__},
         "writeup_seeds": f"svds rng = default_rng(1000 + run), run 0..{args.runs - 1}",
         "our_seeds": f"factorize_deep seed 0..{args.runs - 1}",
         "options": ENGINE_OPTIONS,

@@ -103,7 +103,7 @@ def test_flat_129_image_factorizes_with_every_init(init: str, method: str) -> No
         strict()
         res = factorize(X, 2, init=init, method=method)
     _check_factors(X, res.W, res.H, 2, method)
-    assert res.errors[-1] < 1e-6
+    assert res.history[-1] < 1e-6
 
 
 @pytest.mark.parametrize("case", sorted(LOW_RANK))
@@ -122,13 +122,13 @@ def test_low_rank_data_at_ranks_above_its_rank(case: str, init: str) -> None:
                 strict()
                 res = factorize(X, r, init=init, method=method, max_iter=3)
             _check_factors(X, res.W, res.H, r, method)
-            assert np.all(np.isfinite(res.errors))
+            assert np.all(np.isfinite(res.history))
             if not X.any():
-                assert res.errors[0] == 0.0
+                assert res.history[0] == 0.0
             elif (init == "nndsvd" and data_rank == 1) or (
                 init == "svd" and method == "semi" and r - 1 >= data_rank
             ):
-                assert res.errors[0] < 1e-5, (method, r, res.errors[0])
+                assert res.history[0] < 1e-5, (method, r, res.history[0])
 
 
 def test_nearest_upscaled_photo_default_pipeline() -> None:
@@ -139,8 +139,8 @@ def test_nearest_upscaled_photo_default_pipeline() -> None:
     with warnings.catch_warnings():
         strict()
         res = factorize_deep(X, [64, 32, 16], fine_tune_iter=20, max_iter=30)
-    assert all(np.isfinite(res.errors))
-    assert res.errors[0] < 0.15
+    assert all(np.isfinite(res.depth_errors))
+    assert res.depth_errors[0] < 0.15
     for W in res.Ws:
         assert np.all(W >= 0) and np.all(np.isfinite(W))
 
@@ -154,7 +154,7 @@ def test_low_rank_deep_every_init(init: str) -> None:
         with warnings.catch_warnings():
             strict()
             res = factorize_deep(X, [20, 10, 4], init=init, method=method, max_iter=5)
-        assert all(np.isfinite(res.errors))
+        assert all(np.isfinite(res.depth_errors))
         assert all(np.all(np.isfinite(A)) for A in [*res.Ws, *res.Hs])
 
 
@@ -216,7 +216,7 @@ def test_low_rank_property(p: dict) -> None:
         strict()
         res = factorize(X, r, init=p["init"], method=p["method"], max_iter=2, seed=p["seed"])
     _check_factors(X, res.W, res.H, r, p["method"])
-    assert np.all(np.isfinite(res.errors))
+    assert np.all(np.isfinite(res.history))
 
 
 @fuzz_settings(10)
@@ -234,7 +234,7 @@ def test_low_rank_deep_property(p: dict, r1: int) -> None:
             X, [r1, r2], init=p["init"], method=p["method"], max_iter=2,
             fine_tune_iter=2, seed=p["seed"],
         )  # fmt: skip
-    assert all(np.isfinite(res.errors))
+    assert all(np.isfinite(res.depth_errors))
     for W, H in zip(res.Ws, res.Hs, strict=True):
         assert np.all(np.isfinite(W)) and np.all(np.isfinite(H)) and np.all(H >= 0)
 
@@ -303,11 +303,11 @@ def test_like_seed_depth1_matches_gillis_kumar_and_depth2_is_a_best_truncation()
         # Same layer quality as the reference, whatever the tied subspace chosen.
         assert fit == pytest.approx(np.linalg.norm(H1 - W_gk @ H_gk), rel=1e-9)
         assert np.all(H2 >= 0)
-        depth2.append(res.errors[1])
+        depth2.append(res.depth_errors[1])
     # The tie-break comes from the seed: different seeds, different subspaces.
     assert len({round(e, 12) for e in depth2}) > 1
     again = factorize_deep(X, [r1, r2], seed=2, **LIKE_SEED_OPTIONS)
-    assert again.errors[1] == depth2[2]
+    assert again.depth_errors[1] == depth2[2]
 
 
 def test_svd_start_on_tied_singular_values_is_a_gillis_kumar_start() -> None:
