@@ -240,6 +240,7 @@ def decompose_image(
     # float64 matrices are dropped once converted to the working dtype.
     target = mats[0] if channels == "gray" and image.pixels.ndim == 3 else image.pixels
     mats = [m.astype(dtype, copy=False) for m in mats]
+    options.check_fits(mats[0].shape, image.size)  # said in --ranks words, before any work
     labels = ["R", "G", "B"] if len(mats) == 3 else [""]
     parts = []
     start = time.perf_counter()
