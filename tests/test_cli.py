@@ -122,6 +122,7 @@ def test_reconstruct_shallower_depth_and_json(camera_result: Path, tmp_path: Pat
         "model": str(camera_result / "model.npz"),
         "depth": 1,
         "output": str(target),
+        "bits": 8,
     }
     assert (
         np.max(np.abs(pixels(target) - pixels(camera_result / "reconstruction_depth1.png")))
@@ -140,9 +141,65 @@ def test_reconstruct_refuses_to_overwrite_and_bad_depth(
     assert target.read_bytes() == b"keep me"
     code, _, err = run("reconstruct", camera_result, "--depth", "4", "--out", tmp_path / "x.png")
     assert code == 2
-    assert (
-        err.strip()
-        == f"mlnmf: error: {camera_result / 'model.npz'}: depth must be between 1 and 3, got 4"
+    assert err == (
+        f"mlnmf: error: {camera_result / 'model.npz'}: --depth 4 is deeper than the model, "
+        "which has 3 layers (try --depth 3)\n"
+    )
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("suffix", "format"),
+    [(".png", "PNG"), (".jpg", "JPEG"), (".JPEG", "JPEG"), (".tif", "TIFF"), (".bmp", "BMP"),
+     (".webp", "WEBP")],
+)  # fmt: skip
+def test_reconstruct_writes_the_format_its_extension_names(
+    camera_result: Path, tmp_path: Path, suffix: str, format: str
+) -> None:
+    target = tmp_path / f"rebuilt{suffix}"
+    code, _, err = run("reconstruct", camera_result, "--out", target)
+    assert (code, err) == (0, f"wrote {target} (depth 3 of 3)\n")
+    with Image.open(target) as im, Image.open(camera_result / "reconstruction.png") as ref:
+        assert (im.format, im.size) == (format, ref.size)
+        rebuilt = np.asarray(im.convert("L"), dtype=np.float64) / 255
+    # Lossless formats hold the reconstruction to the level; JPEG (quality 95) nearly.
+    tolerance = 0.08 if format == "JPEG" else 1 / 255 + 1e-12
+    assert np.mean(np.abs(rebuilt - pixels(camera_result / "reconstruction.png"))) <= tolerance
+
+
+def test_reconstruct_refuses_an_extension_it_cannot_write(
+    camera_result: Path, tmp_path: Path
+) -> None:
+    for name, what in (("x.gif", "extension '.gif'"), ("x", "no extension")):
+        code, _, err = run("reconstruct", camera_result, "--out", tmp_path / name)
+        assert code == 2
+        assert err == (
+            f"mlnmf: error: {tmp_path / name}: cannot write an image with {what} "
+            "(use one of .png, .jpg, .jpeg, .tif, .tiff, .bmp, .webp)\n"
+        )
+    assert not list(tmp_path.iterdir())
+
+
+def test_reconstruct_keeps_16_bits_where_the_format_can(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[0:40, 0:36]
+    deep = 30000 + 20000 * np.sin(x / 5) * np.cos(y / 7) + rng.integers(0, 300, (40, 36))
+    Image.fromarray(deep.astype(np.uint16)).save(tmp_path / "deep.png")
+    out = tmp_path / "o"
+    assert run("decompose", tmp_path / "deep.png", "-r", "8,4", "-o", out, "-q")[0] == 0
+    for suffix, mode in ((".png", "I;16"), (".tif", "I;16")):
+        code, stdout, _ = run("reconstruct", out / "deep", "-o", out / f"r{suffix}", "--json")
+        assert code == 0 and json.loads(stdout)["bits"] == 16
+        with Image.open(out / f"r{suffix}") as im:
+            assert im.mode == mode
+            values = np.asarray(im, dtype=np.float64)
+        # 16-bit levels: not only multiples of 257 (what an 8-bit image would give)
+        assert np.any(values % 257 != 0)
+    code, _, err = run("reconstruct", out / "deep", "-o", out / "r.jpg")
+    assert code == 0
+    assert err.splitlines()[0] == (
+        f"note: {out / 'r.jpg'}: 8 bits per sample, the most mlnmf writes in JPEG "
+        "(the original had 16)"
     )
 
 
