@@ -318,8 +318,7 @@ def _runs_table(result: CompareResult) -> None:
     columns = [
         Column("input", "left", wrap=True),
         Column("config", "left", wrap=True),
-        Column("depth"),
-        Column("rank"),
+        Column("depth (rank)"),
         Column("error"),
         Column("greedy"),
         Column("SVD floor"),
@@ -335,7 +334,7 @@ def _runs_table(result: CompareResult) -> None:
                 time_text = "" if i or run.seconds is None else f"{run.seconds:.2f} s"
                 rows.append([
                     Text(run.subject.name if i == 0 else ""), Text(run.config.label if i == 0 else ""),
-                    str(d["depth"]), str(d["rank"]), pct(d["relative_error"]),
+                    f"{d['depth']} ({d['rank']})", pct(d["relative_error"]),
                     pct(d.get("greedy_relative_error")), pct(d.get("svd_floor")),
                     _num(d["sparsity_features"]), _num(d["sparsity_coefficients"]),
                     _num(d.get("top_feature_share")), time_text,
@@ -343,12 +342,17 @@ def _runs_table(result: CompareResult) -> None:
     print_table("decompositions", columns, rows, keys=2)
 
 
+def _stat(stat: dict[str, float] | None, repeats: int) -> str:
+    """A statistic for a cell: the mean, and its interval on a line of its own."""
+    return experiments.interval_text(stat, repeats).replace(" [", "\n[", 1)
+
+
 def _similarity_table(rows: list[dict[str, Any]], title: str) -> None:
     from rich.text import Text
 
     repeats = rows[0]["repeats"] if rows else 1
     has_control = any(r.get("control") is not None for r in rows)
-    names = ["config", "depth", "rank", "kind", "across inputs"]
+    names = ["config", "depth (rank)", "kind", "across inputs"]
     if repeats == 1:
         names += ["pairs min-max", "null", "null 95% range"]
     else:
@@ -366,26 +370,25 @@ def _similarity_table(rows: list[dict[str, Any]], title: str) -> None:
     for r in rows:
         row: list[str | Text] = [
             Text(r["config"]),
-            str(r["depth"]),
-            str(r["rank"]),
+            f"{r['depth']} ({r['rank']})",
             r["kind"],
-            experiments.interval_text(r["across"], repeats),
+            _stat(r["across"], repeats),
         ]
         if repeats == 1:
             pr = r["pair_range"]
             row.append("" if pr is None else f"{pr[0]:.3f}-{pr[1]:.3f}")
             row += [f"{r['null']['mean']:.3f}", f"{r['null']['low']:.3f}-{r['null']['high']:.3f}"]
         else:
-            row.append(experiments.interval_text(r["null"], repeats))
-        row.append(experiments.interval_text(r["self"], repeats))
+            row.append(_stat(r["null"], repeats))
+        row.append(_stat(r["self"], repeats))
         if r["trivial"]:
             row.append("trivial (rank = dimension)")
         else:
-            row.append(experiments.interval_text(r["corrected"], repeats))
+            row.append(_stat(r["corrected"], repeats))
         if has_control:
-            row.append(experiments.interval_text(r["control"], repeats))
+            row.append(_stat(r["control"], repeats))
         cells.append(row)
-    print_table(title, columns, cells, keys=4)
+    print_table(title, columns, cells, keys=3)
 
 
 def _print_verdicts(items: list[dict[str, Any]]) -> None:

@@ -61,13 +61,14 @@ def pct(x: float | None) -> str:
 
 # --------------------------------------------------------------------------- tables
 
-FOLD_WIDTH = 16
+FOLD_WIDTH = 14
 """The width a wrapping (text) column is counted with when tables are laid out."""
 
 
 @dataclass(frozen=True)
 class Column:
-    """A table column: numbers (``wrap=False``) keep their width; text wraps."""
+    """A table column: numbers (``wrap=False``) keep their width and their header is
+    stacked one word a line; text (``wrap=True``) wraps, long words folded."""
 
     name: str
     justify: str = "right"
@@ -82,9 +83,9 @@ def print_table(
     columns wrap (folding long paths), numbers keep their full width."""
     from rich.table import Table
 
-    widths = [_natural_width(c, [r[i] for r in rows]) for i, c in enumerate(columns)]
+    widths = [_least_width(c, [r[i] for r in rows]) for i, c in enumerate(columns)]
 
-    def need(group: list[int]) -> int:  # borders and padding: 3 per column, plus 1
+    def need(group: list[int]) -> int:  # borders and padding: 3 a column, and 1
         return 1 + sum(widths[i] + 3 for i in group)
 
     limit = console().width
@@ -101,18 +102,19 @@ def print_table(
         table = Table(title=title + part, title_justify="left")
         for i in group:
             c = columns[i]
-            table.add_column(c.name, justify=c.justify, no_wrap=not c.wrap, overflow="fold")  # type: ignore[arg-type]
+            header = c.name if c.wrap else "\n".join(c.name.split())
+            table.add_column(header, justify=c.justify, no_wrap=not c.wrap, overflow="fold")  # type: ignore[arg-type]
         for row in rows:
             table.add_row(*(row[i] for i in group))
         console().print(table)
 
 
-def _natural_width(column: Column, cells: Sequence[str | Text]) -> int:
+def _least_width(column: Column, cells: Sequence[str | Text]) -> int:
+    """The narrowest the column can be without cutting a cell or a header word."""
     from rich.cells import cell_len
     from rich.text import Text
 
     texts = [c if isinstance(c, Text) else Text.from_markup(c) for c in cells]
     widest = max([cell_len(line) for t in texts for line in t.plain.splitlines()] or [0])
-    if column.wrap:
-        return max(min(widest, FOLD_WIDTH), max(map(len, column.name.split())))
-    return max(widest, len(column.name))
+    header = max(cell_len(word) for word in column.name.split())
+    return max(header, min(widest, FOLD_WIDTH) if column.wrap else widest)
