@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run
+from conftest import ENV, run
 from PIL import Image
 
 from mlnmf_cli import experiments as ex
@@ -472,3 +472,67 @@ def test_every_public_name_of_the_lazy_packages_resolves() -> None:
     for package in (ex, engine):
         for name in package.__all__:
             assert getattr(package, name) is not None, f"{package.__name__}.{name}"
+
+
+# --------------------------------------------------------------------------- tables at 80 columns
+
+
+def run_at(columns: int, *args: str | Path) -> tuple[int, str, str]:
+    """``mlnmf *args`` through the real app in a terminal ``columns`` wide."""
+    from typer.testing import CliRunner
+
+    from mlnmf_cli.cli import app
+
+    env = {**ENV, "COLUMNS": str(columns)}
+    result = CliRunner().invoke(app, [str(a) for a in args], env=env, prog_name="mlnmf")
+    return result.exit_code, result.stdout, result.stderr
+
+
+def assert_whole_at(width: int, text: str) -> None:
+    """No cell cut with an ellipsis, no table wider than ``width`` (verdicts and errors
+    are single lines a terminal wraps)."""
+    assert "…" not in text and "..." not in text
+    tables = [line for line in text.splitlines() if set(line) & set("│┃┏└")]
+    assert tables and max(len(line) for line in tables) <= width
+
+
+@pytest.mark.parametrize("repeats", [1, 2])
+def test_tables_are_whole_at_80_columns(tmp_path: Path, repeats: int) -> None:
+    folder = tmp_path / "a folder with a rather long name" / "and another one inside it"
+    folder.mkdir(parents=True)
+    a = smooth_png(folder / "first_picture_with_a_long_name.png", 20, 20)
+    b = smooth_png(folder / "second_picture_with_a_long_name.png", 20, 20, phase=2.0)
+    configs = ["-c", "ranks=6,3 fine_tune=off normalize=off", "-c", "ranks=4 method=semi"]
+    if repeats == 1:
+        args: list[str | Path] = ["compare", a, b, *configs, "--null-draws", "3"]
+    else:
+        args = ["random-test", "--size", "20x20", "--control", a, "--repeats", "2", *configs]
+    code, stdout, err = run_at(80, *args, "--json", "-o", tmp_path / "o")
+    assert code == 0, err
+    assert_whole_at(80, err)
+    data = json.loads(stdout)
+    runs = (
+        data["runs"]
+        if repeats == 1
+        else json.loads((tmp_path / "o" / "compare.json").read_text())["runs"]
+    )
+    for run_ in runs:  # every number of the runs table is there in full
+        for depth in run_["depths"]:
+            assert f"{100 * depth['relative_error']:.2f}%" in err
+    rows = data["summary"] if repeats > 1 else None
+    for row in rows or []:
+        assert f"{row['across']['mean']:.3f}" in err
+
+
+def test_decompose_table_is_whole_at_80_columns(tmp_path: Path) -> None:
+    folder = tmp_path / "a folder with a rather long name" / "and_another_one_inside_it"
+    folder.mkdir(parents=True)
+    a = smooth_png(folder / "first_picture_with_a_long_name.png", 20, 20)
+    code, stdout, err = run_at(80, "decompose", a, "-r", "4,2", "-o", tmp_path / "o", "--json")
+    assert code == 0, err
+    assert_whole_at(80, err)
+    row = json.loads(stdout)["results"][0]
+    assert f"{100 * row['relative_error']:.2f}%" in err
+    # the path is all there, folded over lines of the input column
+    cells = "".join(line.split("│")[1].strip() for line in err.splitlines() if "│" in line)
+    assert str(a).replace(" ", "") in cells.replace(" ", "")
