@@ -519,3 +519,108 @@ def test_help_and_version_do_not_import_numpy_or_rich(args: list[str]) -> None:
         env={**os.environ, **ENV},
     )
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+# --------------------------------------------------------------------------- help and option errors
+
+COMMANDS = ["decompose", "reconstruct", "compare", "random-test"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_shows_metavars_and_plain_words(command: str) -> None:
+    code, text, _ = run(command, "--help")
+    assert code == 0
+    for leak in ("<list", "<int", "<str", "<float", "<path", "<Path", "range>", "{input"):
+        assert leak not in text, leak
+    assert "seed's" not in text and "decreasing" not in text.replace("non-increasing", "")
+    usage = {
+        "decompose": "Usage: mlnmf decompose [OPTIONS] INPUT...",
+        "reconstruct": "Usage: mlnmf reconstruct [OPTIONS] MODEL",
+        "compare": "Usage: mlnmf compare [OPTIONS] INPUT...",
+        "random-test": "Usage: mlnmf random-test [OPTIONS]",
+    }[command]
+    assert text.startswith(usage + "\n")
+    metavars = {
+        "decompose": ["INPUT...  ", "--max-iter N ", "--tol X ", "--method [nmf|semi]",
+                      "--jobs N|auto", "--out FOLDER"],
+        "reconstruct": ["MODEL  ", "--depth N ", "--out IMAGE", "--original IMAGE"],
+        "compare": ["INPUT...  ", '--config "KEY=VALUE ..."', "--resize HxW",
+                    "--measure [subspace|matched]", "--null-draws N", "--max-pixels N"],
+        "random-test": ["--count N", "--size HxW", "--control IMAGE", "--seed N"],
+    }[command]  # fmt: skip
+    for metavar in metavars:
+        assert metavar in text, metavar
+
+
+def test_decompose_help_says_non_increasing() -> None:
+    text = run("decompose", "--help")[1]
+    assert "-r, --ranks R1,R2,..." in text and "non-increasing" in " ".join(text.split())
+    assert "(svd:the2017write-up'sSemi-NMFstart)" in "".join(text.split())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--channels", "rgb"], "--channels 'rgb' is not one of gray, stack, separate"),
+        (["--method", "kl"], "--method 'kl' is not one of nmf, semi"),
+        (["--solver", "cd"], "--solver 'cd' is not one of hals, mu"),
+        (["--init", "svd", "--ranks", "4,1"], "--ranks 4,1 has a rank below 2, which --init svd cannot start from (try --ranks 4,2)"),
+        (["--dtype", "float16"], "--dtype 'float16' is not one of float32, float64"),
+        (["--max-iter", "-1"], "--max-iter -1 is not a whole number of at least 0"),
+        (["--max-iter", "2.5"], "--max-iter 2.5 is not a whole number of at least 0"),
+        (["--fine-tune-iter", "x"], "--fine-tune-iter 'x' is not a whole number of at least 0"),
+        (["--tol", "nan"], "--tol nan is not a finite number of at least 0"),
+        (["--tol", "-1e-3"], "--tol -1e-3 is not a finite number of at least 0"),
+        (["--target-error", "-0.5"], "--target-error -0.5 is not a finite number of at least 0"),
+        (["--seed", "-2"], "--seed -2 is not a whole number of at least 0"),
+        (["--max-pixels", "0"], "--max-pixels 0 is not a whole number of at least 1"),
+        (["--layers", "0"], "--layers 0 is not a whole number of at least 1"),
+        (["--layers", "4"], "--layers 4 needs --ranks with 4 ranks (the default --ranks 64,32,16 has 3)"),
+        (["--jobs", "0"], "--jobs 0 is not a whole number of at least 1, nor 'auto'"),
+        (["--jobs", "many"], "--jobs 'many' is not a whole number of at least 1, nor 'auto'"),
+        (["--force", "--skip-existing"], "--force and --skip-existing contradict each other; choose one"),
+    ],
+)  # fmt: skip
+def test_option_errors_name_the_option_the_value_and_what_works(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    code, stdout, err = run("decompose", CAMERA, *args, "--out", tmp_path / "o")
+    assert (code, stdout) == (2, "")
+    assert err == f"mlnmf: error: {message} (see 'mlnmf decompose --help')\n"
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--measure", "cosine"], "--measure 'cosine' is not one of subspace, matched"),
+        (["--null-draws", "1"], "--null-draws 1 is not a whole number of at least 2"),
+        (["--verdict-depth", "0"], "--verdict-depth 0 is not a whole number of at least 1"),
+        (["--resize", "256"], "--resize '256' is not HEIGHTxWIDTH, e.g. 128x128"),
+        (["--resize", "0x9"], "--resize 0x9 is not HEIGHTxWIDTH of at least 1x1, e.g. 128x128"),
+        (["-c", "ranks=8 tol=-1"], "--config 'ranks=8 tol=-1': tol=-1 is not a finite number of at least 0"),
+        (["-c", "ranks=8 solver=cd"], "--config 'ranks=8 solver=cd': solver=cd is not one of hals, mu"),
+        (["-c", "ranks=1 init=svd"], "--config 'ranks=1 init=svd': ranks=1 has a rank below 2, which init=svd cannot start from (try ranks=2)"),
+        (["-c", "max_pixels=9"], "--config 'max_pixels=9': unknown key 'max_pixels' (allowed: ranks, method, solver, init, fine_tune, fine_tune_iter, normalize, refit, max_iter, tol, target_error, seed, dtype, channels)"),
+    ],
+)  # fmt: skip
+def test_compare_option_errors_in_command_line_words(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    code, _, err = run("compare", CAMERA, CAMERA, *args, "--out", tmp_path / "o")
+    assert code == 2
+    assert err == f"mlnmf: error: {message} (see 'mlnmf compare --help')\n"
+    assert not (tmp_path / "o").exists()
+
+
+def test_random_test_option_errors_in_command_line_words(tmp_path: Path) -> None:
+    for args, message in [
+        (["--distribution", "poisson"], "--distribution 'poisson' is not one of uniform, normal, binary"),
+        (["--repeats", "0"], "--repeats 0 is not a whole number of at least 1"),
+        (["--size", "12x"], "--size '12x' is not HEIGHTxWIDTH, e.g. 128x128"),
+        (["--like-seed", "-c", "ranks=4"], "--like-seed and --config contradict each other; choose one"),
+    ]:  # fmt: skip
+        code, _, err = run("random-test", *args, "--out", tmp_path / "o")
+        assert code == 2
+        assert err == f"mlnmf: error: {message} (see 'mlnmf random-test --help')\n"
+    assert not (tmp_path / "o").exists()
