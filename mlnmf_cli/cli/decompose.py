@@ -177,7 +177,7 @@ def _summary_table(rows: list[Row], out: Path) -> None:
         Column("PSNR"),
         Column("time"),
     ]
-    cells = []
+    cells: list[list[str | Text]] = []
     for r in rows:
         status = {"ok": "[green]ok[/]", "skipped": "[yellow]skipped[/]"}.get(
             r.status, "[red]failed[/]"

@@ -327,7 +327,7 @@ def _runs_table(result: CompareResult) -> None:
         Column("top col"),
         Column("time"),
     ]
-    rows = []
+    rows: list[list[str | Text]] = []
     for row in result.runs:
         for run in row:
             for i, d in enumerate(run.depths):
@@ -366,7 +366,7 @@ def _similarity_table(rows: list[dict[str, Any]], title: str) -> None:
         else Column(n, "left" if n == "kind" else "right")
         for n in names
     ]
-    cells = []
+    cells: list[list[str | Text]] = []
     for r in rows:
         row: list[str | Text] = [
             Text(r["config"]),
