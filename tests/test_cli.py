@@ -23,8 +23,9 @@ CAMERA = ROOT / "sample_images" / "camera.png"
 
 
 def pixels(path: Path) -> np.ndarray:
+    """An image's samples in [0, 1], 8 or 16 bits."""
     with Image.open(path) as im:
-        return np.asarray(im, dtype=np.float64) / 255.0
+        return np.asarray(im, dtype=np.float64) / (65535.0 if im.mode == "I;16" else 255.0)
 
 
 @pytest.fixture
