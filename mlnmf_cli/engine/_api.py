@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from mlnmf_cli.engine._deep import chain, normalize_columns, refit_coefficients
+from mlnmf_cli.engine._deep import GREEDY_TOL, chain, normalize_columns, refit_coefficients
 from mlnmf_cli.engine._deep import fine_tune as run_fine_tune
 from mlnmf_cli.engine._init import initialize
 from mlnmf_cli.engine._linalg import factor_relative_error
-from mlnmf_cli.engine._single import Callback, solve
+from mlnmf_cli.engine._single import MAX_SWEEPS, Callback, check_max_sweeps, solve
 from mlnmf_cli.engine._validation import (
     check_matrix,
     check_parameters,
@@ -183,6 +183,8 @@ def _factorize_checked(
     seed: int,
     callback: Callback,
     stage: str,
+    extrapolate: bool = True,
+    max_sweeps: int = MAX_SWEEPS,
 ) -> NMFResult:
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -198,6 +200,8 @@ def _factorize_checked(
         target_error=None if target_error is None else float(target_error),
         callback=callback,
         stage=stage,
+        extrapolate=extrapolate,
+        max_sweeps=max_sweeps,
     )
     return NMFResult(
         W=out.W,
@@ -221,6 +225,8 @@ def factorize(
     target_error: float | None = DEFAULTS["target_error"],
     seed: int = DEFAULTS["seed"],
     callback: Callback = None,
+    extrapolate: bool = True,
+    max_sweeps: int = MAX_SWEEPS,
 ) -> NMFResult:
     """Factorise X (m x n) as W H with W (m x rank), H (rank x n) >= 0.
 
@@ -245,6 +251,9 @@ def factorize(
     callback : callable, optional
         ``callback("layer1", iteration, error)`` after each iteration; a True
         return stops the run.
+    extrapolate, max_sweeps
+        Solver knobs (HALS): Ang & Gillis's extrapolation on/off, and the cap on
+        the inner sweeps per factor update (>= 1).
 
     Raises
     ------
@@ -266,6 +275,8 @@ def factorize(
         seed=seed,
         callback=callback,
         stage="layer1",
+        extrapolate=bool(extrapolate),
+        max_sweeps=check_max_sweeps(max_sweeps),
     )
     return _rescaled(res, *_split(exponent))
 
@@ -292,17 +303,16 @@ def factorize_deep(
 
     Greedy layer-wise pretraining (layer l factors H_{l-1}, the previous
     layer's coefficients, with the same method, solver, init, max_iter, tol
-    and target_error; with ``normalize`` W_l's columns are scaled to unit norm
+    (at least ``GREEDY_TOL`` when fine-tuning follows) and target_error; with ``normalize`` W_l's columns are scaled to unit norm
     and the scale moved into H_l first; with ``refit`` and ``max_iter`` > 0,
     from the second layer on, H_l is then re-fitted to X itself with
     W1 ... Wl fixed, a convex non-negative least-squares step, so each layer's
     coefficients serve the data rather than only the previous layer; with
     ``max_iter=0`` the layers keep their initialisations), then, with
     ``fine_tune``, joint
-    refinement of all factors on ||X - W1 ... WL HL|| for up to
-    ``fine_tune_iter`` rounds (stopping on ``tol`` or when the deepest error
-    reaches ``target_error``). After fine-tuning each shallower ``Hs[d-1]`` is
-    re-fitted to X with W1 ... Wd fixed, warm-started at W(d+1) ... WL HL.
+    refinement of all factors on a weighted sum of every depth's error
+    ||X - W1 ... Wd Hd|| (see ``_deep``) for up to ``fine_tune_iter`` rounds
+    (stopping on ``tol`` or when the deepest error reaches ``target_error``).
 
     ``method="semi", init="svd", normalize=False, fine_tune=False, max_iter=0``
     is exactly the stacked Gillis-Kumar ``appr_seminmf`` pipeline.
@@ -324,6 +334,7 @@ def factorize_deep(
     Ws: list[np.ndarray] = []
     Hs: list[np.ndarray] = []
     current = A
+    greedy_tol = max(tol, GREEDY_TOL) if fine_tune and tol > 0 else tol
     for li, r in enumerate(rs):
         res = _factorize_checked(
             current,
@@ -332,7 +343,7 @@ def factorize_deep(
             solver=solver,
             init=init,
             max_iter=max_iter,
-            tol=tol,
+            tol=greedy_tol,
             target_error=target_error,
             seed=seed,
             callback=callback,
@@ -357,7 +368,8 @@ def factorize_deep(
         ft = run_fine_tune(
             A,
             Ws,
-            Hs[-1],
+            Hs,
+            greedy_errors=greedy_errors,
             method=method,
             max_iter=fine_tune_iter,
             tol=float(tol),
@@ -365,10 +377,7 @@ def factorize_deep(
             callback=callback,
             normalize=normalize,
         )
-        Ws = ft.Ws
-        Hs = [*Hs[:-1], ft.H]
-        for d in range(1, L):
-            Hs[d - 1] = refit_coefficients(A, chain(Ws[:d]), chain([*Ws[d:], ft.H]))
+        Ws, Hs = ft.Ws, ft.Hs
         ft_errors = np.asarray(ft.errors, dtype=np.float64)
         ft_iter = ft.n_iter
         converged = ft.converged

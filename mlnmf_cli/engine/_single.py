@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 
 from mlnmf_cli.engine._linalg import relative_error_from_products, squared_norm
+from mlnmf_cli.errors import ParameterError
 
 ALPHA = 0.5
 DELTA = 0.1
 BLOCK = 32
-EXTRAPOLATE = True
 BETA0, ETA, GAMMA, GAMMA_BAR = 0.5, 1.5, 1.05, 1.01
 PATIENCE = 5
 # Gillis & Glineur's bound asks for up to 15 sweeps on wide matrices; measured
@@ -134,10 +134,56 @@ class SolveOutput:
     converged: bool = False
 
 
-def _n_sweeps(p: int, q: int, r: int, alpha: float) -> int:
+def n_sweeps(p: int, q: int, r: int, alpha: float = ALPHA, max_sweeps: int = MAX_SWEEPS) -> int:
     """Gillis & Glineur's bound: 1 + alpha * (cost of the products / cost of a sweep),
-    at most :data:`MAX_SWEEPS`."""
-    return min(MAX_SWEEPS, 1 + math.ceil(alpha * (q / r + q / p)))
+    at most ``max_sweeps``."""
+    return max(1, min(max_sweeps, 1 + math.ceil(alpha * (q / r + q / p))))
+
+
+def check_max_sweeps(max_sweeps: object) -> int:
+    """``max_sweeps`` as an int >= 1, or a ParameterError naming it."""
+    if isinstance(max_sweeps, bool) or not isinstance(max_sweeps, (int, np.integer)):
+        raise ParameterError(f"max_sweeps must be an integer >= 1, got {max_sweeps!r}")
+    if max_sweeps < 1:
+        raise ParameterError(f"max_sweeps must be an integer >= 1, got {max_sweeps}")
+    return int(max_sweeps)
+
+
+def encode(
+    X: np.ndarray,
+    W: np.ndarray,
+    *,
+    H0: np.ndarray | None = None,
+    max_sweeps: int = 200,
+    tol: float = 1e-4,
+    nonneg_features: bool = True,
+) -> np.ndarray:
+    """Coefficients of new data with fixed features: argmin_{H >= 0} ||X - W H||.
+
+    X is m x n, W m x r (any sign when ``nonneg_features`` is False, i.e. a
+    Semi-NMF dictionary); returns H (r x n) in X's dtype. HALS sweeps over the
+    rows of H with W^T X and W^T W computed once (Cichocki & Phan), from ``H0``
+    (clipped at 0) or from the unconstrained least-squares solution clipped at 0;
+    stops after ``max_sweeps`` sweeps or when a sweep changes H by less than
+    ``tol`` times the first sweep's change (a convex problem: the sweeps converge
+    to its minimum). Dead features (zero columns of W) get zero coefficients.
+    """
+    del nonneg_features  # the H update is the same for any sign of W
+    X = np.asarray(X)
+    W = np.asarray(W, dtype=X.dtype)
+    WtX = W.T @ X
+    WtW = W.T @ W
+    if H0 is None:
+        H = np.maximum(_least_squares(WtW, WtX), 0)
+    else:
+        H = np.maximum(np.asarray(H0, dtype=X.dtype), 0)
+    H = np.ascontiguousarray(H)
+    dead = np.diagonal(WtW) <= 0
+    H[dead] = 0
+    if not np.any(W):
+        return H
+    RowSweeper(H).update(WtX, WtW, max_sweeps, tol)
+    return H
 
 
 def _revive(
@@ -192,8 +238,15 @@ def solve(
     stage: str,
     alpha: float = ALPHA,
     delta: float = DELTA,
+    extrapolate: bool = True,
+    max_sweeps: int = MAX_SWEEPS,
 ) -> SolveOutput:
-    """Iterate from (W, H); returns the final factors and the relative-error history."""
+    """Iterate from (W, H); returns the final factors and the relative-error history.
+
+    ``extrapolate`` switches Ang & Gillis's extrapolation on (HALS, NMF);
+    ``max_sweeps`` caps the inner HALS sweeps per factor update (the number
+    used is :func:`n_sweeps`'s cost bound, at most this).
+    """
     m, n = X.shape
     r = W.shape[1]
     dtype = X.dtype
@@ -215,7 +268,7 @@ def solve(
         return out
     semi = method == "semi"
     hals = solver == "hals"
-    if hals and not semi and EXTRAPOLATE:
+    if hals and not semi and extrapolate:
         _solve_extrapolated(
             X,
             Wt,
@@ -229,13 +282,14 @@ def solve(
             stage=stage,
             alpha=alpha,
             delta=delta,
+            max_sweeps=max_sweeps,
         )
         return out
     Pw = np.empty((r, m), dtype)
     sweep_w = RowSweeper(Wt) if hals and not semi else None
     sweep_h = RowSweeper(H) if hals else None
-    nsw_w = _n_sweeps(m, n, r, alpha)
-    nsw_h = _n_sweeps(n, m, r, alpha)
+    nsw_w = n_sweeps(m, n, r, alpha, max_sweeps)
+    nsw_h = n_sweeps(n, m, r, alpha, max_sweeps)
     rowsq: np.ndarray | None = None
     colsq: np.ndarray | None = None
     tiny = np.finfo(dtype).tiny
@@ -323,6 +377,7 @@ def _solve_extrapolated(
     stage: str,
     alpha: float,
     delta: float,
+    max_sweeps: int,
 ) -> None:
     """Accelerated HALS with extrapolation and restart (Ang & Gillis, 2019).
 
@@ -343,7 +398,8 @@ def _solve_extrapolated(
     G = np.empty((r, r), dtype)
     HHt = Hy @ Hy.T
     sweep_w, sweep_h = RowSweeper(Wt), RowSweeper(H)
-    nsw_w, nsw_h = _n_sweeps(m, n, r, alpha), _n_sweeps(n, m, r, alpha)
+    nsw_w = n_sweeps(m, n, r, alpha, max_sweeps)
+    nsw_h = n_sweeps(n, m, r, alpha, max_sweeps)
     rowsq: np.ndarray | None = None
     colsq: np.ndarray | None = None
     momentum = Momentum()
