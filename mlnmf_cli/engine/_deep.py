@@ -181,18 +181,18 @@ class _Depths:
 
 
 def _weighted_sums(
-    Ws: list[np.ndarray], Hs: list[np.ndarray], mu: np.ndarray, l: int
+    Ws: list[np.ndarray], Hs: list[np.ndarray], mu: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """N = sum_{d >= l} mu_d C_d and M = sum mu_d C_d C_d^T with C_d = W(l+1) ... Wd Hd
-    (0-based l: C_l = Hs[l]); the two matrices the update of Ws[l] needs."""
+    """N = sum_{d >= k} mu_d C_d and M = sum mu_d C_d C_d^T with C_d = W(k+1) ... Wd Hd
+    (0-based k: C_k = Hs[k]); the two matrices the update of Ws[k] needs."""
     L = len(Ws)
-    N = np.zeros_like(Hs[l])
+    N = np.zeros_like(Hs[k])
     M = np.zeros((N.shape[0], N.shape[0]), N.dtype)
-    for d in range(l, L):
+    for d in range(k, L):
         if mu[d] == 0.0:
             continue
         C = Hs[d]
-        for W in reversed(Ws[l + 1 : d + 1]):
+        for W in reversed(Ws[k + 1 : d + 1]):
             C = W @ C
         c = N.dtype.type(mu[d])
         N += c * C
@@ -234,7 +234,6 @@ def fine_tune(
     semi = method == "semi"
     L = len(Ws)
     m, n = X.shape
-    dtype = X.dtype
     Ws = [np.array(W, copy=True) for W in Ws]
     Hs = [np.ascontiguousarray(H).copy() for H in Hs]
     normX2 = squared_norm(X)
