@@ -69,7 +69,16 @@ TARGETS = {
     "deep_vs_single": 1.01,  # deepest error over a long scikit-learn rank-16 fit
     "depth_vs_greedy": 1.05,  # every depth's error over its full greedy error
 }
-FRONTIER_WEIGHTS = [1.0, 2.0, 4.0, 8.0, 16.0, float("inf")]
+# (middle_weight, deep_weight) pairs; (1, 4) shows the equal-middle variant.
+FRONTIER_WEIGHTS = [
+    (0.25, 1.0),
+    (0.25, 2.0),
+    (0.25, 4.0),
+    (0.25, 8.0),
+    (0.25, 16.0),
+    (1.0, 4.0),
+    (0.25, float("inf")),
+]
 
 
 # ------------------------------------------------------------------ data
@@ -228,7 +237,9 @@ def products_time(X: np.ndarray, rank: int, repeats: int) -> float:
     return statistics.median(clock(both)[0] for _ in range(max(7, 3 * repeats)))
 
 
-def per_iteration(X: np.ndarray, rank: int, n_iter: int) -> float:
+def per_iteration(
+    X: np.ndarray, rank: int, n_iter: int, max_sweeps: int = _single.MAX_SWEEPS
+) -> float:
     """Seconds per iteration of the default solver (initialisation excluded), run for
     exactly ``n_iter`` iterations (a negative tolerance never stops it early)."""
     W, H = initialize(X, rank, "nndsvda", np.random.default_rng(0), "hals", "nmf")
@@ -236,6 +247,7 @@ def per_iteration(X: np.ndarray, rank: int, n_iter: int) -> float:
     _single.solve(
         X, W, H, method="nmf", solver="hals", max_iter=n_iter, tol=-1.0, target_error=None,
         callback=lambda s, i, e: stamps.append(time.perf_counter()), stage="layer1",
+        max_sweeps=max_sweeps,
     )  # fmt: skip
     return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
 
@@ -265,10 +277,18 @@ def bench_single(
         sk_time, ml_time = statistics.median(sk_times), statistics.median(ml_times)
         ml_err = rel_err(X, res.W, res.H)
         reached = bool(ml_err <= sk_err * (1 + 1e-9))
-        prod = products_time(X, rank, repeats)
+        # Interleaved too: the products, an iteration at the rank, one at rank 1.
         n_probe = 40 if X.size > 100_000 else 100
-        it_r = statistics.median(per_iteration(X, rank, n_probe) for _ in range(repeats))
-        it_1 = statistics.median(per_iteration(X, 1, n_probe) for _ in range(repeats))
+        probes: list[tuple[float, float, float]] = []
+        for _ in range(max(3, repeats)):
+            probes.append(
+                (
+                    products_time(X, rank, 1),
+                    per_iteration(X, rank, n_probe),
+                    per_iteration(X, 1, n_probe),
+                )
+            )
+        prod, it_r, it_1 = (statistics.median(p[i] for p in probes) for i in range(3))
         ratio = ml_time / sk_time
         row = {
             "matrix": name,
@@ -310,6 +330,51 @@ def bench_single(
             f"rank-1 iter {it_1 * 1e3:5.2f} ms ({row['python_overhead_share']:.0%})",
             flush=True,
         )
+    return rows
+
+
+def sweep_tradeoff(name: str, X64: np.ndarray, rank: int, repeats: int) -> list[dict[str, Any]]:
+    """The cap on inner sweeps: a cheaper iteration (per_iter_ratio) against fewer
+    iterations (time to scikit-learn's 200-iteration error), float32 and float64."""
+    rows = []
+    for dtype in (np.float32, np.float64):
+        X = X64.astype(dtype)
+        W, H, _ = sklearn_fit(X, rank)
+        sk_err = rel_err(X, W, H)
+        caps = (1, 2, 3, 4, _single.MAX_SWEEPS, 8)
+        times: dict[int, list[float]] = {c: [] for c in caps}
+        iters: dict[int, list[float]] = {c: [] for c in caps}
+        n_iter: dict[int, int] = {}
+        sk_times, prods = [], []
+        for _ in range(repeats):
+            sk_times.append(clock(lambda X=X: sklearn_fit(X, rank))[0])
+            prods.append(products_time(X, rank, 1))
+            for c in caps:
+                t, res = clock(
+                    lambda X=X, c=c, e=sk_err: factorize(
+                        X, rank, max_iter=MLNMF_MAX_ITER, tol=0, target_error=e, max_sweeps=c
+                    )
+                )
+                times[c].append(t)
+                n_iter[c] = res.n_iter
+                iters[c].append(per_iteration(X, rank, 20, max_sweeps=c))
+        sk, prod = statistics.median(sk_times), statistics.median(prods)
+        for c in caps:
+            row = {
+                "matrix": name,
+                "dtype": np.dtype(dtype).name,
+                "rank": rank,
+                "max_sweeps": c,
+                "ratio": statistics.median(times[c]) / sk,
+                "n_iter": n_iter[c],
+                "per_iter_ratio": statistics.median(iters[c]) / prod,
+            }
+            rows.append(row)
+            print(
+                f"sweeps <= {c}: {name} {row['dtype']} per-iter {row['per_iter_ratio']:4.1f} x "
+                f"products, time to sklearn's error {row['ratio']:.2f} ({row['n_iter']} it)",
+                flush=True,
+            )
     return rows
 
 
@@ -438,7 +503,9 @@ def bench_deep(name: str, X64: np.ndarray, repeats: int) -> list[dict[str, Any]]
     return rows
 
 
-def frontier(images: list[str], weights: list[float], max_iter: int) -> list[dict[str, Any]]:
+def frontier(
+    images: list[str], weights: list[tuple[float, float]], max_iter: int
+) -> list[dict[str, Any]]:
     """Fine-tuning from the default greedy start for each deep_weight: every depth's
     error over a full greedy run's, the deepest over a long scikit-learn rank-16 fit."""
     rows = []
@@ -455,9 +522,9 @@ def frontier(images: list[str], weights: list[float], max_iter: int) -> list[dic
                 start = factorize_deep(
                     X, DEEP_RANKS, method=method, fine_tune=False, tol=_deep.GREEDY_TOL
                 )
-                for w in weights:
+                for mid, w in weights:
                     t, ft = clock(
-                        lambda X=X, s=start, w=w, m=method: _deep.fine_tune(
+                        lambda X=X, s=start, w=w, m=method, mid=mid: _deep.fine_tune(
                             X,
                             s.Ws,
                             s.Hs,
@@ -469,6 +536,7 @@ def frontier(images: list[str], weights: list[float], max_iter: int) -> list[dic
                             normalize=True,
                             greedy_errors=s.greedy_errors,
                             deep_weight=w,
+                            middle_weight=mid,
                         )
                     )
                     errs = [
@@ -481,6 +549,7 @@ def frontier(images: list[str], weights: list[float], max_iter: int) -> list[dic
                         "dtype": np.dtype(dtype).name,
                         "method": method,
                         "deep_weight": "inf" if np.isinf(w) else w,
+                        "middle_weight": mid,
                         "errors": errs,
                         "full_greedy_errors": full.greedy_errors,
                         "depth_over_full_greedy": ratios,
@@ -492,7 +561,7 @@ def frontier(images: list[str], weights: list[float], max_iter: int) -> list[dic
                     }
                     rows.append(row)
                     print(
-                        f"frontier {name:9s} {row['dtype']:7s} {method:4s} w={row['deep_weight']!s:4s}"
+                        f"frontier {name:9s} {row['dtype']:7s} {method:4s} w={mid},{row['deep_weight']!s:4s}"
                         f" errors {np.round(errs, 4).tolist()} x greedy "
                         f"{np.round(ratios, 3).tolist()} deepest/sk16 "
                         f"{row['deepest_over_sklearn_rank16']:.3f} dead "
@@ -505,10 +574,11 @@ def frontier(images: list[str], weights: list[float], max_iter: int) -> list[dic
 def frontier_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per weight: the worst ratios over images, methods and dtypes."""
     out = []
-    for w in dict.fromkeys(r["deep_weight"] for r in rows):
-        sel = [r for r in rows if r["deep_weight"] == w]
+    for mid, w in dict.fromkeys((r["middle_weight"], r["deep_weight"]) for r in rows):
+        sel = [r for r in rows if (r["middle_weight"], r["deep_weight"]) == (mid, w)]
         out.append(
             {
+                "middle_weight": mid,
                 "deep_weight": w,
                 "worst_shallow_ratio": max(r["worst_shallow_ratio"] for r in sel),
                 "median_shallow_ratio": statistics.median(r["worst_shallow_ratio"] for r in sel),
@@ -536,8 +606,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=None, help="matrices whose name contains this")
     parser.add_argument(
         "--parts",
-        default="single,encode,deep,frontier",
-        help="comma-separated subset of single,encode,deep,frontier",
+        default="single,sweeps,encode,deep,frontier",
+        help="comma-separated subset of single,sweeps,encode,deep,frontier",
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -558,6 +628,7 @@ def main(argv: list[str] | None = None) -> int:
         "defaults": {
             "max_sweeps": _single.MAX_SWEEPS,
             "deep_weight": _deep.DEEP_WEIGHT,
+            "middle_weight": _deep.MIDDLE_WEIGHT,
             "greedy_tol": _deep.GREEDY_TOL,
         },
     }
@@ -570,6 +641,9 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             single.extend(bench_single(name, loader(), rank, kind, tuned, repeats))
         report["single_layer"] = single
+    if "sweeps" in parts and not args.quick:
+        name = "camera 512x512"
+        report["sweep_tradeoff"] = sweep_tradeoff(name, MATRICES[name][0](), 64, repeats)
     if "encode" in parts:
         report["encode"] = bench_encode(repeats)
     if "deep" in parts:
@@ -577,7 +651,9 @@ def main(argv: list[str] | None = None) -> int:
         report["deep"] = [row for n in images for row in bench_deep(n, deep_image(n), repeats)]
     if "frontier" in parts:
         images = FRONTIER_IMAGES[:1] if args.quick else FRONTIER_IMAGES
-        weights = [1.0, _deep.DEEP_WEIGHT, float("inf")] if args.quick else FRONTIER_WEIGHTS
+        default = (_deep.MIDDLE_WEIGHT, _deep.DEEP_WEIGHT)
+        quick = [(_deep.MIDDLE_WEIGHT, 1.0), default, (_deep.MIDDLE_WEIGHT, float("inf"))]
+        weights = quick if args.quick else FRONTIER_WEIGHTS
         rows = frontier(images, weights, max_iter=150)
         report["frontier"] = {"rows": rows, "by_weight": frontier_summary(rows)}
         for s in report["frontier"]["by_weight"]:
@@ -588,7 +664,7 @@ def main(argv: list[str] | None = None) -> int:
     if limiter is not None:
         limiter.unregister()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    if args.out.exists() and parts != {"single", "encode", "deep", "frontier"}:
+    if args.out.exists() and parts != {"single", "sweeps", "encode", "deep", "frontier"}:
         # A partial run updates its parts of an existing report.
         old = json.loads(args.out.read_text())
         old.update({k: v for k, v in report.items() if k != "summary"})

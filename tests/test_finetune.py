@@ -121,10 +121,10 @@ def test_dead_components_are_restarted_without_raising_the_objective() -> None:
 
 
 def test_depth_weights() -> None:
-    mu = _deep.depth_weights([0.1, 0.2, 0.4], deep_weight=4.0)
+    mu = _deep.depth_weights([0.1, 0.2, 0.4], deep_weight=4.0, middle_weight=0.5)
     assert mu.sum() == pytest.approx(1.0)
-    # each term is weighted by 1 / its greedy error^2, the deepest 4x more
-    assert mu[0] * 0.01 == pytest.approx(mu[1] * 0.04)
+    # each term is weighted by 1 / its greedy error^2, the middle one 0.5x, the deepest 4x
+    assert 0.5 * mu[0] * 0.01 == pytest.approx(mu[1] * 0.04)
     assert mu[2] * 0.16 == pytest.approx(4 * mu[0] * 0.01)
     assert list(_deep.depth_weights([0.1, 0.2], deep_weight=float("inf"))) == [0.0, 1.0]
     # an exact depth is weighted as if its error were ERROR_FLOOR
