@@ -51,7 +51,12 @@ class RowSweeper:
         self.T = np.empty((min(block, r), p), V.dtype)
         self.buf = np.empty(p, V.dtype)
         self.prev = np.empty_like(V)
+        info = np.finfo(V.dtype)
+        self.eps2, self.tiny = float(info.eps) ** 2, float(info.tiny)
         self.blocks: list[tuple[int, int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]] = []
+        # Per block, the views one sweep uses: Gm's rows, T, Ps's rows, V's rows,
+        # V's first row of the block, and the rows' (C row, V head, V row).
+        self.views: list[tuple[np.ndarray, ...]] = []
         # Per block: the C view (identity above the strict lower triangle, which
         # update() refills with -G), the same-shaped Gm view, and the masks of the
         # strict lower triangle and of the lower triangle with the diagonal.
@@ -61,6 +66,9 @@ class RowSweeper:
             b = k1 - k0
             rows = [(self.C[k, : k - k0 + 1], V[k0 : k + 1], V[k]) for k in range(k0 + 1, k1)]
             self.blocks.append((k0, k1, rows))
+            self.views.append(
+                (self.Gm[k0:k1], self.T[:b], self.Ps[k0:k1], V[k0:k1], V[k0], rows)  # type: ignore[arg-type]
+            )
             Cb = self.C[k0:k1, :b]
             Cb[...] = np.eye(b, dtype=self.dtype)
             lower = np.tri(b, k=-1, dtype=bool)
@@ -82,22 +90,26 @@ class RowSweeper:
         largest) keep the exact update.
         """
         V, Gm = self.V, self.Gm
-        g = np.diagonal(G)
-        d = g.copy()
-        info = np.finfo(d.dtype)
-        top = float(d.max(initial=0.0))
-        if top <= info.tiny:
-            d[...] = 1
+        g = G.diagonal()
+        top = float(g.max(initial=0.0))
+        short = None
+        if top <= self.tiny:
+            d = np.ones_like(g)
+            short = np.flatnonzero(d != g)
+        elif float(g.min()) <= top * self.eps2:
+            d = g.copy()
+            d[d <= top * self.eps2] = top
+            short = np.flatnonzero(d != g)
         else:
-            d[d <= top * info.eps * info.eps] = top
+            d = g
         inv = (1.0 / d)[:, None]
         np.multiply(G, inv, out=Gm)
         np.multiply(P, inv, out=self.Ps)
         for Cb, Gbb, lower, lower_diag in self.masks:
             np.negative(Gbb, out=Cb, where=lower)
             np.copyto(Gbb, self.zero, where=lower_diag)
-        short = np.flatnonzero(d != g)
-        Gm[short, short] = g[short] / d[short] - 1
+        if short is not None and short.size:
+            Gm[short, short] = g[short] / d[short] - 1
         first = 0.0
         s = 0
         for s in range(max_sweeps):
@@ -114,15 +126,15 @@ class RowSweeper:
         return s + 1
 
     def _sweep(self) -> None:
-        V, Gm, Ps, buf, zero = self.V, self.Gm, self.Ps, self.buf, self.zero
-        for k0, k1, rows in self.blocks:
-            T = self.T[: k1 - k0]
-            np.dot(Gm[k0:k1], V, out=T)
-            np.subtract(Ps[k0:k1], T, out=V[k0:k1])
-            np.maximum(V[k0], zero, out=V[k0])
+        V, buf, zero = self.V, self.buf, self.zero
+        dot, maximum, subtract = np.dot, np.maximum, np.subtract
+        for Gm_rows, T, Ps_rows, V_rows, first, rows in self.views:
+            dot(Gm_rows, V, out=T)
+            subtract(Ps_rows, T, out=V_rows)
+            maximum(first, zero, out=first)
             for c, head, row in rows:
-                np.dot(c, head, out=buf)
-                np.maximum(buf, zero, out=row)
+                dot(c, head, out=buf)
+                maximum(buf, zero, out=row)
 
 
 @dataclass
