@@ -168,19 +168,17 @@ def encode(
     H0: np.ndarray | None = None,
     max_sweeps: int = 200,
     tol: float = 1e-4,
-    nonneg_features: bool = True,
 ) -> np.ndarray:
     """Coefficients of new data with fixed features: argmin_{H >= 0} ||X - W H||.
 
-    X is m x n, W m x r (any sign when ``nonneg_features`` is False, i.e. a
-    Semi-NMF dictionary); returns H (r x n) in X's dtype. HALS sweeps over the
+    X is m x n, W m x r (any sign: the update of H is the same for a Semi-NMF
+    dictionary); returns H (r x n) in X's dtype. HALS sweeps over the
     rows of H with W^T X and W^T W computed once (Cichocki & Phan), from ``H0``
     (clipped at 0) or from the unconstrained least-squares solution clipped at 0;
     stops after ``max_sweeps`` sweeps or when a sweep changes H by less than
     ``tol`` times the first sweep's change (a convex problem: the sweeps converge
     to its minimum). Dead features (zero columns of W) get zero coefficients.
     """
-    del nonneg_features  # the H update is the same for any sign of W
     X = np.asarray(X)
     W = np.asarray(W, dtype=X.dtype)
     WtX = W.T @ X
