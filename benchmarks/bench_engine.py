@@ -489,6 +489,12 @@ def bench_deep(name: str, X64: np.ndarray, repeats: int) -> list[dict[str, Any]]
             "greedy_seconds": deep.seconds["greedy"],
             "fine_tune_seconds": deep.seconds["fine_tune"],
             "fine_tune_n_iter": deep.fine_tune_n_iter,
+            # The deepest error after 50 / 100 / ... rounds: what fewer rounds would
+            # give (each round costs about fine_tune_seconds / fine_tune_n_iter).
+            "fine_tune_deepest_by_round": {
+                str(k): float(deep.fine_tune_errors[k])
+                for k in range(0, deep.fine_tune_n_iter + 1, 25)
+            },
             "deep_seconds": statistics.median(deep_times),
             "sklearn_rank64_seconds": statistics.median(sk_times),
             "time_ratio": time_ratio,
@@ -673,7 +679,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.exists() and parts != {"single", "sweeps", "encode", "deep", "frontier"}:
         # A partial run updates its parts of an existing report.
         old = json.loads(args.out.read_text())
+        envs = old.pop("environments", None) or {"earlier parts": old.get("environment")}
+        envs[",".join(sorted(parts))] = report["environment"]
         old.update({k: v for k, v in report.items() if k != "summary"})
+        old["environments"] = envs
         old["summary"] = summarise(old)
         report = old
     args.out.write_text(json.dumps(report, indent=2) + "\n")
