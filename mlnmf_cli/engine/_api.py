@@ -303,7 +303,8 @@ def factorize_deep(
 
     Greedy layer-wise pretraining (layer l factors H_{l-1}, the previous
     layer's coefficients, with the same method, solver, init, max_iter, tol
-    (at least ``GREEDY_TOL`` when fine-tuning follows) and target_error; with ``normalize`` W_l's columns are scaled to unit norm
+    (at least ``GREEDY_TOL`` when fine-tuning follows) and target_error; with
+    ``normalize`` W_l's columns are scaled to unit norm
     and the scale moved into H_l first; with ``refit`` and ``max_iter`` > 0,
     from the second layer on, H_l is then re-fitted to X itself with
     W1 ... Wl fixed, a convex non-negative least-squares step, so each layer's
