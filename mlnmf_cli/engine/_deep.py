@@ -144,7 +144,9 @@ def _apg(Wl: np.ndarray, AtA: np.ndarray, BBt: np.ndarray, C: np.ndarray, steps:
     """Nesterov projected gradient on 0.5 <AtA Wl BBt, Wl> - <C, Wl>, with restart.
 
     Monotone: a step that would raise the objective is replaced by a plain
-    projected gradient step (step 1 / Lipschitz, which cannot raise it)."""
+    projected gradient step (step 1 / Lipschitz, which cannot raise it). One
+    product AtA Z BBt per step: the extrapolated point's is the same linear
+    combination of its two iterates' products."""
     la = float(np.linalg.eigvalsh(AtA.astype(np.float64))[-1])
     lb = float(np.linalg.eigvalsh(BBt.astype(np.float64))[-1])
     lip = la * lb
@@ -152,32 +154,33 @@ def _apg(Wl: np.ndarray, AtA: np.ndarray, BBt: np.ndarray, C: np.ndarray, steps:
         return Wl
     step = Wl.dtype.type(1.0 / lip)
 
-    def f(Z: np.ndarray) -> float:
-        return float(
-            0.5 * np.vdot(AtA @ Z @ BBt, Z).astype(np.float64) - np.vdot(C, Z).astype(np.float64)
-        )
+    def f(Z: np.ndarray, AZ: np.ndarray) -> float:
+        return 0.5 * float(np.vdot(AZ, Z)) - float(np.vdot(C, Z))
 
     W = Wl
-    Y = W.copy()
-    fw = f(W)
+    AW = AtA @ W @ BBt
+    fw = f(W, AW)
+    Y, AY = W, AW
     t = 1.0
     for _ in range(steps):
-        Wn = Y - step * (AtA @ Y @ BBt - C)
-        np.maximum(Wn, 0, out=Wn)
-        fn = f(Wn)
+        Wn = np.maximum(Y - step * (AY - C), 0)
+        AWn = AtA @ Wn @ BBt
+        fn = f(Wn, AWn)
         if fn > fw:
-            Wn = W - step * (AtA @ W @ BBt - C)
-            np.maximum(Wn, 0, out=Wn)
-            fn = f(Wn)
+            Wn = np.maximum(W - step * (AW - C), 0)
+            AWn = AtA @ Wn @ BBt
+            fn = f(Wn, AWn)
             t = 1.0
-            Y = Wn.copy()
+            Y, AY = Wn, AWn
             if fn > fw:
                 break
         else:
             t_new = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
-            Y = Wn + ((t - 1.0) / t_new) * (Wn - W)
+            c = Wn.dtype.type((t - 1.0) / t_new)
+            Y = Wn + c * (Wn - W)
+            AY = AWn + c * (AWn - AW)
             t = t_new
-        W, fw = Wn, fn
+        W, AW, fw = Wn, AWn, fn
     return W
 
 
@@ -197,22 +200,26 @@ class _Depths:
 
 
 def _weighted_sums(
-    Ws: list[np.ndarray], Hs: list[np.ndarray], mu: np.ndarray, k: int
+    Ws: list[np.ndarray], Hs: list[np.ndarray], mu: np.ndarray, k: int, HHts: list[np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
     """N = sum_{d >= k} mu_d C_d and M = sum mu_d C_d C_d^T with C_d = W(k+1) ... Wd Hd
-    (0-based k: C_k = Hs[k]); the two matrices the update of Ws[k] needs."""
+    (0-based k: C_k = Hs[k]); the two matrices the update of Ws[k] needs. With
+    P = W(k+1) ... Wd (small), C_d = P Hd and C_d C_d^T = P (Hd Hd^T) P^T:
+    ``HHts[d]`` = Hd Hd^T."""
     L = len(Ws)
     N = np.zeros_like(Hs[k])
     M = np.zeros((N.shape[0], N.shape[0]), N.dtype)
     for d in range(k, L):
         if mu[d] == 0.0:
             continue
-        C = Hs[d]
-        for W in reversed(Ws[k + 1 : d + 1]):
-            C = W @ C
         c = N.dtype.type(mu[d])
-        N += c * C
-        M += c * (C @ C.T)
+        if d == k:
+            N += c * Hs[d]
+            M += c * HHts[d]
+            continue
+        P = chain(Ws[k + 1 : d + 1])
+        N += c * (P @ Hs[d])
+        M += c * (P @ HHts[d] @ P.T)
     return N, M
 
 
@@ -274,7 +281,8 @@ def fine_tune(
     last: tuple[list[np.ndarray], list[np.ndarray]] | None = None
     for it in range(1, max_iter + 1):
         # W1 against every depth's B_d = W2 ... Wd Hd.
-        S, M = _weighted_sums(Ws, Hs, mu, 0)
+        HHts = [H @ H.T for H in Hs]
+        S, M = _weighted_sums(Ws, Hs, mu, 0, HHts)
         P = S @ X.T
         if semi:
             W1t[...] = _least_squares(M, P)
@@ -287,7 +295,7 @@ def fine_tune(
         prods = _Depths()
         prods.push(Y, Q, A)
         for li in range(1, L):
-            N, M = _weighted_sums(Ws, Hs, mu, li)
+            N, M = _weighted_sums(Ws, Hs, mu, li, HHts)
             K = Y @ N.T
             if semi:
                 Z = _least_squares(Q, K)
