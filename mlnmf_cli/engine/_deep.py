@@ -21,8 +21,9 @@ S = sum_d mu_d B_d and M = sum_d mu_d B_d B_d^T of B_d = W2 ... Wd Hd (one
 product with X); each inner Wl by Nesterov projected gradient (least squares
 for Semi-NMF) on the same kind of weighted sums; every Hd by HALS sweeps
 against Y_d = (W1 ... Wd)^T X, got from Y_1 = W1^T X (the second product
-with X) by small products. A round thus costs two products with X, one
-single-layer iteration at rank r1. A dead component (a zero column of
+with X) by small products. A round thus costs two products with X (three
+with the extrapolation of :func:`fine_tune`), about one single-layer iteration
+at rank r1. A dead component (a zero column of
 W1 ... Wd, or a zero row of Hd that no deeper depth uses) is restarted from the
 worst-fitted column of X, in a way that leaves F unchanged, so no component is
 carried dead.
