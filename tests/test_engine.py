@@ -104,11 +104,8 @@ def test_loss_never_increases(rand_matrix: np.ndarray, method: str, solver: str,
     assert e[-1] < e[1]
 
 
-def test_plain_hals_without_extrapolation_is_monotone(
-    rand_matrix: np.ndarray, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(_single, "EXTRAPOLATE", False)
-    res = factorize(rand_matrix, 6, max_iter=60, tol=0)
+def test_plain_hals_without_extrapolation_is_monotone(rand_matrix: np.ndarray) -> None:
+    res = factorize(rand_matrix, 6, max_iter=60, tol=0, extrapolate=False)
     assert np.all(np.diff(res.history) <= 1e-10 * res.history[:-1])
     assert res.history[-1] == pytest.approx(rel_err(rand_matrix, res.W, res.H), rel=1e-9)
 
@@ -250,11 +247,9 @@ def test_fine_tune_never_worse_than_greedy(rand_matrix: np.ndarray) -> None:
         d = factorize_deep(rand_matrix, [10, 6, 3], method=method, init=init, max_iter=40)
         assert d.depth_errors[-1] <= d.greedy_errors[-1] * (1 + 1e-12)
         assert d.fine_tune_history[0] == pytest.approx(d.greedy_errors[-1], rel=1e-9)
-        assert d.fine_tune_history.min() == pytest.approx(d.depth_errors[-1], rel=1e-6)
-        # Block-coordinate rounds are monotone and an extrapolated point is only
-        # taken when it is better: the history never rises.
-        hist = d.fine_tune_history
-        assert np.all(np.diff(hist) <= 1e-12 * hist[:-1])
+        # The history is the deepest error per round (the objective weighs every
+        # depth, so it may rise; tests/test_finetune.py checks the objective).
+        assert d.fine_tune_history[-1] == pytest.approx(d.depth_errors[-1], rel=1e-6)
         if method == "nmf":
             assert all(e <= d.depth_errors[-1] * (1 + 1e-9) for e in d.depth_errors)
 
@@ -301,10 +296,15 @@ def test_normalisation_gives_unit_columns_and_keeps_products(rand_matrix: np.nda
 def test_camera_deep_fine_tuned_close_to_single_layer() -> None:
     X = camera()
     single = factorize(X, 16)
+    full_greedy = factorize_deep(X, [64, 32, 16], fine_tune=False)
     d = factorize_deep(X, [64, 32, 16])
-    # The engine targets: greedy depth 3 <= 0.21, fine-tuned within 2% of rank-16 NMF.
+    # The engine targets: greedy depth 3 <= 0.21; fine-tuned within 4% of rank-16
+    # NMF and every depth within 5% of a full greedy run's (issue 15's frontier).
     assert d.greedy_errors[-1] <= 0.21
-    assert d.depth_errors[-1] <= 1.02 * single.history[-1]
+    assert d.depth_errors[-1] <= 1.04 * single.history[-1]
+    assert all(
+        e <= 1.05 * g for e, g in zip(d.depth_errors, full_greedy.greedy_errors, strict=True)
+    )
     assert d.depth_errors[-1] < d.greedy_errors[-1]
 
 

@@ -22,12 +22,13 @@ from mlnmf_cli.engine.options import (
 
 if TYPE_CHECKING:
     from mlnmf_cli.engine import metrics
-    from mlnmf_cli.engine._api import DeepResult, NMFResult, factorize, factorize_deep
+    from mlnmf_cli.engine._api import DeepResult, NMFResult, encode, factorize, factorize_deep
     from mlnmf_cli.engine.model import Model, chain
 
 _LAZY = {
     "DeepResult": "mlnmf_cli.engine._api",
     "NMFResult": "mlnmf_cli.engine._api",
+    "encode": "mlnmf_cli.engine._api",
     "factorize": "mlnmf_cli.engine._api",
     "factorize_deep": "mlnmf_cli.engine._api",
     "Model": "mlnmf_cli.engine.model",
@@ -54,6 +55,7 @@ __all__ = [
     "NMFResult",
     "chain",
     "check_ranks",
+    "encode",
     "factorize",
     "factorize_deep",
     "metrics",

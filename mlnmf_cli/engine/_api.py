@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from mlnmf_cli.engine._deep import GREEDY_TOL, normalize_columns, refit_coefficients
 from mlnmf_cli.engine._deep import fine_tune as run_fine_tune
-from mlnmf_cli.engine._deep import normalize_columns, refit_coefficients
 from mlnmf_cli.engine._init import initialize
 from mlnmf_cli.engine._linalg import factor_relative_error
+from mlnmf_cli.engine._single import encode as _encode
 from mlnmf_cli.engine._single import solve
 from mlnmf_cli.engine._validation import check_matrix
 from mlnmf_cli.engine.model import Model, chain
@@ -133,6 +134,8 @@ def _factorize_checked(
         target_error=None if opts.target_error is None else float(opts.target_error),
         callback=callback,
         stage=stage,
+        extrapolate=opts.extrapolate,
+        max_sweeps=opts.max_sweeps,
     )
     return NMFResult(
         W=out.W,
@@ -219,17 +222,17 @@ def factorize_deep(
 
     Greedy layer-wise pretraining (layer l factors H_{l-1}, the previous
     layer's coefficients, with the same method, solver, init, max_iter, tol
-    and target_error; with ``normalize`` W_l's columns are scaled to unit norm
+    (at least ``GREEDY_TOL`` when fine-tuning follows) and target_error; with
+    ``normalize`` W_l's columns are scaled to unit norm
     and the scale moved into H_l first; with ``refit`` and ``max_iter`` > 0,
     from the second layer on, H_l is then re-fitted to X itself with
     W1 ... Wl fixed, a convex non-negative least-squares step, so each layer's
     coefficients serve the data rather than only the previous layer; with
     ``max_iter=0`` the layers keep their initialisations), then, with
     ``fine_tune``, joint
-    refinement of all factors on ||X - W1 ... WL HL|| for up to
-    ``fine_tune_iter`` rounds (stopping on ``tol`` or when the deepest error
-    reaches ``target_error``). After fine-tuning each shallower ``Hs[d-1]`` is
-    re-fitted to X with W1 ... Wd fixed, warm-started at W(d+1) ... WL HL.
+    refinement of all factors on a weighted sum of every depth's error
+    ||X - W1 ... Wd Hd|| (see ``_deep``) for up to ``fine_tune_iter`` rounds
+    (stopping on ``tol`` or when the deepest error reaches ``target_error``).
 
     ``method="semi", init="svd", normalize=False, fine_tune=False, max_iter=0``
     is the stacked Gillis-Kumar ``appr_seminmf`` pipeline of the 2017 write-up; where
@@ -249,8 +252,11 @@ def factorize_deep(
     Ws: list[np.ndarray] = []
     Hs: list[np.ndarray] = []
     current = A
+    # A looser greedy stage when fine-tuning follows (it refines every depth anyway).
+    greedy_tol = max(opts.tol, GREEDY_TOL) if opts.fine_tune and opts.tol > 0 else opts.tol
+    layer_opts = dataclasses.replace(opts, tol=greedy_tol)
     for li, r in enumerate(rs):
-        res = _factorize_checked(current, r, opts, callback, f"layer{li + 1}")
+        res = _factorize_checked(current, r, layer_opts, callback, f"layer{li + 1}")
         results.append(res)
         W, H = res.W.copy(), res.H.copy()
         if opts.normalize:
@@ -270,7 +276,8 @@ def factorize_deep(
         ft = run_fine_tune(
             A,
             Ws,
-            Hs[-1],
+            Hs,
+            greedy_errors=greedy_errors,
             method=opts.method,
             max_iter=opts.fine_tune_iter,
             tol=float(opts.tol),
@@ -279,10 +286,7 @@ def factorize_deep(
             normalize=opts.normalize,
             extrapolate=opts.extrapolate,
         )
-        Ws = ft.Ws
-        Hs = [*Hs[:-1], ft.H]
-        for d in range(1, L):
-            Hs[d - 1] = refit_coefficients(A, chain(Ws[:d]), chain([*Ws[d:], ft.H]))
+        Ws, Hs = ft.Ws, ft.Hs
         ft_history = np.asarray(ft.errors, dtype=np.float64)
         ft_iter = ft.n_iter
         converged = ft.converged
@@ -314,3 +318,31 @@ def factorize_deep(
         converged=converged,
         seconds={"greedy": t1 - t0, "fine_tune": t2 - t1},
     )
+
+
+def encode(
+    X: Any, W: Any, *, max_sweeps: int = 200, tol: float = 1e-4, H0: Any = None
+) -> np.ndarray:
+    """Coefficients of new data with the features held fixed: argmin_{H >= 0} ||X - W H||.
+
+    X is m x n (non-negative for an NMF dictionary, any sign for a Semi-NMF
+    one), W is m x r (an effective dictionary W1 ... Wd for depth d); returns H
+    (r x n) in X's dtype (float32 stays float32). A convex problem, solved by
+    HALS sweeps over H's rows with W^T X and W^T W computed once; it stops
+    after ``max_sweeps`` sweeps or when a sweep changes H by less than ``tol``
+    times the first one's change. ``H0`` warm-starts it.
+    """
+    A = check_matrix(X, "semi")
+    D = check_matrix(W, "semi")
+    if D.shape[0] != A.shape[0]:
+        raise ParameterError(
+            f"W must have as many rows as X ({A.shape[0]}), got shape {tuple(D.shape)}"
+        )
+    Integer(1).check("max_sweeps", max_sweeps)
+    if H0 is not None:
+        H0 = check_matrix(H0, "semi")
+        if H0.shape != (D.shape[1], A.shape[1]):
+            raise ParameterError(
+                f"H0 must have shape {(D.shape[1], A.shape[1])}, got {tuple(H0.shape)}"
+            )
+    return _encode(A, D, H0=H0, max_sweeps=int(max_sweeps), tol=float(tol))

@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 
 from mlnmf_cli.engine._linalg import relative_error_from_products, squared_norm
+from mlnmf_cli.errors import ParameterError
 
 ALPHA = 0.5
 DELTA = 0.1
 BLOCK = 32
-EXTRAPOLATE = True
 BETA0, ETA, GAMMA, GAMMA_BAR = 0.5, 1.5, 1.05, 1.01
 PATIENCE = 5
 # Gillis & Glineur's bound asks for up to 15 sweeps on wide matrices; measured
@@ -51,7 +51,12 @@ class RowSweeper:
         self.T = np.empty((min(block, r), p), V.dtype)
         self.buf = np.empty(p, V.dtype)
         self.prev = np.empty_like(V)
+        info = np.finfo(V.dtype)
+        self.eps2, self.tiny = float(info.eps) ** 2, float(info.tiny)
         self.blocks: list[tuple[int, int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]] = []
+        # Per block, the views one sweep uses: Gm's rows, T, Ps's rows, V's rows,
+        # V's first row of the block, and the rows' (C row, V head, V row).
+        self.views: list[tuple[np.ndarray, ...]] = []
         # Per block: the C view (identity above the strict lower triangle, which
         # update() refills with -G), the same-shaped Gm view, and the masks of the
         # strict lower triangle and of the lower triangle with the diagonal.
@@ -61,6 +66,9 @@ class RowSweeper:
             b = k1 - k0
             rows = [(self.C[k, : k - k0 + 1], V[k0 : k + 1], V[k]) for k in range(k0 + 1, k1)]
             self.blocks.append((k0, k1, rows))
+            self.views.append(
+                (self.Gm[k0:k1], self.T[:b], self.Ps[k0:k1], V[k0:k1], V[k0], rows)  # type: ignore[arg-type]
+            )
             Cb = self.C[k0:k1, :b]
             Cb[...] = np.eye(b, dtype=self.dtype)
             lower = np.tri(b, k=-1, dtype=bool)
@@ -82,22 +90,26 @@ class RowSweeper:
         largest) keep the exact update.
         """
         V, Gm = self.V, self.Gm
-        g = np.diagonal(G)
-        d = g.copy()
-        info = np.finfo(d.dtype)
-        top = float(d.max(initial=0.0))
-        if top <= info.tiny:
-            d[...] = 1
+        g = G.diagonal()
+        top = float(g.max(initial=0.0))
+        short = None
+        if top <= self.tiny:
+            d = np.ones_like(g)
+            short = np.flatnonzero(d != g)
+        elif float(g.min()) <= top * self.eps2:
+            d = g.copy()
+            d[d <= top * self.eps2] = top
+            short = np.flatnonzero(d != g)
         else:
-            d[d <= top * info.eps * info.eps] = top
+            d = g
         inv = (1.0 / d)[:, None]
         np.multiply(G, inv, out=Gm)
         np.multiply(P, inv, out=self.Ps)
         for Cb, Gbb, lower, lower_diag in self.masks:
             np.negative(Gbb, out=Cb, where=lower)
             np.copyto(Gbb, self.zero, where=lower_diag)
-        short = np.flatnonzero(d != g)
-        Gm[short, short] = g[short] / d[short] - 1
+        if short is not None and short.size:
+            Gm[short, short] = g[short] / d[short] - 1
         first = 0.0
         s = 0
         for s in range(max_sweeps):
@@ -114,15 +126,15 @@ class RowSweeper:
         return s + 1
 
     def _sweep(self) -> None:
-        V, Gm, Ps, buf, zero = self.V, self.Gm, self.Ps, self.buf, self.zero
-        for k0, k1, rows in self.blocks:
-            T = self.T[: k1 - k0]
-            np.dot(Gm[k0:k1], V, out=T)
-            np.subtract(Ps[k0:k1], T, out=V[k0:k1])
-            np.maximum(V[k0], zero, out=V[k0])
+        V, buf, zero = self.V, self.buf, self.zero
+        dot, maximum, subtract = np.dot, np.maximum, np.subtract
+        for Gm_rows, T, Ps_rows, V_rows, first, rows in self.views:
+            dot(Gm_rows, V, out=T)
+            subtract(Ps_rows, T, out=V_rows)
+            maximum(first, zero, out=first)
             for c, head, row in rows:
-                np.dot(c, head, out=buf)
-                np.maximum(buf, zero, out=row)
+                dot(c, head, out=buf)
+                maximum(buf, zero, out=row)
 
 
 @dataclass
@@ -134,10 +146,54 @@ class SolveOutput:
     converged: bool = False
 
 
-def _n_sweeps(p: int, q: int, r: int, alpha: float) -> int:
+def n_sweeps(p: int, q: int, r: int, alpha: float = ALPHA, max_sweeps: int = MAX_SWEEPS) -> int:
     """Gillis & Glineur's bound: 1 + alpha * (cost of the products / cost of a sweep),
-    at most :data:`MAX_SWEEPS`."""
-    return min(MAX_SWEEPS, 1 + math.ceil(alpha * (q / r + q / p)))
+    at most ``max_sweeps``."""
+    return max(1, min(max_sweeps, 1 + math.ceil(alpha * (q / r + q / p))))
+
+
+def check_max_sweeps(max_sweeps: object) -> int:
+    """``max_sweeps`` as an int >= 1, or a ParameterError naming it."""
+    if isinstance(max_sweeps, bool) or not isinstance(max_sweeps, (int, np.integer)):
+        raise ParameterError(f"max_sweeps must be an integer >= 1, got {max_sweeps!r}")
+    if max_sweeps < 1:
+        raise ParameterError(f"max_sweeps must be an integer >= 1, got {max_sweeps}")
+    return int(max_sweeps)
+
+
+def encode(
+    X: np.ndarray,
+    W: np.ndarray,
+    *,
+    H0: np.ndarray | None = None,
+    max_sweeps: int = 200,
+    tol: float = 1e-4,
+) -> np.ndarray:
+    """Coefficients of new data with fixed features: argmin_{H >= 0} ||X - W H||.
+
+    X is m x n, W m x r (any sign: the update of H is the same for a Semi-NMF
+    dictionary); returns H (r x n) in X's dtype. HALS sweeps over the
+    rows of H with W^T X and W^T W computed once (Cichocki & Phan), from ``H0``
+    (clipped at 0) or from the unconstrained least-squares solution clipped at 0;
+    stops after ``max_sweeps`` sweeps or when a sweep changes H by less than
+    ``tol`` times the first sweep's change (a convex problem: the sweeps converge
+    to its minimum). Dead features (zero columns of W) get zero coefficients.
+    """
+    X = np.asarray(X)
+    W = np.asarray(W, dtype=X.dtype)
+    WtX = W.T @ X
+    WtW = W.T @ W
+    if H0 is None:
+        H = np.maximum(_least_squares(WtW, WtX), 0)
+    else:
+        H = np.maximum(np.asarray(H0, dtype=X.dtype), 0)
+    H = np.ascontiguousarray(H)
+    dead = np.diagonal(WtW) <= 0
+    H[dead] = 0
+    if not np.any(W):
+        return H
+    RowSweeper(H).update(WtX, WtW, max_sweeps, tol)
+    return H
 
 
 def _revive(
@@ -192,8 +248,15 @@ def solve(
     stage: str,
     alpha: float = ALPHA,
     delta: float = DELTA,
+    extrapolate: bool = True,
+    max_sweeps: int = MAX_SWEEPS,
 ) -> SolveOutput:
-    """Iterate from (W, H); returns the final factors and the relative-error history."""
+    """Iterate from (W, H); returns the final factors and the relative-error history.
+
+    ``extrapolate`` switches Ang & Gillis's extrapolation on (HALS, NMF);
+    ``max_sweeps`` caps the inner HALS sweeps per factor update (the number
+    used is :func:`n_sweeps`'s cost bound, at most this).
+    """
     m, n = X.shape
     r = W.shape[1]
     dtype = X.dtype
@@ -215,7 +278,7 @@ def solve(
         return out
     semi = method == "semi"
     hals = solver == "hals"
-    if hals and not semi and EXTRAPOLATE:
+    if hals and not semi and extrapolate:
         _solve_extrapolated(
             X,
             Wt,
@@ -229,13 +292,14 @@ def solve(
             stage=stage,
             alpha=alpha,
             delta=delta,
+            max_sweeps=max_sweeps,
         )
         return out
     Pw = np.empty((r, m), dtype)
     sweep_w = RowSweeper(Wt) if hals and not semi else None
     sweep_h = RowSweeper(H) if hals else None
-    nsw_w = _n_sweeps(m, n, r, alpha)
-    nsw_h = _n_sweeps(n, m, r, alpha)
+    nsw_w = n_sweeps(m, n, r, alpha, max_sweeps)
+    nsw_h = n_sweeps(n, m, r, alpha, max_sweeps)
     rowsq: np.ndarray | None = None
     colsq: np.ndarray | None = None
     tiny = np.finfo(dtype).tiny
@@ -323,6 +387,7 @@ def _solve_extrapolated(
     stage: str,
     alpha: float,
     delta: float,
+    max_sweeps: int,
 ) -> None:
     """Accelerated HALS with extrapolation and restart (Ang & Gillis, 2019).
 
@@ -343,7 +408,8 @@ def _solve_extrapolated(
     G = np.empty((r, r), dtype)
     HHt = Hy @ Hy.T
     sweep_w, sweep_h = RowSweeper(Wt), RowSweeper(H)
-    nsw_w, nsw_h = _n_sweeps(m, n, r, alpha), _n_sweeps(n, m, r, alpha)
+    nsw_w = n_sweeps(m, n, r, alpha, max_sweeps)
+    nsw_h = n_sweeps(n, m, r, alpha, max_sweeps)
     rowsq: np.ndarray | None = None
     colsq: np.ndarray | None = None
     momentum = Momentum()
