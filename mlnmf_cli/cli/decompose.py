@@ -11,7 +11,7 @@ import typer
 
 from mlnmf_cli.cli.app import ExitCode, app
 from mlnmf_cli.cli.options import Layers, Ranks, build_options, with_options
-from mlnmf_cli.cli.output import console, error_line, pct, progress_bar
+from mlnmf_cli.cli.output import console, error_line, line, pct, progress_bar
 from mlnmf_cli.errors import OutputError
 
 if TYPE_CHECKING:
@@ -107,6 +107,8 @@ def decompose(
                 rows.append(row)
                 if row.status == "failed":
                     error_line(f"{row.input}: {row.error}")
+                elif row.note:
+                    line(f"mlnmf: warning: {row.input}: {row.note}", style="yellow")
                 progress.update(batch_task, advance=1, detail=f"{len(rows)}/{len(items)}")
 
             with batch.sigterm_as_interrupt():
