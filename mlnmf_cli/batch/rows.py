@@ -290,7 +290,7 @@ def merge_rows(old: Sequence[Row], new: Sequence[Row], out: Path) -> list[Row]:
 
         rows = [(is_old, o) for is_old, o in rows if not replaced(is_old, o)]
         rows.append((False, row))
-    merged = [r for _, r in rows]
+    merged = [_as_on_disk(r, out) for _, r in rows]
     named = {r.folder_name for r in merged if r.status != "failed"}
     for folder in _result_folders(out):
         if folder.name in named:
@@ -305,6 +305,22 @@ def merge_rows(old: Sequence[Row], new: Sequence[Row], out: Path) -> list[Row]:
         merged = [r for r in merged if not (r.status == "failed" and r.input == source)]
         merged.append(found)
     return merged
+
+
+def _as_on_disk(row: Row, out: Path) -> Row:
+    """``row`` with the numbers of the result now in its folder (a run killed after
+    putting a result in place, before its summary, leaves an older row)."""
+    if row.status == "failed" or not row.folder_name:
+        return row
+    folder = out / row.folder_name
+    try:
+        report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+        fresh = _report_row(row.input, row.status, folder, report, seconds=None)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return row
+    if (fresh.ranks, fresh.relative_error) == (row.ranks, row.relative_error):
+        return dataclasses.replace(fresh, folder=row.folder, seconds=row.seconds, note=row.note)
+    return fresh
 
 
 def _result_folders(out: Path) -> list[Path]:
