@@ -345,10 +345,12 @@ def unique_names(paths: Sequence[Path]) -> list[str]:
     """
     resolved = [Path(os.path.abspath(p)) for p in paths]
     depth = [1] * len(paths)
+    typed = [False] * len(paths)  # the suffix joins the name ("a_png", "a_jpg")
 
     def parts(i: int) -> list[str]:
         p = resolved[i]
-        return [*(q.name or "root" for q in reversed(p.parents)), _stem(p)][1:] or ["root"]
+        last = _stem(p) + (f"_{p.suffix[1:]}" if typed[i] and p.suffix[1:] else "")
+        return [*(q.name or "root" for q in reversed(p.parents)), last][1:] or ["root"]
 
     def name(i: int) -> str:
         return safe_name("__".join(parts(i)[-depth[i] :]))
@@ -358,9 +360,16 @@ def unique_names(paths: Sequence[Path]) -> list[str]:
         owners: dict[str, set[Path]] = {}
         for i, n in enumerate(names):
             owners.setdefault(n, set()).add(resolved[i])
-        grow = [i for i, n in enumerate(names) if len(owners[n]) > 1 and depth[i] < len(parts(i))]
+        clashes = [i for i, n in enumerate(names) if len(owners[n]) > 1]
+        grow = [i for i in clashes if depth[i] < len(parts(i))]
         if not grow:
-            break
+            # Files of one folder that differ only in their suffix: the suffix tells them apart.
+            retype = [i for i in clashes if not typed[i]]
+            if not retype:
+                break
+            for i in retype:
+                typed[i], depth[i] = True, 1
+            continue
         for i in grow:
             depth[i] += 1
     taken = set(names)
