@@ -209,12 +209,33 @@ def prepare_output_dir(out: Path) -> Path:
 
 
 def refuse_existing(target: Path, *, replace: bool) -> None:
-    """Raise unless ``target`` is free or the user asked to replace it."""
-    if Path(target).exists() and not replace:
+    """Raise unless ``target`` is free or the user asked to replace it and it is a
+    result folder (``--force`` never replaces anything else: a user's folder or file
+    that happens to have a result's name)."""
+    target = Path(target)
+    if not os.path.lexists(target):
+        return
+    if not replace:
         raise OutputError(
             f"result folder {target} already exists "
             "(use --force to replace it or --skip-existing to keep it)"
         )
+    if not is_result_folder(target):
+        raise OutputError(
+            f"{target} exists and is not an mlnmf result folder; "
+            "--force replaces only those (move it away or choose another --out)"
+        )
+
+
+def is_result_folder(folder: Path) -> bool:
+    """A real folder (not a link) holding a report.json and only files mlnmf writes there."""
+    folder = Path(folder)
+    return (
+        folder.is_dir()
+        and not folder.is_symlink()
+        and (folder / "report.json").is_file()
+        and _result_like(folder)
+    )
 
 
 @contextlib.contextmanager
@@ -260,7 +281,7 @@ def _move_into_place(staging: Path, target: Path) -> None:
     (1) old aside, (2) new in, (3) old removed; after a kill at any step
     :func:`recover_output` restores (1) or finishes (3).
     """
-    if not target.exists():
+    if not os.path.lexists(target):
         fault_point()
         os.replace(staging, target)
         return
@@ -480,6 +501,7 @@ _RESULT_FILE = re.compile(r"[A-Za-z0-9_]+\.(png|npz|json)|\..+\.[a-z0-9_]{8}\.tm
 _LEFTOVER = re.compile(r"\.(.+)\.[a-z0-9_]{8}\.(partial|old|trash)")
 _SUMMARY_TMP = re.compile(
     r"\.(" + "|".join(re.escape(n) for n in SUMMARY_FILES) + r")\.[a-z0-9_]{8}\.tmp"
+    r"|\.mlnmf-probe-[a-z0-9_]{8}"
 )
 
 
@@ -502,7 +524,7 @@ def recover_output(out: Path) -> list[str]:
     * ``.NAME.XXXXXXXX.old/NAME`` (a ``--force`` replacement cut short): put back
       as ``NAME`` when ``NAME`` is missing, else removed;
     * ``.NAME.XXXXXXXX.partial`` (a result being written) and ``.trash``: removed;
-    * ``.summary.json.XXXXXXXX.tmp`` and the like: removed.
+    * ``.summary.json.XXXXXXXX.tmp`` and the like, ``.mlnmf-probe-XXXXXXXX``: removed.
 
     Only entries whose names and contents are what mlnmf writes are touched.
     """

@@ -938,3 +938,33 @@ def test_s_outputs_get_the_modes_of_an_ordinary_open(
     )
     assert mode(out / "img") == dir_mode
     assert {mode(p) for p in (out / "img").iterdir()} == {file_mode}
+
+
+@pytest.mark.parametrize("kind", ["folder", "file", "link"])
+def test_s_force_never_replaces_a_users_folder_or_file_named_like_a_result(
+    kind: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    photos = _s_png(tmp_path, "photos.png")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "holiday.png").write_bytes(b"mine")
+    if kind == "folder":
+        shutil.copytree(elsewhere, out / "photos")
+    elif kind == "file":
+        (out / "photos").write_bytes(b"mine")
+    else:
+        (out / "photos").symlink_to(elsewhere)
+    code, stderr = _s_run(photos, "-o", out, "--force")
+    assert (code, stderr) == (
+        1,
+        f"mlnmf: error: {photos}: {out / 'photos'} exists and is not an mlnmf result folder; "
+        "--force replaces only those (move it away or choose another --out)\n",
+    )
+    assert _s_listing(out) == _S_TOOL_FILES | {"photos"}
+    assert (elsewhere / "holiday.png").read_bytes() == b"mine"
+    if kind == "folder":
+        assert (out / "photos" / "holiday.png").read_bytes() == b"mine"
+    assert (out / "photos").is_symlink() == (kind == "link")
+    assert [(r["input"], r["status"]) for r in summary_csv(out)] == [(str(photos), "failed")]

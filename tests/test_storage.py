@@ -163,15 +163,41 @@ def test_staged_folder_appears_whole_or_not_at_all(tmp_path: Path) -> None:
         raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []
     with storage.staged_folder(target, replace=False) as tmp:
-        (tmp / "a.txt").write_text("one")
-    assert (target / "a.txt").read_text() == "one"
+        (tmp / "report.json").write_text("one")
+    assert (target / "report.json").read_text() == "one"
     with pytest.raises(OutputError, match="already exists"):
         with storage.staged_folder(target, replace=False):
             pass
     with storage.staged_folder(target, replace=True) as tmp:
-        (tmp / "b.txt").write_text("two")
-    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+        (tmp / "report.json").write_text("two")
+        (tmp / "model.npz").write_text("two")
+    assert sorted(p.name for p in target.iterdir()) == ["model.npz", "report.json"]
     assert [p.name for p in tmp_path.iterdir()] == ["result"]
+
+
+@pytest.mark.parametrize("kind", ["folder", "file", "link", "dangling link"])
+def test_force_replaces_only_result_folders(kind: str, tmp_path: Path) -> None:
+    target = tmp_path / "result"
+    real = tmp_path / "mine"
+    real.mkdir()
+    (real / "report.json").write_text("{}")
+    if kind == "folder":
+        target.mkdir()
+        (target / "report.json").write_text("{}")
+        (target / "thesis.tex").write_text("mine")
+    elif kind == "file":
+        target.write_text("mine")
+    else:
+        target.symlink_to(real if kind == "link" else tmp_path / "nowhere")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(OutputError) as err, storage.staged_folder(target, replace=True):
+        pytest.fail("the body must not run")
+    assert str(err.value) == (
+        f"{target} exists and is not an mlnmf result folder; "
+        "--force replaces only those (move it away or choose another --out)"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert (real / "report.json").read_text() == "{}"
 
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path: Path) -> None:
@@ -270,7 +296,7 @@ def test_a_failed_replacement_keeps_the_old_result(
 ) -> None:
     target = tmp_path / "result"
     target.mkdir()
-    (target / "old.txt").write_text("old")
+    (target / "report.json").write_text("old")
     real = os.replace
 
     def replace(src: Path, dst: Path) -> None:
@@ -279,7 +305,8 @@ def test_a_failed_replacement_keeps_the_old_result(
         real(src, dst)
 
     monkeypatch.setattr(storage.os, "replace", replace)
-    with pytest.raises(OutputError), storage.staged_folder(target, replace=True) as tmp:
-        (tmp / "new.txt").write_text("new")
+    with pytest.raises(OutputError, match="Input/output error"):
+        with storage.staged_folder(target, replace=True) as tmp:
+            (tmp / "report.json").write_text("new")
     assert [p.name for p in tmp_path.iterdir()] == ["result"]
-    assert (target / "old.txt").read_text() == "old"
+    assert (target / "report.json").read_text() == "old"

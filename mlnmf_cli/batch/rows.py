@@ -19,6 +19,7 @@ from typing import Any
 
 from mlnmf_cli import imageio, pipeline, storage
 from mlnmf_cli.batch.inputs import BatchItem
+from mlnmf_cli.batch.signals import signals_deferred
 from mlnmf_cli.errors import MlnmfError, OutputError
 from mlnmf_cli.options import Options
 
@@ -115,7 +116,7 @@ def _process(
     if item.problem is not None:
         return failed_row(item, None, item.problem)
     folder = Path(out) / item.name
-    if folder.exists() and skip_existing and not force:
+    if os.path.lexists(folder) and skip_existing and not force:
         return skipped_row(item, folder, options)
     try:
         storage.refuse_existing(folder, replace=force)
@@ -202,7 +203,7 @@ def write_summary(
 
     out = Path(out)
     summary = summary_envelope(rows, options, interrupted=interrupted)
-    with storage.output_lock(out):
+    with storage.output_lock(out), signals_deferred():
         refuse_foreign_summaries(out)
         merged = merge_rows(read_rows(out), rows, out)
         folder = summary_envelope(merged, options, interrupted=interrupted)

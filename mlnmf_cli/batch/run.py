@@ -122,13 +122,13 @@ class Runner:
         self.results: dict[int, Row] = {}
         self.delivered = 0
         self.started = time.time()
-        self.existed = {i for i, item in enumerate(self.items) if (out / item.name).exists()}
+        self.existed = {i for i, item in enumerate(self.items) if os.path.lexists(out / item.name)}
 
     def is_trivial(self, item: BatchItem) -> bool:
         """Items answered without decoding anything: listing problems and skipped folders."""
         if item.problem is not None:
             return True
-        return self.skip_existing and not self.force and (self.out / item.name).exists()
+        return self.skip_existing and not self.force and os.path.lexists(self.out / item.name)
 
     def pending_count(self) -> int:
         return sum(1 for item in self.items if not self.is_trivial(item))

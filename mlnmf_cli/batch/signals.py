@@ -1,4 +1,5 @@
-"""Signals during a batch: SIGTERM (a script stopping us) ends it like Ctrl-C."""
+"""Signals during a batch: SIGTERM (a script stopping us) ends it like Ctrl-C; the
+summary files are written with both held back."""
 
 from __future__ import annotations
 
@@ -27,3 +28,21 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Within the block Ctrl-C and SIGTERM wait (they arrive when it ends): a few
+    short writes that belong together (the summary files) are never cut apart.
+
+    Only the main thread can block them for the process; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    deferred = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, deferred)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
