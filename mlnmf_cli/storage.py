@@ -448,6 +448,10 @@ def output_lock(out: Path, wait: float | None = None) -> Iterator[None]:
 _held_locks: dict[str, list[int]] = {}
 
 
+class FolderBusy(OutputError):
+    """Another run holds the output folder's lock."""
+
+
 def _acquire(path: Path, wait: float, out: Path) -> int:
     deadline = time.monotonic() + max(wait, 0.0)
     while True:
@@ -464,7 +468,7 @@ def _acquire(path: Path, wait: float, out: Path) -> int:
             os.close(fd)
             if time.monotonic() >= deadline:
                 who = f"another mlnmf run (pid {holder})" if holder else "another mlnmf run"
-                raise OutputError(
+                raise FolderBusy(
                     f"{out}: {who} is writing into this folder; "
                     "wait for it to finish or choose another --out"
                 ) from None

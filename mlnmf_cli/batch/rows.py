@@ -71,6 +71,9 @@ class Row:
 
 ROW_FIELDS = tuple(f.name for f in dataclasses.fields(Row))
 
+SUMMARY_LOCK_WAIT = 3600.0
+"""Seconds a finished batch waits for another run on its folder before writing its summary."""
+
 
 def failed_row(item: BatchItem, out: Path | None, error: str) -> Row:
     """The row of an input that failed; ``out`` None when no folder was planned for it."""
@@ -197,19 +200,30 @@ def _report_row(
 def write_summary(
     out: Path, rows: Sequence[Row], options: Options, *, interrupted: bool = False
 ) -> dict[str, Any]:
-    """Write ``summary.json``, ``summary.csv`` and the report page ``index.html`` for a
-    batch and return the JSON envelope."""
+    """Merge a batch's rows into the folder's ``summary.json``, ``summary.csv`` and report
+    page ``index.html``; return the batch's own JSON envelope.
+
+    A batch that delivered no row (stopped before its first input) changes nothing and
+    writes nothing when another run is busy in ``out``.
+    """
     from mlnmf_cli import page
 
     out = Path(out)
     summary = summary_envelope(rows, options, interrupted=interrupted)
-    with storage.output_lock(out), signals_deferred():
-        refuse_foreign_summaries(out)
-        merged = merge_rows(read_rows(out), rows, out)
-        folder = summary_envelope(merged, options, interrupted=interrupted)
-        storage.write_json(out / "summary.json", folder)
-        storage.write_csv(out / "summary.csv", folder["results"], ROW_FIELDS)
-        page.write_index(out, folder["results"])
+    # The batch itself held the lock; another run may have taken it since. Its rows and
+    # ours merge whatever the order, so wait for it (Ctrl-C stops the wait).
+    try:
+        with storage.output_lock(out, wait=SUMMARY_LOCK_WAIT if rows else 0.0):
+            with signals_deferred():
+                refuse_foreign_summaries(out)
+                merged = merge_rows(read_rows(out), rows, out)
+                folder = summary_envelope(merged, options, interrupted=interrupted)
+                storage.write_json(out / "summary.json", folder)
+                storage.write_csv(out / "summary.csv", folder["results"], ROW_FIELDS)
+                page.write_index(out, folder["results"])
+    except storage.FolderBusy:
+        if rows:
+            raise
     return summary
 
 
