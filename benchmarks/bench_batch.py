@@ -48,6 +48,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from environment import environment  # noqa: E402
+
 from mlnmf_cli import __version__, storage  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "batch.json"
@@ -274,6 +276,7 @@ def main() -> None:
 
     result: dict[str, Any] = {
         "version": __version__,
+        "environment": environment(),
         "machine": {
             "python": platform.python_version(),
             "numpy": np.__version__,

@@ -2,8 +2,10 @@
 
 Runs ``mlnmf compare`` on the bundled samples and ``mlnmf random-test`` on random
 pixels, each with our default pipeline and with ``--like-seed``, then prints the
-Markdown tables quoted in docs/experiments.md (also written to
-``<out>/experiments.md``). Every number comes from the commands' ``--json`` output.
+Markdown tables of docs/experiments.md (also written to ``<out>/experiments.md``).
+Every number comes from the commands' ``--json`` output, which is kept, with the
+environment and wall times, in benchmarks/results/experiments.json: ``make tables``
+renders the documentation's tables from that file (benchmarks/tables.py).
 
     python benchmarks/run_experiments.py [--out benchmarks/results/experiments] [--repeats 10]
 """
@@ -22,9 +24,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mlnmf_cli.experiments import interval_text as interval  # noqa: E402
+from environment import environment  # noqa: E402
+from tables import experiments_markdown  # noqa: E402
 
 SAMPLES = ROOT / "sample_images"
+RESULTS = ROOT / "benchmarks" / "results" / "experiments.json"
 
 
 def mlnmf(*args: str | Path) -> tuple[dict[str, Any], float]:
@@ -37,55 +41,6 @@ def mlnmf(*args: str | Path) -> tuple[dict[str, Any], float]:
         sys.stderr.write(done.stderr)
         raise SystemExit(f"failed ({done.returncode}): {' '.join(cmd)}")
     return json.loads(done.stdout), seconds
-
-
-def f3(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
-
-
-def compare_rows(setup: str, data: dict[str, Any]) -> list[str]:
-    rows = []
-    for e in data["similarities"]:
-        self_ = e["self"]["mean"] if e["self"] else None
-        rows.append(
-            f"| {setup} | {e['config']} | {e['depth']} | {e['rank']} | {e['kind']} "
-            f"| {f3(e['across']['mean'])} | {f3(e['null']['mean'])} "
-            f"[{e['null']['low']:.3f}, {e['null']['high']:.3f}] | {f3(self_)} "
-            f"| {'trivial' if e['trivial'] else f3(e['corrected'])} |"
-        )
-    return rows
-
-
-def random_rows(setup: str, data: dict[str, Any]) -> list[str]:
-    k = data["repeats"]
-    rows = []
-    for r in data["summary"]:
-        rows.append(
-            f"| {setup} | {r['config']} | {r['depth']} | {r['rank']} | {r['kind']} "
-            f"| {interval(r['across'], k)} | {interval(r['null'], k)} | {interval(r['self'], k)} "
-            f"| {'trivial' if r['trivial'] else interval(r['corrected'], k)} "
-            f"| {interval(r['control'], k)} |"
-        )
-    return rows
-
-
-def error_rows(setup: str, data: dict[str, Any]) -> list[str]:
-    by: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    for run in data["runs"]:
-        for d in run["depths"]:
-            by.setdefault((run["config"], d["depth"]), []).append(d)
-    rows = []
-    for (config, depth), ds in by.items():
-
-        def mean(key: str, ds: list[dict[str, Any]] = ds) -> str:
-            values = [d[key] for d in ds if d.get(key) is not None]
-            return "n/a" if not values else f"{100 * sum(values) / len(values):.1f}%"
-
-        rows.append(
-            f"| {setup} | {config} | {depth} | {ds[0]['rank']} | {mean('relative_error')} "
-            f"| {mean('greedy_relative_error')} | {mean('svd_floor')} | {mean('top_feature_share')} |"
-        )
-    return rows
 
 
 def main() -> None:
@@ -117,47 +72,17 @@ def main() -> None:
     )  # fmt: skip
     timings.append((f"random-test --like-seed --repeats {k} --control camera.png", t))
 
-    lines = [
-        "Bundled samples (camera, astronaut, coffee) resized to 256x256; similarity = mean cosine",
-        "of the principal angles; null = the same statistic on random non-negative matrices of",
-        "the same shapes (mean [2.5%, 97.5%] of 20 draws); self = the same image from a random start (init=random, seed + 1);",
-        "above chance = (across - null) / (1 - null).",
-        "",
-        "| setup | configuration | depth | rank | kind | across images | null | self | above chance |",
-        "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
-        *compare_rows("samples, ours", samples),
-        *compare_rows("samples, like seed", samples_seed),
-        "",
-        f"Random pixels: 3 uniform images per repeat, {args.repeats} repeats (image seeds 0..{args.repeats - 1}),",
-        "mean [95% interval]; control = camera.png (resized, grey) against the random images.",
-        "",
-        "| setup | configuration | depth | rank | kind | across images | null | self | above chance | control vs random |",
-        "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
-        *random_rows("random 128x128, ours", rand),
-        *random_rows("random 100x100, like seed", rand_seed),
-        "",
-        "Reconstruction error on the samples, and the share of the features' energy held by",
-        "their largest column (mean over the three images):",
-        "",
-        "| setup | configuration | depth | rank | error | greedy error | SVD floor | top column share |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-        *error_rows("samples, ours", samples),
-        *error_rows("samples, like seed", samples_seed),
-        "",
-        "Verdicts (depth 1, the one layer of the seed's figures):",
-        "",
-    ]
-    for name, data in (
-        ("samples, ours", samples),
-        ("samples, like seed", samples_seed),
-        ("random, ours", rand),
-        ("random, like seed", rand_seed),
-    ):
-        for v in data["verdicts"]:
-            lines.append(f"- {name} [{v['config']}]: {v['verdict']}")
-    lines += ["", "Wall time:", ""]
-    lines += [f"- {name}: {t:.1f} s" for name, t in timings]
-    text = "\n".join(lines) + "\n"
+    result = {
+        "environment": environment(),
+        "repeats": args.repeats,
+        "timings": [{"run": name, "seconds": round(t, 1)} for name, t in timings],
+        "samples": samples,
+        "samples_like_seed": samples_seed,
+        "random": rand,
+        "random_like_seed": rand_seed,
+    }
+    RESULTS.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    text = experiments_markdown(result)
     (out / "experiments.md").write_text(text, encoding="utf-8")
     sys.stdout.write(text)
 

@@ -4,54 +4,50 @@ Every image goes through :func:`load_image`, which follows Pillow's security
 guide: an allow-list of formats, the decompression-bomb limit kept on (and
 its warning treated as an error), the pixel data decoded inside the ``with``
 block, EXIF orientation applied first, the first frame of an animation.
-Whatever goes wrong with the file is reported as one
+Only regular files are opened, and never in a way that could block (see
+:func:`open_regular_file`): a named pipe, a device, a socket or a folder is
+refused by name. Whatever goes wrong with the file is reported as one
 :class:`~mlnmf_cli.errors.InputError` whose message does not name the path
 (the caller prefixes it).
 
-Pixel values always come back as float64 in ``[0, 1]``, scaled by the real
-bit depth of the data Pillow decoded:
-
-* 1-bit images give 0 and 1; 8-bit images are divided by 255;
-* 16-bit grey (Pillow modes ``I;16``, ``I;16B``, ... and mode ``I`` from a
-  16-bit file) is divided by 65535, never squeezed through ``convert("L")``;
-* 32-bit integers (mode ``I`` from a 32-bit file, or values above 65535) are
-  divided by 2**32 - 1, negative values are clipped to 0;
-* 32-bit floats (mode ``F``) are clipped to ``[0, 1]``;
-* 16-bit colour is reduced to 8 bits by Pillow itself, which has no 16-bit
-  colour modes; a note says so.
-
-Transparency (LA, RGBA, PA, palette or grey with a transparent entry) is
-composited over white: the background of every figure mlnmf draws. Only the
-grey modes (1, L, LA, I, F and their 16-bit variants) give a 2-D array;
-everything else, including a palette or RGB image that happens to hold only
-greys, gives ``(H, W, 3)``.
+Pixel values always come back as float64 in ``[0, 1]``, mapped from the
+data's own range (12-bit data in a 16-bit file by 4095, floats by their finite
+range...): :mod:`mlnmf_cli.pixel_modes` converts every Pillow mode or refuses
+it by name, and :attr:`LoadedImage.value_range` records what became 0 and 1.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 import struct
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, TiffImagePlugin, UnidentifiedImageError
 
 from mlnmf_cli.errors import InputError, ParameterError, open_error
+from mlnmf_cli.files import check_regular_file, open_regular_file
 from mlnmf_cli.options import CHANNEL_MODES  # declared with the options
+from mlnmf_cli.pixel_modes import Decoded, to_pixels
 
 __all__ = [
     "ALLOWED_FORMATS",
     "CHANNEL_MODES",
     "IMAGE_SUFFIXES",
     "LoadedImage",
+    "check_regular_file",
     "from_matrices",
     "load_image",
+    "open_regular_file",
     "to_matrices",
 ]
 
@@ -62,7 +58,6 @@ IMAGE_SUFFIXES: frozenset[str] = frozenset(
 
 _ALLOWED_TEXT = "PNG, JPEG, TIFF, BMP, WebP, GIF"
 _LUMA = np.array([0.299, 0.587, 0.114])
-_GREY_MODES = frozenset({"1", "L", "LA", "I", "F"})
 _MAX_DETAIL = 160
 # Entries per block when whole images are converted a block of rows at a time.
 _BLOCK_ELEMENTS = 1 << 18
@@ -89,6 +84,38 @@ _ORIENTATION_NOTES = {
 # warnings (corrupt EXIF, odd chunks...) are recorded and become notes, so
 # nothing is printed behind the caller's back.
 _PILLOW_GLOBALS_LOCK = threading.Lock()
+
+
+class _Recorder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def _pillow_log_captured() -> Iterator[list[str]]:
+    """Pillow's log records of WARNING and above, kept instead of printed.
+
+    With no logging configured, Python prints them to stderr (a TIFF declaring
+    thousands of samples per pixel logs an error before failing): a second
+    line behind the one-line message. Call with ``_PILLOW_GLOBALS_LOCK`` held:
+    the ``PIL`` logger is changed for the duration.
+    """
+    logger = logging.getLogger("PIL")
+    recorder = _Recorder()
+    propagate = logger.propagate
+    logger.addHandler(recorder)
+    logger.propagate = False
+    try:
+        yield recorder.messages
+    finally:
+        logger.removeHandler(recorder)
+        logger.propagate = propagate
+
+
 _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
 
 
@@ -105,10 +132,20 @@ class LoadedImage:
     mode
         Pillow's mode of the file as opened, e.g. ``"I;16"``, ``"P"``.
     bit_depth
-        1, 8, 16 or 32: the scale used to reach ``[0, 1]``.
+        Bits per sample of the decoded data: 1, 8, 16 or 32 (the container;
+        :attr:`value_range` says which part of it the data uses).
     notes
         One-line remarks the user should see (alpha composited, first frame
-        of an animation used, EXIF orientation applied, values clipped...).
+        of an animation used, EXIF orientation applied, how values were
+        scaled when not by the plain bit depth...).
+    value_range
+        ``(lo, hi)``: the file values that became 0 and 1, so that
+        ``pixels = (file value - lo) / (hi - lo)``. ``(0, 255)`` for 8-bit
+        data, ``(0, 4095)`` for 12-bit data in a 16-bit container, ``(0, 1000)``
+        for floats up to 1000, ``(0, 1)`` for floats already in ``[0, 1]``.
+    scale
+        The same in words, for reports: e.g. ``"8-bit: scaled by 255"``,
+        ``"12-bit data in a 16-bit container: scaled by 4095"``.
     """
 
     pixels: np.ndarray
@@ -116,6 +153,8 @@ class LoadedImage:
     mode: str
     bit_depth: int
     notes: tuple[str, ...] = ()
+    value_range: tuple[float, float] = (0.0, 1.0)
+    scale: str = ""
 
     @property
     def is_color(self) -> bool:
@@ -126,15 +165,18 @@ class LoadedImage:
         """``(height, width)``."""
         return (int(self.pixels.shape[0]), int(self.pixels.shape[1]))
 
+    @property
+    def peak(self) -> float:
+        """The data's peak in file units, ``hi - lo``: what 1.0 in :attr:`pixels` stands for.
 
-@dataclass
-class _Decoded:
-    image: Image.Image
-    format: str
-    mode: str
-    rawmode: str
-    file_bits: int | None
-    notes: list[str]
+        A PSNR computed on :attr:`pixels` against a peak of 1 is the PSNR of
+        the file's values against this peak.
+        """
+        lo, hi = self.value_range
+        return float(hi) - float(lo)
+
+
+# --------------------------------------------------------------------------- decoding
 
 
 def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> LoadedImage:
@@ -143,7 +185,8 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -
     Parameters
     ----------
     path
-        The file to read. Only PNG, JPEG, TIFF, BMP, WebP and GIF are opened.
+        The file to read: a regular file (see :func:`open_regular_file`).
+        Only PNG, JPEG, TIFF, BMP, WebP and GIF are opened.
     max_pixels
         Refuse images whose declared width x height exceeds this, before any
         pixel is decoded. ``None`` keeps Pillow's ``Image.MAX_IMAGE_PIXELS``
@@ -162,53 +205,77 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -
         raise ParameterError(f"max_pixels must be a positive integer, got {max_pixels!r}")
     decoded = _decode(os.fspath(path), max_pixels)
     try:
-        pixels, bit_depth = _to_array(decoded)
+        converted = to_pixels(decoded)
+    except InputError:
+        raise
     except (ValueError, OSError, MemoryError) as exc:
         raise InputError(
             f"image mode {decoded.mode} cannot be converted ({_detail(exc, path)})"
         ) from exc
     # In place on the one float64 array, a block of rows at a time: no
     # temporaries (not even NaN masks) as large as the image.
-    pixels = np.ascontiguousarray(pixels, dtype=np.float64)
+    pixels = np.ascontiguousarray(converted.values, dtype=np.float64)
     if not pixels.flags.writeable:
         pixels = pixels.copy()
-    step = max(1, _BLOCK_ELEMENTS // max(1, pixels[:1].size))
-    for i in range(0, pixels.shape[0], step):
-        block = pixels[i : i + step]
+    for block in _flat_blocks(pixels):
         np.nan_to_num(block, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
         np.clip(block, 0.0, 1.0, out=block)
     return LoadedImage(
         pixels=pixels,
         format=decoded.format,
         mode=decoded.mode,
-        bit_depth=bit_depth,
+        bit_depth=converted.bit_depth,
         notes=tuple(decoded.notes),
+        value_range=converted.value_range,
+        scale=converted.scale,
     )
 
 
-def _decode(path: str, max_pixels: int | None) -> _Decoded:
+def _flat_blocks(values: np.ndarray) -> list[np.ndarray]:
+    """Views of a C-contiguous array's entries, ``_BLOCK_ELEMENTS`` at a time.
+
+    Flat, not by rows: one row of a 1 x 2,000,000 image is itself large.
+    """
+    flat = values.reshape(-1)
+    return [flat[i : i + _BLOCK_ELEMENTS] for i in range(0, flat.size, _BLOCK_ELEMENTS)]
+
+
+def _decode(path: str, max_pixels: int | None) -> Decoded:
     """Open, check the size, and decode frame 0 with orientation applied."""
+    with open_regular_file(path, "an image file") as fh:
+        try:
+            return _decode_open(fh, path, max_pixels)
+        except InputError:
+            raise
+        except UnidentifiedImageError as exc:
+            raise InputError(_unidentified(fh, path)) from exc
+
+
+def _decode_open(fh: BinaryIO, path: str, max_pixels: int | None) -> Decoded:
     try:
         with _PILLOW_GLOBALS_LOCK:
             default_limit = Image.MAX_IMAGE_PIXELS
             limit = default_limit if max_pixels is None else max_pixels
             try:
-                with warnings.catch_warnings(record=True) as caught:
+                with (
+                    warnings.catch_warnings(record=True) as caught,
+                    _pillow_log_captured() as logged,
+                ):
                     warnings.simplefilter("always")
                     warnings.simplefilter("error", Image.DecompressionBombWarning)
                     Image.MAX_IMAGE_PIXELS = limit
-                    decoded = _open_and_load(path, limit)
-                for message in dict.fromkeys(_detail(w.message, path) for w in caught):
+                    decoded = _open_and_load(fh, limit)
+                messages = [_detail(w.message, path) for w in caught]
+                messages += [_detail(text, path) for text in logged]
+                for message in dict.fromkeys(messages):
                     decoded.notes.append(f"Pillow warned: {message}")
             except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
                 match = _BOMB_PIXELS.search(str(exc))
                 raise InputError(_too_large(int(match.group(1)) if match else None, limit)) from exc
             finally:
                 Image.MAX_IMAGE_PIXELS = default_limit
-    except InputError:
+    except (InputError, UnidentifiedImageError):
         raise
-    except UnidentifiedImageError as exc:
-        raise InputError(_unidentified(path)) from exc
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         raise open_error(exc, "an image file") from exc
     except MemoryError as exc:
@@ -231,9 +298,9 @@ def _decode(path: str, max_pixels: int | None) -> _Decoded:
     return decoded
 
 
-def _open_and_load(path: str, limit: int | None) -> _Decoded:
+def _open_and_load(fh: BinaryIO, limit: int | None) -> Decoded:
     notes: list[str] = []
-    with Image.open(path, formats=ALLOWED_FORMATS) as im:
+    with Image.open(fh, formats=ALLOWED_FORMATS) as im:
         width, height = im.size
         if limit is not None and width * height > limit:
             raise InputError(_too_large(width * height, limit))
@@ -252,7 +319,17 @@ def _open_and_load(path: str, limit: int | None) -> _Decoded:
         image = ImageOps.exif_transpose(im) if orientation in _ORIENTATION_NOTES else im.copy()
         if orientation in _ORIENTATION_NOTES:
             notes.append(f"EXIF orientation applied ({_ORIENTATION_NOTES[orientation]})")
-    return _Decoded(image, fmt, mode, rawmode, file_bits, notes)
+    return Decoded(image, fmt, mode, rawmode, file_bits, notes, _tiff_signed(im, fmt))
+
+
+def _tiff_signed(im: Image.Image, fmt: str) -> bool:
+    """Whether a TIFF declares signed integer samples (SampleFormat 2)."""
+    if fmt != "TIFF":
+        return False
+    tag = getattr(im, "tag_v2", {}).get(339)
+    if isinstance(tag, tuple) and tag:
+        tag = tag[0]
+    return tag == 2
 
 
 def _frame_count(im: Image.Image) -> int:
@@ -302,94 +379,7 @@ def _file_bits(im: Image.Image, fmt: str, rawmode: str) -> int | None:
     return None
 
 
-def _to_array(decoded: _Decoded) -> tuple[np.ndarray, int]:
-    """Pixels as float64 (not yet clipped) and the bit depth used to scale them."""
-    im = decoded.image
-    notes = decoded.notes
-    mode = im.mode
-    transparency = im.info.get("transparency")
-
-    if mode == "1":
-        return np.asarray(im, dtype=bool).astype(np.float64), 1
-    if mode.startswith("I;16"):
-        return _grey(np.asarray(im), 65535.0, transparency, notes), 16
-    if mode == "I":
-        return _int32_pixels(im, decoded.file_bits, transparency, notes)
-    if mode == "F":
-        return _float_pixels(np.asarray(im, dtype=np.float64), notes), 32
-    if mode == "L":
-        return _grey(np.asarray(im), 255.0, transparency, notes), 8
-    if mode == "LA":
-        return _over_white(np.asarray(im, dtype=np.float64) / 255.0, notes), 8
-
-    if mode in ("P", "PA"):
-        has_alpha = mode == "PA" or transparency is not None or _palette_has_alpha(im)
-        im = im.convert("RGBA" if has_alpha else "RGB")
-    elif mode == "CMYK":
-        im = im.convert("RGB")
-        notes.append("CMYK converted to RGB without a colour profile")
-    elif mode == "RGB" and transparency is not None:
-        im = im.convert("RGBA")
-    elif mode not in ("RGB", "RGBA"):
-        im = im.convert("RGBA" if "A" in mode or "a" in mode else "RGB")
-
-    if ";16" in decoded.rawmode:
-        notes.append("16-bit colour reduced to 8 bits by Pillow")
-    values = np.asarray(im, dtype=np.float64) / 255.0
-    if im.mode == "RGBA":
-        values = _over_white(values, notes)
-    if decoded.rawmode.startswith("LA") and values.ndim == 3:
-        return values[:, :, 0].copy(), 8
-    return values, 8
-
-
-def _palette_has_alpha(im: Image.Image) -> bool:
-    palette = im.palette
-    return palette is not None and "A" in palette.mode
-
-
-def _over_white(values: np.ndarray, notes: list[str]) -> np.ndarray:
-    colour, alpha = values[..., :-1], values[..., -1:]
-    notes.append("alpha channel composited over white")
-    out = colour * alpha + (1.0 - alpha)
-    return out[..., 0] if out.shape[-1] == 1 else out
-
-
-def _grey(raw: np.ndarray, scale: float, transparency: object, notes: list[str]) -> np.ndarray:
-    """Grey levels divided by ``scale``; the transparent level, if any, made white."""
-    values = raw.astype(np.float64)
-    values /= scale
-    if isinstance(transparency, int) and not isinstance(transparency, bool):
-        mask = raw == transparency
-        if mask.any():
-            values[mask] = 1.0
-            notes.append("transparent pixels composited over white")
-    return values
-
-
-def _int32_pixels(
-    im: Image.Image, file_bits: int | None, transparency: object, notes: list[str]
-) -> tuple[np.ndarray, int]:
-    raw = np.asarray(im, dtype=np.int64)
-    if raw.size and raw.min() < 0:
-        notes.append("negative values clipped to 0")
-        raw = np.maximum(raw, 0)
-    fits_16 = raw.size == 0 or int(raw.max()) <= 65535
-    bits = 16 if fits_16 and (file_bits is None or file_bits <= 16) else 32
-    if bits == 16:
-        return _grey(raw, 65535.0, transparency, notes), 16
-    return raw.astype(np.float64) / float(2**32 - 1), 32
-
-
-def _float_pixels(values: np.ndarray, notes: list[str]) -> np.ndarray:
-    finite = np.isfinite(values)
-    if not finite.all():
-        values = np.nan_to_num(values, nan=0.0, posinf=1.0, neginf=0.0)
-        notes.append("NaN or infinite values replaced (NaN and -inf by 0, +inf by 1)")
-    if values.size and (values.min() < 0.0 or values.max() > 1.0):
-        notes.append("floating-point values clipped to [0, 1]")
-        values = np.clip(values, 0.0, 1.0)
-    return values
+# --------------------------------------------------------------------------- modes
 
 
 def _too_large(pixels: int | None, limit: int | None) -> str:
@@ -410,12 +400,12 @@ def _detail(exc: BaseException | Warning | str, path: str | os.PathLike[str]) ->
     return text
 
 
-def _unidentified(path: str) -> str:
+def _unidentified(fh: BinaryIO, path: str) -> str:
     """Why Pillow could not identify the file, judged from its first bytes."""
     try:
-        with open(path, "rb") as fh:
-            prefix = fh.read(16)
-    except OSError:
+        fh.seek(0)
+        prefix = fh.read(16)
+    except (OSError, ValueError):
         return "not an image Pillow can read"
     if not prefix:
         return "empty file"
@@ -427,9 +417,78 @@ def _unidentified(path: str) -> str:
     if not candidates:
         return "not an image Pillow can read"
     fmt = candidates[0]
+    failure = _tiff_failure(fh, path) if fmt == "TIFF" else None
+    if failure is not None:
+        return failure
     if fmt in ALLOWED_FORMATS:
         return f"truncated or corrupt image data (unreadable {fmt} header)"
     return f"format {fmt} is not supported (allowed: {_ALLOWED_TEXT})"
+
+
+_TIFF_SAMPLE_FORMATS = {
+    1: "unsigned integer",
+    2: "signed integer",
+    3: "floating-point",
+    4: "untyped",
+    5: "complex integer",
+    6: "complex floating-point",
+}
+_TIFF_PHOTOMETRIC = {
+    0: "grey",
+    1: "grey",
+    2: "RGB",
+    3: "palette",
+    4: "mask",
+    5: "separated",
+    6: "YCbCr",
+    8: "CIELAB",
+}
+
+
+def _tiff_failure(fh: BinaryIO, path: str) -> str | None:
+    """Why Pillow's TIFF reader refused the file, which ``Image.open`` does not tell.
+
+    Only the header is parsed again (no pixel is decoded). A layout Pillow has
+    no mode for (64-bit floats, float RGB, 5 samples...) is named as such.
+    """
+    try:
+        with _PILLOW_GLOBALS_LOCK, _pillow_log_captured(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fh.seek(0)
+            TiffImagePlugin.TiffImageFile(fh).close()
+    except SyntaxError as exc:
+        if str(exc) in ("unknown pixel mode", "Invalid value for samples per pixel"):
+            layout = _tiff_layout(fh)
+            if layout is not None:
+                return f"TIFF layout not supported by Pillow ({layout})"
+        return f"truncated or corrupt image data ({_detail(exc, path)})"
+    except Exception as exc:
+        return f"truncated or corrupt image data ({_detail(exc, path)})"
+    return None
+
+
+def _tiff_layout(fh: BinaryIO) -> str | None:
+    """The sample layout a TIFF's first directory declares, e.g. ``"1 x 64-bit floating-point,
+    grey"``; None if the directory cannot be read."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fh.seek(0)
+            ifd = TiffImagePlugin.ImageFileDirectory_v2(fh.read(8))
+            fh.seek(ifd.next)
+            ifd.load(fh)
+            bits = ifd.get(258, (1,))
+            kind = ifd.get(339, (1,))
+            samples = int(ifd.get(277, 1))
+            photometric = ifd.get(262)
+    except Exception:
+        return None
+    bits = bits[0] if isinstance(bits, tuple) and bits else bits
+    kind = kind[0] if isinstance(kind, tuple) and kind else kind
+    text = f"{samples} x {bits}-bit {_TIFF_SAMPLE_FORMATS.get(kind, f'sample format {kind}')}"
+    if photometric is not None:
+        text += f", {_TIFF_PHOTOMETRIC.get(photometric, f'photometric {photometric}')}"
+    return text
 
 
 def _formats_accepting(prefix: bytes) -> list[str]:
@@ -507,10 +566,3 @@ def _check_channels(channels: str) -> None:
         raise ParameterError(
             f"unknown channel mode {channels!r} (allowed: {', '.join(CHANNEL_MODES)})"
         )
-
-
-# Moved to render (pictures live there); re-exported until tests/test_imageio.py imports them
-# from mlnmf_cli.render.
-from mlnmf_cli.render import to_pil, to_pil_by_rows  # noqa: E402
-
-__all__ += ["to_pil", "to_pil_by_rows"]

@@ -150,6 +150,10 @@ class Decomposition:
                 "mode": self.image.mode,
                 "bit_depth": self.image.bit_depth,
                 "notes": list(self.image.notes),
+                # File values shown as black and white; PSNR is against their difference.
+                "value_range": list(self.image.value_range),
+                "scale": self.image.scale,
+                "psnr_peak": self.image.peak,
             },
             "channels": self.channels,
             "parameters": self.options.as_dict(),

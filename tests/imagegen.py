@@ -9,6 +9,7 @@ function and exposed as module constants where a test needs them.
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -63,9 +64,10 @@ def make_gray8_png(path: str | Path) -> Path:
     return _save(Image.fromarray(GRAY8_VALUES), path)
 
 
-def make_gray16_png(path: str | Path) -> Path:
-    """16-bit grey PNG (opens as ``I;16``), 2x3, values ``GRAY16_VALUES``."""
-    return _save(Image.fromarray(GRAY16_VALUES), path)
+def make_gray16_png(path: str | Path, values: np.ndarray | None = None) -> Path:
+    """16-bit grey PNG (opens as ``I;16``), default 2x3 values ``GRAY16_VALUES``."""
+    data = GRAY16_VALUES if values is None else np.asarray(values, dtype=np.uint16)
+    return _save(Image.fromarray(data), path)
 
 
 def make_gray16_tiff(path: str | Path) -> Path:
@@ -87,10 +89,15 @@ def make_gray16_transparent_png(path: str | Path) -> Path:
     return _write(path, _png_bytes(3, 1, 16, 0, rows, trns))
 
 
-def make_rgb16_png(path: str | Path) -> Path:
-    """16-bit RGB PNG, 1x2: (1000, 2000, 3000) and (65535, 0, 512); Pillow keeps 8 bits."""
-    rows = b"\x00" + np.array([1000, 2000, 3000, 65535, 0, 512], dtype=">u2").tobytes()
-    return _write(path, _png_bytes(2, 1, 16, 2, rows))
+def make_rgb16_png(path: str | Path, values: np.ndarray | None = None) -> Path:
+    """16-bit RGB PNG, default 1x2: (1000, 2000, 3000) and (65535, 0, 512); Pillow keeps 8 bits.
+
+    ``values``: an H x W x 3 array of 16-bit levels instead."""
+    if values is None:
+        values = np.array([[[1000, 2000, 3000], [65535, 0, 512]]])
+    data = np.asarray(values).astype(">u2")
+    rows = b"".join(b"\x00" + row.tobytes() for row in data)
+    return _write(path, _png_bytes(data.shape[1], data.shape[0], 16, 2, rows))
 
 
 def make_int32_tiff(path: str | Path, values: np.ndarray | None = None) -> Path:
@@ -105,6 +112,84 @@ def make_float_tiff(path: str | Path, values: np.ndarray | None = None) -> Path:
     if values is None:
         values = np.array([[0.0, 0.25, 1.5, -0.5]], dtype=np.float32)
     return _save(Image.fromarray(np.asarray(values, dtype=np.float32)), path)
+
+
+_TIFF_SAMPLE_FORMAT = {"u": 1, "i": 2, "f": 3, "c": 6}
+
+
+def _pack_12_bits(values: np.ndarray) -> bytes:
+    """Rows of 12-bit samples, most significant bits first, each row padded to a byte."""
+    out = bytearray()
+    for row in np.asarray(values, dtype=np.uint16).reshape(values.shape[0], -1):
+        bits = "".join(format(int(v), "012b") for v in row)
+        bits += "0" * (-len(bits) % 8)
+        out += int(bits, 2).to_bytes(len(bits) // 8, "big") if bits else b""
+    return bytes(out)
+
+
+def make_tiff_from_array(
+    path: str | Path, values: np.ndarray, bits: int | None = None, photometric: int = 1
+) -> Path:
+    """An uncompressed little-endian TIFF of ``values`` (H x W, or H x W x samples), one strip.
+
+    The sample format (unsigned, signed, float, complex) and bits per sample come
+    from the dtype; ``bits=12`` packs uint16 values into 12-bit samples instead.
+    Written by hand so that any layout can be made, including those Pillow
+    cannot read (64-bit floats, 64-bit integers, complex samples).
+    """
+    data = np.asarray(values)
+    height, width = data.shape[:2]
+    samples = 1 if data.ndim == 2 else data.shape[2]
+    sample_bits = bits or data.dtype.itemsize * 8
+    body = (
+        _pack_12_bits(data) if bits == 12 else data.astype(data.dtype.newbyteorder("<")).tobytes()
+    )
+    entries = [
+        (256, 4, [width]), (257, 4, [height]), (258, 3, [sample_bits] * samples),
+        (259, 3, [1]), (262, 3, [photometric]), (273, 4, [0]), (277, 3, [samples]),
+        (278, 4, [height]), (279, 4, [len(body)]),
+        (339, 3, [_TIFF_SAMPLE_FORMAT[data.dtype.kind]] * samples),
+    ]  # fmt: skip
+    ifd_size = 2 + 12 * len(entries) + 4
+    extra_at = 8 + ifd_size
+    extra = b""
+    blobs = []
+    for tag, kind, vals in entries:
+        raw = struct.pack("<" + ("H" if kind == 3 else "I") * len(vals), *vals)
+        if len(raw) > 4:
+            blobs.append((tag, kind, len(vals), struct.pack("<I", extra_at + len(extra))))
+            extra += raw
+        else:
+            blobs.append((tag, kind, len(vals), raw.ljust(4, b"\0")))
+    strip_at = extra_at + len(extra)
+    ifd = struct.pack("<H", len(entries))
+    for tag, kind, count, field in blobs:
+        if tag == 273:
+            field = struct.pack("<I", strip_at)
+        ifd += struct.pack("<HHI", tag, kind, count) + field
+    ifd += struct.pack("<I", 0)
+    return _write(path, b"II*\0" + struct.pack("<I", 8) + ifd + extra + body)
+
+
+def make_lab_tiff(path: str | Path) -> Path:
+    """CIELAB TIFF (mode ``LAB``), 1x3: sRGB red, white, black (Pillow's LAB encoding)."""
+    image = Image.new("LAB", (3, 1))
+    for x, lab in enumerate([(138, 209, 198), (255, 128, 128), (0, 128, 128)]):
+        image.putpixel((x, 0), lab)
+    return _save(image, path)
+
+
+def make_multipage_tiff(path: str | Path, pages: int = 3) -> Path:
+    """Grey TIFF with ``pages`` pages of 4x4, page i filled with 60 * i."""
+    frames = [Image.new("L", (4, 4), 60 * i) for i in range(pages)]
+    return _save(frames[0], path, save_all=True, append_images=frames[1:])
+
+
+def make_fifo(path: str | Path) -> Path:
+    """A named pipe (FIFO) with no writer: opening it for reading would block."""
+    path = Path(path)
+    os.mkfifo(path)
+    return path
 
 
 def make_bilevel_png(path: str | Path) -> Path:

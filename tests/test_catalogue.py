@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import subprocess
 import zipfile
@@ -24,7 +23,7 @@ from conftest import run
 
 from mlnmf_cli import storage
 
-SUMMARIES = {"summary.json", "summary.csv"}
+SUMMARIES = {"summary.json", "summary.csv", "index.html"}
 
 
 def decompose(*args: str | Path) -> tuple[int, str, str]:
@@ -502,6 +501,310 @@ def test_model_from_an_unknown_format_version(good_model: Path, tmp_path: Path) 
         f"mlnmf: error: {model}: unsupported model format version 99 "
         "(this mlnmf reads version 1)\n",
     )
+
+
+# =========================================================================== issue 11, classes 2 and 10
+# (appended by the "images" work: images misrepresented, special files given as images)
+
+import os  # noqa: E402
+import socket  # noqa: E402
+import threading  # noqa: E402
+
+from PIL import Image  # noqa: E402
+
+
+class _FifoWatch:
+    """Records whether anyone opens a FIFO for reading, and unblocks such a reader at once.
+
+    A loader that opens the FIFO would wait forever for a writer; this thread
+    is that writer (it can only open the FIFO once a reader has), so code that
+    opens FIFOs fails the test instead of hanging it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.opened = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.005):
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # ENXIO: no reader
+                continue
+            self.opened = True
+            try:
+                os.write(fd, b"written to unblock a reader that should not exist")
+            finally:
+                os.close(fd)
+
+    def stop(self) -> bool:
+        """Stop watching; whether the FIFO was opened for reading."""
+        self._stop.set()
+        self._thread.join()
+        return self.opened
+
+
+@pytest.fixture
+def fifo(tmp_path: Path) -> Iterator[Path]:
+    path = gen.make_fifo(tmp_path / "pipe.png")
+    watch = _FifoWatch(path)
+    try:
+        yield path
+    finally:
+        assert not watch.stop(), "the FIFO was opened for reading"
+
+
+@pytest.fixture
+def unix_socket(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "sock.png"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    try:
+        yield path
+    finally:
+        server.close()
+
+
+def _pixels_png(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im)
+
+
+def test_fifo_given_as_an_image_is_refused_unopened(fifo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    code, stdout, stderr = decompose(fifo, "-o", out, "--ranks", "1")
+    assert (code, stdout) == (1, "")
+    assert stderr == f"mlnmf: error: {fifo}: is a named pipe (FIFO), not a regular file\n"
+    assert_nothing_written(out)
+    assert summary(out)["errors"] == [
+        {"input": str(fifo), "error": "is a named pipe (FIFO), not a regular file"}
+    ]
+
+
+def test_fifo_in_a_batch_fails_that_input_only(fifo: Path, tmp_path: Path) -> None:
+    good = gen.make_gray_png(tmp_path / "good.png", size=(24, 20))
+    out = tmp_path / "out"
+    code, _, stderr = decompose(fifo, good, "-o", out, "--ranks", "4,2")
+    assert code == 3
+    assert stderr == f"mlnmf: error: {fifo}: is a named pipe (FIFO), not a regular file\n"
+    assert {p.name for p in out.iterdir()} == SUMMARIES | {"good"}
+    assert [(r["input"], r["status"], r["error"]) for r in summary_csv(out)] == [
+        (str(fifo), "failed", "is a named pipe (FIFO), not a regular file"),
+        (str(good), "ok", ""),
+    ]
+
+
+@pytest.mark.parametrize("device", ["/dev/null", "/dev/zero"])
+def test_character_device_given_as_an_image(device: str, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    code, _, stderr = decompose(device, "-o", out, "--ranks", "1")
+    assert (code, stderr) == (
+        1,
+        f"mlnmf: error: {device}: is a character device, not a regular file\n",
+    )
+    assert_nothing_written(out)
+
+
+def test_socket_given_as_an_image(unix_socket: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    code, _, stderr = decompose(unix_socket, "-o", out, "--ranks", "1")
+    assert (code, stderr) == (1, f"mlnmf: error: {unix_socket}: is a socket, not a regular file\n")
+    assert_nothing_written(out)
+
+
+def test_symlink_to_a_fifo_given_as_an_image(fifo: Path, tmp_path: Path) -> None:
+    link = tmp_path / "link.png"
+    link.symlink_to(fifo)
+    out = tmp_path / "out"
+    code, _, stderr = decompose(link, "-o", out, "--ranks", "1")
+    assert (code, stderr) == (
+        1,
+        f"mlnmf: error: {link}: is a named pipe (FIFO), not a regular file\n",
+    )
+    assert_nothing_written(out)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_special_file_as_the_original_of_reconstruct(
+    kind: str, good_model: Path, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    original = request.getfixturevalue("fifo") if kind == "fifo" else Path("/dev/zero")
+    message = {
+        "fifo": "is a named pipe (FIFO), not a regular file",
+        "device": "is a character device, not a regular file",
+    }[kind]
+    target = tmp_path / "rebuilt.png"
+    code, stdout, stderr = run("reconstruct", good_model, "-o", target, "--original", original)
+    assert (code, stdout, stderr) == (1, "", f"mlnmf: error: {original}: {message}\n")
+    assert not target.exists()
+
+
+# --- images whose values are not 8-bit [0, 255]: kept in their own range, and said so
+
+
+def _decompose_one(path: Path, tmp_path: Path, ranks: str = "1") -> tuple[dict, np.ndarray]:
+    """Decompose ``path``; its report and the pixels of its original.png."""
+    out = tmp_path / "out"
+    code, _, _ = decompose(path, "-o", out, "--ranks", ranks)
+    assert code == 0
+    name = path.stem
+    assert {p.name for p in out.iterdir()} == SUMMARIES | {name}
+    return _report(out, name), _pixels_png(out / name / "original.png")
+
+
+def _as_8_bit(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    return np.rint((values.astype(np.float64) - lo) / (hi - lo) * 255).astype(np.uint8)
+
+
+IMAGE_RANGES = [
+    # (name, values, dtype, note, value_range)
+    (
+        "float_0_1000",
+        [[0.0, 250.0, 500.0], [750.0, 1000.0, 10.0]],
+        np.float32,
+        "floating-point values up to 1000: scaled by their maximum",
+        (0.0, 1000.0),
+    ),
+    (
+        "float_minus1_1",
+        [[-1.0, 0.0, 1.0], [0.5, -0.5, 0.25]],
+        np.float32,
+        "floating-point values from -1 to 1: mapped linearly to [0, 1]",
+        (-1.0, 1.0),
+    ),
+    (
+        "int32_100000",
+        [[0, 25000, 50000], [100000, 75000, 1]],
+        np.int32,
+        "32-bit integer data: scaled by its maximum 100000",
+        (0.0, 100000.0),
+    ),
+    (
+        "int16_signed",
+        [[-300, 0, 3000], [1500, -150, 30]],
+        np.int16,
+        "signed 16-bit values from -300 to 3000: mapped linearly to [0, 1]",
+        (-300.0, 3000.0),
+    ),
+    (
+        "int8_signed",
+        [[-100, 0, 100], [50, -50, 127]],
+        np.int8,
+        "signed 8-bit values from -100 to 127: mapped linearly to [0, 1]",
+        (-100.0, 127.0),
+    ),
+    (
+        "uint16_12bit",
+        [[0, 1000, 2000], [3000, 4080, 17]],
+        np.uint16,
+        "12-bit data in a 16-bit container: scaled by 4095",
+        (0.0, 4095.0),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "values", "dtype", "note", "value_range"),
+    IMAGE_RANGES,
+    ids=[c[0] for c in IMAGE_RANGES],
+)
+def test_image_kept_in_its_own_range_and_the_report_says_so(
+    name: str,
+    values: list,
+    dtype: type,
+    note: str,
+    value_range: tuple[float, float],
+    tmp_path: Path,
+) -> None:
+    data = np.array(values, dtype=dtype)
+    path = gen.make_tiff_from_array(tmp_path / f"{name}.tif", data)
+    report, original = _decompose_one(path, tmp_path)
+    assert report["image"]["notes"] == [note]
+    assert report["image"]["value_range"] == list(value_range)
+    assert report["image"]["psnr_peak"] == value_range[1] - value_range[0]
+    assert report["image"]["scale"] == note
+    np.testing.assert_array_equal(original, _as_8_bit(data, *value_range))
+
+
+def test_12_bit_png_pictures_use_the_data_range(tmp_path: Path) -> None:
+    """Max 4080 in a 16-bit PNG: the picture's brightest pixel is 254, not 16 (4080 / 65535)."""
+    data = np.linspace(0, 4080, 48).reshape(6, 8).astype(np.uint16)
+    path = gen.make_gray16_png(tmp_path / "twelve.png", data)
+    report, original = _decompose_one(path, tmp_path, "2,1")
+    assert report["image"]["notes"] == ["12-bit data in a 16-bit container: scaled by 4095"]
+    assert (report["image"]["bit_depth"], report["image"]["psnr_peak"]) == (16, 4095.0)
+    assert original.max() == 254
+    np.testing.assert_array_equal(original, _as_8_bit(data, 0.0, 4095.0))
+    rebuilt = _pixels_png(tmp_path / "out" / "twelve" / "reconstruction.png")
+    assert rebuilt.max() > 200  # the reconstruction is drawn in the same range
+
+
+def test_12_bit_colour_png_is_not_drawn_black(tmp_path: Path) -> None:
+    """Pillow keeps 8 of 16 bits of colour: 12-bit data are left 0 to 15, drawn over 0 to 15."""
+    data = np.linspace(0, 4095, 6 * 8 * 3).reshape(6, 8, 3).astype(np.uint16)
+    path = gen.make_rgb16_png(tmp_path / "colour12.png", data)
+    report, original = _decompose_one(path, tmp_path, "2,1")
+    note = "16-bit colour reduced to 8 bits by Pillow: 12-bit data, scaled by 4095 (4 bits kept)"
+    assert report["image"]["notes"] == [note]
+    assert (report["image"]["color"], report["image"]["psnr_peak"]) == (True, 4095.0)
+    np.testing.assert_array_equal(original, np.rint((data >> 8) / 15 * 255).astype(np.uint8))
+    assert original.max() == 255
+
+
+def test_float_with_nan_and_inf_replaced_by_the_ends_of_its_range(tmp_path: Path) -> None:
+    data = np.array([[np.nan, 0.0, 2.0], [np.inf, -np.inf, 4.0]], dtype=np.float32)
+    path = gen.make_tiff_from_array(tmp_path / "holes.tif", data)
+    report, original = _decompose_one(path, tmp_path)
+    assert report["image"]["notes"] == [
+        "floating-point values up to 4: scaled by their maximum",
+        "3 NaN or infinite values replaced (NaN and -inf by the lowest value, +inf by the highest)",
+    ]
+    np.testing.assert_array_equal(original, [[0, 0, 128], [255, 0, 255]])
+
+
+def test_lab_tiff_is_colour_not_one_grey_channel(tmp_path: Path) -> None:
+    path = gen.make_lab_tiff(tmp_path / "lab.tif")
+    report, original = _decompose_one(path, tmp_path)
+    assert (report["image"]["mode"], report["image"]["color"]) == ("LAB", True)
+    assert report["image"]["notes"] == ["CIELAB converted to sRGB (D50 white point)"]
+    np.testing.assert_allclose(
+        original.astype(int), [[[255, 0, 0], [255, 255, 255], [0, 0, 0]]], atol=6
+    )
+
+
+FLOAT_REFUSED = [
+    ("all_nan", np.full((3, 4), np.nan, np.float32),
+     "floating-point image has no finite value (all NaN or infinite)"),
+    ("all_inf", np.full((3, 4), -np.inf, np.float32),
+     "floating-point image has no finite value (all NaN or infinite)"),
+    ("float64", np.ones((3, 4)),
+     "TIFF layout not supported by Pillow (1 x 64-bit floating-point, grey)"),
+    ("uint64", np.ones((3, 4), np.uint64),
+     "TIFF layout not supported by Pillow (1 x 64-bit unsigned integer, grey)"),
+    ("float16", np.ones((3, 4), np.float16),
+     "TIFF layout not supported by Pillow (1 x 16-bit floating-point, grey)"),
+    ("seven_samples", np.ones((3, 4, 7), np.uint8),  # Pillow also logs an error: not shown
+     "TIFF layout not supported by Pillow (7 x 8-bit unsigned integer, grey)"),
+    ("float_rgb", np.ones((3, 4, 3), np.float32),
+     "TIFF layout not supported by Pillow (3 x 32-bit floating-point, grey)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "message"), FLOAT_REFUSED, ids=[c[0] for c in FLOAT_REFUSED]
+)
+def test_tiff_that_cannot_be_shown_is_refused_by_name(
+    name: str, data: np.ndarray, message: str, tmp_path: Path
+) -> None:
+    path = gen.make_tiff_from_array(tmp_path / f"{name}.tif", data)
+    out = tmp_path / "out"
+    code, stdout, stderr = decompose(path, "-o", out, "--ranks", "1")
+    assert (code, stdout, stderr) == (1, "", f"mlnmf: error: {path}: {message}\n")
+    assert_nothing_written(out)
+    assert summary(out)["errors"] == [{"input": str(path), "error": message}]
 
 
 # =========================================================================== safety (issue 11: 3-7)

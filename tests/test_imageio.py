@@ -1,32 +1,31 @@
 from __future__ import annotations
 
 import errno
+import os
+import socket
 import struct
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import imagegen as gen
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from peak import traced_peak
 from PIL import Image, ImageFile
 
+from mlnmf_cli import files, imageio, pixel_modes
 from mlnmf_cli.errors import InputError, ParameterError
 from mlnmf_cli.imageio import (
-    ALLOWED_FORMATS,
     CHANNEL_MODES,
-    IMAGE_SUFFIXES,
     LoadedImage,
     from_matrices,
     load_image,
     to_matrices,
-    to_pil,
-    to_pil_by_rows,
 )
+from mlnmf_cli.render import to_pil, to_pil_by_rows
 
 WHITE_NOTE = "alpha channel composited over white"
 TRUNCATED = "truncated or corrupt image data (the file ends before the image data does)"
@@ -62,9 +61,13 @@ def test_16_bit_grey_keeps_16_bits(
 
 
 def test_16_bit_grey_transparent_level_becomes_white(tmp_path: Path) -> None:
+    # The transparent level (2000 here) does not count in the data's range.
     img = load_image(gen.make_gray16_transparent_png(tmp_path / "t.png"))
-    np.testing.assert_array_equal(img.pixels, [[1000 / 65535, 1.0, 3000 / 65535]])
-    assert img.notes == ("transparent pixels composited over white",)
+    np.testing.assert_array_equal(img.pixels, [[1000 / 4095, 1.0, 3000 / 4095]])
+    assert img.notes == (
+        "12-bit data in a 16-bit container: scaled by 4095",
+        "transparent pixels composited over white",
+    )
 
 
 def test_16_bit_colour_is_reduced_by_pillow_and_said_so(tmp_path: Path) -> None:
@@ -72,6 +75,17 @@ def test_16_bit_colour_is_reduced_by_pillow_and_said_so(tmp_path: Path) -> None:
     assert (img.mode, img.bit_depth, img.pixels.shape) == ("RGB", 8, (1, 2, 3))
     np.testing.assert_array_equal(img.pixels[0, 1] * 255, [255, 0, 2])
     assert img.notes == ("16-bit colour reduced to 8 bits by Pillow",)
+
+
+def test_12_bit_colour_is_scaled_by_the_bits_pillow_keeps(tmp_path: Path) -> None:
+    """Pillow keeps the high byte of 16-bit colour: 12-bit data leave 0 to 15 there."""
+    values = np.array([[[0, 1000, 4080], [4095, 2000, 17]]])
+    img = load_image(gen.make_rgb16_png(tmp_path / "c.png", values))
+    np.testing.assert_allclose(img.pixels, (values >> 8) / 15)
+    assert (img.bit_depth, img.value_range) == (8, (0.0, 4095.0))
+    assert img.notes == (
+        "16-bit colour reduced to 8 bits by Pillow: 12-bit data, scaled by 4095 (4 bits kept)",
+    )
 
 
 def test_gray8(tmp_path: Path) -> None:
@@ -86,38 +100,209 @@ def test_bilevel(tmp_path: Path) -> None:
     np.testing.assert_array_equal(img.pixels, [[1.0, 0.0], [0.0, 1.0]])
 
 
-def test_int32_scaled_by_32_bits(tmp_path: Path) -> None:
+def test_int32_scaled_by_its_maximum(tmp_path: Path) -> None:
     img = load_image(gen.make_int32_tiff(tmp_path / "i.tif"))
     assert (img.mode, img.bit_depth, img.is_color) == ("I", 32, False)
-    np.testing.assert_array_equal(
-        img.pixels, [[0.0, 100000 / (2**32 - 1), (2**31 - 1) / (2**32 - 1)]]
-    )
+    top = 2**31 - 1
+    np.testing.assert_array_equal(img.pixels, [[0.0, 100000 / top, 1.0]])
+    assert img.value_range == (0.0, top) and img.peak == top
+    assert img.notes == (f"32-bit integer data: scaled by its maximum {top}",)
 
 
-def test_int32_negative_values_clipped(tmp_path: Path) -> None:
-    img = load_image(gen.make_int32_tiff(tmp_path / "i.tif", np.array([[-5, 70000]])))
-    np.testing.assert_array_equal(img.pixels, [[0.0, 70000 / (2**32 - 1)]])
-    assert img.notes == ("negative values clipped to 0",)
+def test_int32_negative_values_mapped_from_their_range(tmp_path: Path) -> None:
+    img = load_image(gen.make_int32_tiff(tmp_path / "i.tif", np.array([[-5, 70000, 0]])))
+    np.testing.assert_allclose(img.pixels, [[0.0, 1.0, 5 / 70005]], rtol=1e-15)
+    assert img.value_range == (-5.0, 70000.0) and img.peak == 70005.0
+    assert img.notes == ("signed 32-bit values from -5 to 70000: mapped linearly to [0, 1]",)
 
 
-def test_float_clipped_with_note(tmp_path: Path) -> None:
-    img = load_image(gen.make_float_tiff(tmp_path / "f.tif"))
+def test_float_with_negatives_mapped_from_its_range(tmp_path: Path) -> None:
+    img = load_image(gen.make_float_tiff(tmp_path / "f.tif"))  # 0, 0.25, 1.5, -0.5
     assert (img.mode, img.bit_depth) == ("F", 32)
-    np.testing.assert_array_equal(img.pixels, [[0.0, 0.25, 1.0, 0.0]])
-    assert img.notes == ("floating-point values clipped to [0, 1]",)
+    np.testing.assert_array_equal(img.pixels, [[0.25, 0.375, 1.0, 0.0]])
+    assert img.value_range == (-0.5, 1.5)
+    assert img.notes == ("floating-point values from -0.5 to 1.5: mapped linearly to [0, 1]",)
+
+
+def test_float_above_one_scaled_by_its_maximum_not_clipped(tmp_path: Path) -> None:
+    values = np.array([[0.0, 1.0, 250.0, 1000.0]], dtype=np.float32)
+    img = load_image(gen.make_float_tiff(tmp_path / "f.tif", values))
+    np.testing.assert_array_equal(img.pixels, [[0.0, 0.001, 0.25, 1.0]])
+    assert (img.value_range, img.peak) == ((0.0, 1000.0), 1000.0)
+    assert img.scale == "floating-point values up to 1000: scaled by their maximum"
+    assert img.notes == (img.scale,)
 
 
 def test_float_in_range_has_no_note(tmp_path: Path) -> None:
     img = load_image(gen.make_float_tiff(tmp_path / "f.tif", np.array([[0.0, 0.5, 1.0]])))
     np.testing.assert_array_equal(img.pixels, [[0.0, 0.5, 1.0]])
-    assert img.notes == ()
+    assert img.notes == () and img.value_range == (0.0, 1.0)
 
 
-def test_float_nan_and_inf_replaced(tmp_path: Path) -> None:
-    values = np.array([[np.nan, np.inf, -np.inf, 0.5]], dtype=np.float32)
+def test_float_nan_and_inf_replaced_by_the_ends_of_the_range(tmp_path: Path) -> None:
+    values = np.array([[np.nan, np.inf, -np.inf, 0.5, 4.0]], dtype=np.float32)
     img = load_image(gen.make_float_tiff(tmp_path / "f.tif", values))
-    np.testing.assert_array_equal(img.pixels, [[0.0, 1.0, 0.0, 0.5]])
-    assert len(img.notes) == 1 and img.notes[0].startswith("NaN or infinite values replaced")
+    np.testing.assert_array_equal(img.pixels, [[0.0, 1.0, 0.0, 0.125, 1.0]])
+    assert img.notes == (
+        "floating-point values up to 4: scaled by their maximum",
+        "3 NaN or infinite values replaced (NaN and -inf by the lowest value, +inf by the highest)",
+    )
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_float_without_a_finite_value_is_refused(value: float, tmp_path: Path) -> None:
+    path = gen.make_float_tiff(tmp_path / "f.tif", np.full((2, 3), value, dtype=np.float32))
+    with pytest.raises(InputError) as info:
+        load_image(path)
+    assert str(info.value) == "floating-point image has no finite value (all NaN or infinite)"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected", "value_range"),
+    [(7.0, 1.0, (0.0, 7.0)), (-7.0, 0.0, (-7.0, -6.0)), (0.3, 0.3, (0.0, 1.0))],
+)
+def test_constant_float_images(
+    value: float, expected: float, value_range: tuple[float, float], tmp_path: Path
+) -> None:
+    path = gen.make_float_tiff(tmp_path / "f.tif", np.full((2, 2), value, dtype=np.float32))
+    img = load_image(path)
+    np.testing.assert_allclose(img.pixels, expected, rtol=1e-7)
+    assert img.value_range == pytest.approx(value_range)
+
+
+@pytest.mark.parametrize(
+    ("top", "bits"), [(200, 8), (1000, 10), (4080, 12), (16000, 14), (16384, 16)]
+)
+def test_16_bit_container_scaled_by_the_bits_its_data_uses(
+    top: int, bits: int, tmp_path: Path
+) -> None:
+    values = np.array([[0, top // 2, top]], dtype=np.uint16)
+    img = load_image(gen.make_gray16_png(tmp_path / "g.png", values))
+    peak = 2**bits - 1
+    np.testing.assert_array_equal(img.pixels, values / peak)
+    assert (img.bit_depth, img.value_range, img.peak) == (16, (0.0, peak), peak)
+    note = f"{bits}-bit data in a 16-bit container: scaled by {peak}"
+    assert img.notes == (() if bits == 16 else (note,))
+    assert img.scale == ("16-bit: scaled by 65535" if bits == 16 else note)
+
+
+def test_all_zero_16_bit_image_stays_black(tmp_path: Path) -> None:
+    img = load_image(gen.make_gray16_png(tmp_path / "g.png", np.zeros((2, 2), np.uint16)))
+    np.testing.assert_array_equal(img.pixels, 0.0)
+    assert (img.value_range, img.notes) == ((0.0, 65535.0), ())
+
+
+def test_12_bit_tiff_declared_by_its_header(tmp_path: Path) -> None:
+    values = np.array([[0, 7, 4000]], np.uint16)
+    img = load_image(gen.make_tiff_from_array(tmp_path / "t.tif", values, bits=12))
+    np.testing.assert_array_equal(img.pixels, values / 4095)
+    assert img.notes == ("12-bit data in a 16-bit container: scaled by 4095",)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "values", "expected", "note"),
+    [
+        (np.int16, [[-300, 0, 3000]], [[0.0, 300 / 3300, 1.0]],
+         "signed 16-bit values from -300 to 3000: mapped linearly to [0, 1]"),
+        (np.int16, [[0, 30000]], [[0.0, 30000 / 32767]], None),
+        (np.int8, [[-3, 5]], [[0.0, 1.0]],
+         "signed 8-bit values from -3 to 5: mapped linearly to [0, 1]"),
+        (np.uint32, [[0, 3_000_000_000]], [[0.0, 1.0]],
+         "32-bit integer data: scaled by its maximum 3000000000"),
+    ],
+)  # fmt: skip
+def test_signed_and_unsigned_tiff_integers(
+    dtype: type, values: list, expected: list, note: str | None, tmp_path: Path
+) -> None:
+    path = gen.make_tiff_from_array(tmp_path / "t.tif", np.array(values, dtype=dtype))
+    img = load_image(path)
+    np.testing.assert_allclose(img.pixels, expected, rtol=1e-15)
+    assert img.notes == (() if note is None else (note,))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "layout"),
+    [
+        (np.float64, "1 x 64-bit floating-point, grey"),
+        (np.uint64, "1 x 64-bit unsigned integer, grey"),
+        (np.complex64, "1 x 64-bit complex floating-point, grey"),
+        ((np.uint8, 7), "7 x 8-bit unsigned integer, grey"),
+    ],
+)
+def test_tiff_layouts_pillow_cannot_decode_are_named(
+    dtype: type | tuple[type, int], layout: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    dtype, samples = dtype if isinstance(dtype, tuple) else (dtype, 1)
+    path = gen.make_tiff_from_array(tmp_path / "t.tif", np.zeros((2, 2, samples), dtype=dtype))
+    with pytest.raises(InputError) as info:
+        load_image(path)
+    assert str(info.value) == f"TIFF layout not supported by Pillow ({layout})"
+    assert capfd.readouterr() == ("", "")  # Pillow's log of 7 samples is not printed
+
+
+def test_lab_tiff_becomes_srgb_colour_not_one_grey_channel(tmp_path: Path) -> None:
+    img = load_image(gen.make_lab_tiff(tmp_path / "lab.tif"))
+    assert (img.mode, img.is_color) == ("LAB", True)
+    np.testing.assert_allclose(
+        img.pixels[0] * 255, [[255, 0, 0], [255, 255, 255], [0, 0, 0]], atol=6
+    )
+    assert img.notes == ("CIELAB converted to sRGB (D50 white point)",)
+
+
+def test_lab_is_refused_by_name_when_pillow_cannot_convert_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pixel_modes, "_pillow_converts_lab", lambda: False)
+    with pytest.raises(InputError) as info:
+        load_image(gen.make_lab_tiff(tmp_path / "lab.tif"))
+    assert str(info.value) == "image mode LAB (CIELAB) is not supported by this Pillow"
+
+
+@pytest.mark.parametrize(
+    ("mode", "colour", "expected", "notes"),
+    [
+        ("YCbCr", (76, 85, 255), [255, 0, 0], ("YCbCr converted to RGB",)),
+        (
+            "CMYK",
+            (0, 255, 255, 0),
+            [255, 0, 0],
+            ("CMYK converted to RGB without a colour profile",),
+        ),
+        ("RGBX", (255, 0, 0, 7), [255, 0, 0], ()),
+        ("RGBa", (128, 0, 0, 128), [255, 127, 127], ("alpha channel composited over white",)),
+    ],
+)
+def test_other_colour_modes_are_converted(
+    mode: str, colour: tuple, expected: list, notes: tuple, tmp_path: Path
+) -> None:
+    image = Image.new(mode, (2, 1), colour)
+    decoded = pixel_modes.Decoded(image, "TIFF", mode, mode, 8, [])
+    pixels = pixel_modes.to_pixels(decoded)
+    assert pixels.values.shape == (1, 2, 3)
+    np.testing.assert_allclose(pixels.values[0, 0] * 255, expected, atol=2)
+    assert tuple(decoded.notes) == notes
+
+
+def test_hsv_is_converted() -> None:
+    decoded = pixel_modes.Decoded(
+        Image.new("HSV", (1, 1), (0, 255, 255)), "TIFF", "HSV", "HSV", 8, []
+    )
+    np.testing.assert_array_equal(pixel_modes.to_pixels(decoded).values[0, 0], [1.0, 0.0, 0.0])
+
+
+def test_an_unknown_mode_is_refused_by_name() -> None:
+    image = SimpleNamespace(mode="BGR;15", info={})
+    with pytest.raises(InputError) as info:
+        pixel_modes.to_pixels(pixel_modes.Decoded(image, "BMP", "BGR;15", "", 16, []))  # type: ignore[arg-type]
+    assert str(info.value) == "image mode BGR;15 is not supported"
+
+
+def test_la_premultiplied_alpha() -> None:
+    image = Image.new("La", (1, 1), (50, 128))
+    decoded = pixel_modes.Decoded(image, "TIFF", "La", "La", 8, [])
+    values = pixel_modes.to_pixels(decoded).values
+    assert values.shape == (1, 1)
+    assert values[0, 0] == pytest.approx((50 / 128) * (128 / 255) + 1 - 128 / 255, abs=2 / 255)
 
 
 def test_la_composited_over_white_and_stays_grey(tmp_path: Path) -> None:
@@ -402,64 +587,6 @@ def test_max_pixels_must_be_positive_int(bad: object, tmp_path: Path) -> None:
         load_image(gen.make_1x1(tmp_path / "x.png"), max_pixels=bad)  # type: ignore[arg-type]
 
 
-def test_constants() -> None:
-    assert ALLOWED_FORMATS == ("PNG", "JPEG", "TIFF", "BMP", "WEBP", "GIF")
-    assert CHANNEL_MODES == ("gray", "stack", "separate")
-    assert {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif"} == IMAGE_SUFFIXES
-
-
-# --- fuzzing ---------------------------------------------------------------------
-
-VALID = {"png": gen.valid_png_bytes(), "jpg": gen.valid_jpeg_bytes()}
-
-
-def assert_loads_or_refuses(path: Path) -> None:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            img = load_image(path, max_pixels=1_000_000)
-    except InputError as exc:
-        assert "\n" not in str(exc) and str(path) not in str(exc)
-        return
-    check_pixels(img)
-
-
-@settings(
-    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(
-    kind=st.sampled_from(sorted(VALID)),
-    flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 7)), min_size=1, max_size=4),
-    cut=st.none() | st.integers(0, 10**6),
-)
-def test_fuzz_bit_flips(
-    kind: str, flips: list[tuple[int, int]], cut: int | None, tmp_path: Path
-) -> None:
-    data = bytearray(VALID[kind])
-    for position, bit in flips:
-        data[position % len(data)] ^= 1 << bit
-    if cut is not None:
-        data = data[: cut % (len(data) + 1)]
-    path = tmp_path / f"fuzz.{kind}"
-    path.write_bytes(bytes(data))
-    assert_loads_or_refuses(path)
-
-
-@settings(
-    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(
-    prefix=st.sampled_from(
-        [b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF89a", b"BM", b"II*\x00", b"RIFF"]
-    ),
-    body=st.binary(max_size=300),
-)
-def test_fuzz_random_bytes(prefix: bytes, body: bytes, tmp_path: Path) -> None:
-    path = tmp_path / "fuzz.img"
-    path.write_bytes(prefix + body)
-    assert_loads_or_refuses(path)
-
-
 # --- channel layouts -------------------------------------------------------------
 
 
@@ -579,3 +706,100 @@ def test_load_image_peak_memory_is_close_to_its_result(tmp_path: Path) -> None:
     np.testing.assert_array_equal(result[0].pixels, values / 255.0)
     # The float64 result plus the 8-bit decode; no float64 temporaries.
     assert peak < 1.3 * result[0].pixels.nbytes
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "top"),
+    [
+        ((1, 2_000_000), np.float32, 1000.0),  # one row larger than any block
+        ((2_000_000, 1), np.float32, 1000.0),
+        ((1500, 1400), np.float32, 1000.0),
+        ((1, 2_000_000), np.int32, -7),  # signed: mapped from the range
+        ((1500, 1400), np.uint16, 4000),  # 12-bit in 16: two passes over the samples
+    ],
+)
+def test_peak_memory_of_wide_and_deep_images_is_close_to_the_result(
+    shape: tuple[int, int], dtype: type, top: float, tmp_path: Path
+) -> None:
+    """Loading is bounded by the float64 matrix: no full-size copy of the samples,
+    not even for one very long row (a 1 x 2,000,000 image)."""
+    rng = np.random.default_rng(6)
+    values = (rng.random(shape) * top).astype(dtype)
+    path = tmp_path / ("big.png" if dtype == np.uint16 else "big.tif")
+    Image.fromarray(values).save(path)
+    result: list[LoadedImage] = []
+    peak = traced_peak(lambda: result.append(load_image(path)))
+    lo, hi = result[0].value_range
+    expected = (values.astype(np.float64) - lo) / (hi - lo)
+    np.testing.assert_allclose(result[0].pixels, expected, rtol=1e-12)
+    assert peak < 1.2 * result[0].pixels.nbytes
+
+
+# --- special files ---------------------------------------------------------------
+
+
+@pytest.fixture
+def special_files(tmp_path: Path) -> Iterator[dict[str, Path]]:
+    fifo = gen.make_fifo(tmp_path / "pipe.png")
+    folder = gen.make_directory(tmp_path / "folder.png")
+    sock_path = tmp_path / "s.png"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(sock_path))
+    link = tmp_path / "link.png"
+    link.symlink_to(fifo)
+    try:
+        yield {
+            "is a named pipe (FIFO), not a regular file": fifo,
+            "is a socket, not a regular file": sock_path,
+            "is a character device, not a regular file": Path("/dev/null"),
+            "is a directory, not an image file": folder,
+            "is a named pipe (FIFO), not a regular file ": link,  # through a symlink
+        }
+    finally:
+        server.close()
+
+
+def test_special_files_are_refused_unopened(
+    special_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[str] = []
+    real_open = os.open
+
+    def spy(path: object, *args: object, **kwargs: object) -> int:
+        opened.append(os.fspath(path))  # type: ignore[arg-type]
+        return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", spy)
+    for message, path in special_files.items():
+        for call in (load_image, imageio.check_regular_file, imageio.open_regular_file):
+            with pytest.raises(InputError) as info:
+                call(path)
+            assert str(info.value) == message.strip()
+    assert opened == []
+
+
+def test_a_file_swapped_for_a_fifo_after_the_check_still_cannot_block(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check on the open descriptor: a FIFO opened with O_NONBLOCK is refused at once."""
+    fifo = gen.make_fifo(tmp_path / "pipe.png")
+    monkeypatch.setattr(files, "check_regular_file", lambda path, kind: None)
+    with pytest.raises(InputError) as info:
+        imageio.open_regular_file(fifo)
+    assert str(info.value) == "is a named pipe (FIFO), not a regular file"
+
+
+def test_open_regular_file_reads_regular_files_and_names_what_was_expected(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "model.npz"
+    path.write_bytes(b"abc")
+    link = tmp_path / "link.npz"
+    link.symlink_to(path)
+    for p in (path, link, str(path)):
+        with imageio.open_regular_file(p, "a model file") as fh:
+            assert fh.read() == b"abc"
+    with pytest.raises(InputError, match=r"^is a directory, not a model file$"):
+        imageio.check_regular_file(tmp_path, "a model file")
+    with pytest.raises(InputError, match=r"^file not found$"):
+        imageio.open_regular_file(tmp_path / "nope.npz", "a model file")

@@ -33,21 +33,10 @@ from mlnmf_cli.batch.inputs import BatchItem
 from mlnmf_cli.batch.rows import Row, ok_row, process_item, refuse_foreign_summaries
 from mlnmf_cli.errors import ParameterError
 from mlnmf_cli.options import Options
+from mlnmf_cli.threads import BLAS_THREADS, THREAD_VARIABLES
 
 OnStart = Callable[[BatchItem], Any]
 OnDone = Callable[[Row], Any]
-
-BLAS_THREADS = 1
-"""BLAS threads per decomposition, in every mode (see the module docstring)."""
-
-THREAD_VARIABLES = (
-    "OPENBLAS_NUM_THREADS",
-    "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "BLIS_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-)
 
 
 def run_batch(

@@ -6,9 +6,11 @@ command lives in its own module and importing it registers it on ``app``.
 
 from mlnmf_cli.cli import decompose, experiments, reconstruct  # noqa: F401  (registers the commands)
 from mlnmf_cli.cli.app import app
+from mlnmf_cli.threads import default_thread_environment
 
 
 def main() -> None:
+    default_thread_environment()  # before NumPy loads
     app()
 
 

@@ -232,7 +232,10 @@ def factorize_deep(
     re-fitted to X with W1 ... Wd fixed, warm-started at W(d+1) ... WL HL.
 
     ``method="semi", init="svd", normalize=False, fine_tune=False, max_iter=0``
-    is exactly the stacked Gillis-Kumar ``appr_seminmf`` pipeline.
+    is the stacked Gillis-Kumar ``appr_seminmf`` pipeline of the 2017 write-up; where
+    singular values tie (from depth 2 on) the subspace is not unique, and the
+    choice within each tied group is drawn from ``seed`` (the write-up's ARPACK
+    start was random too; see benchmarks/results/like_seed.json for both spreads).
     Callback stages are "layer1", ..., "layerL" and "fine-tune".
     """
     opts = _options(options, params)

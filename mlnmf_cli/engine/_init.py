@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from mlnmf_cli.engine._linalg import truncated_svd
@@ -88,6 +90,10 @@ def _nndsvd(
     return W, H
 
 
+# Singular values closer than this (relative to the largest) count as tied.
+TIE_RTOL = 1e-10
+
+
 def _svd_seminmf(
     X: np.ndarray, rank: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -96,9 +102,22 @@ def _svd_seminmf(
     With A = U S and B = V^T of the rank-(r-1) truncation, each row of B gets the
     sign that makes its minimum largest; W = [A, -sum of A's columns] (r = 2:
     [A, -A]) and H = [B; 0] shifted column-wise to be >= 0. W H equals A B.
+
+    Where the leading singular values are tied (a deeper layer's input: the
+    previous layer's B has orthonormal rows, singular values exactly 1), the
+    truncation is not unique, and neither is the basis of a tied subspace, which
+    the heuristic's W and H depend on. The write-up's SVD (SciPy's ``svds``,
+    ARPACK from a random start) returns a different one each run; LAPACK's fixed
+    pick was worse than all of them on the samples. Here each tied block among
+    the leading r-1 triplets is rotated by a random orthogonal matrix (Haar,
+    drawn from ``rng``): the seed picks a uniformly random subspace and basis
+    among the tied ones. ARPACK's picks are not uniform (they follow its input's
+    rounding more than its start), so the two spreads overlap without being
+    equal: benchmarks/bench_like_seed.py. Without ties nothing is drawn and the
+    result is LAPACK's truncation.
     """
     k = rank - 1
-    U, s, Vt = truncated_svd(X, k, rng, exact=True)
+    U, s, Vt = _tie_broken_svd(X, k, rng)
     A = U * s
     B = Vt.copy()
     flip = B.min(axis=1) < (-B).min(axis=1)
@@ -112,3 +131,32 @@ def _svd_seminmf(
         shift = -np.minimum(0.0, B.min(axis=0))
     H = np.concatenate([B, np.zeros((1, X.shape[1]))], axis=0) + shift
     return W, H
+
+
+def _tie_broken_svd(
+    X: np.ndarray, k: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Leading k singular triplets (exact SVD), each block of tied singular values
+    that reaches into the leading k rotated at random within itself first."""
+    U, s, Vt = truncated_svd(X, min(X.shape), rng, exact=True)
+    tol = TIE_RTOL * s[0]
+    # Block starts: 0 and every i where s drops by more than tol.
+    starts = [0, *(np.flatnonzero(s[:-1] - s[1:] > tol) + 1).tolist(), s.size]
+    for a, b in itertools.pairwise(starts):
+        if a >= k:
+            break
+        if b - a < 2:
+            continue
+        Q = _haar_orthogonal(b - a, rng)
+        U[:, a:b] = U[:, a:b] @ Q
+        Vt[a:b] = Q.T @ Vt[a:b]
+        # One value for the block (its values differ by at most its width, about
+        # TIE_RTOL s[0] per gap), so the rotated U S V^T is the same truncation.
+        s[a:b] = s[a:b].mean()
+    return U[:, :k], s[:k], Vt[:k]
+
+
+def _haar_orthogonal(n: int, rng: np.random.Generator) -> np.ndarray:
+    """A random n x n orthogonal matrix, uniform (Haar) over the orthogonal group."""
+    Q, R = np.linalg.qr(rng.standard_normal((n, n)))
+    return Q * np.where(np.diag(R) < 0, -1.0, 1.0)

@@ -54,7 +54,9 @@ def truncated_svd(
     Gram matrix's eigenvectors for moderately small ones; otherwise the
     randomized range finder of Halko, Martinsson & Tropp with QR-normalised
     power iterations, seeded by ``rng``. Singular vectors get a deterministic
-    sign (largest-magnitude entry of each u positive).
+    sign (largest-magnitude entry of each u positive). Always k triplets with
+    orthonormal U and V, for any 1 <= k <= min(m, n) and any X (zero, of rank
+    below k): directions X does not reach come with singular values about 0.
 
     The randomized path never copies a large X: a float64 X is used as it is, a
     float32 X is converted to float64 a block of rows at a time inside each
@@ -106,15 +108,19 @@ def _gram_svd(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
 def _orthonormalize(Y: np.ndarray) -> np.ndarray:
     """A cheap orthonormal-enough basis of span(Y) for power iterations.
 
-    From the eigendecomposition of the small Gram matrix Y^T Y; directions
-    with negligible energy are dropped. Much faster than Householder QR on
-    tall-skinny matrices; the last power iteration still uses QR.
+    From the eigendecomposition of the small Gram matrix Y^T Y, much faster
+    than Householder QR on tall-skinny matrices. When Y has directions of
+    negligible energy (X of lower rank than the sketch: a flat or
+    nearest-upscaled image), that route would lose them and the range finder
+    would return fewer directions than asked; Householder QR is used instead,
+    which always gives as many orthonormal columns as Y has (those beyond
+    X's rank span directions X does not reach: singular values about 0).
+    The last power iteration always uses QR.
     """
     evals, evecs = np.linalg.eigh(Y.T @ Y)
-    keep = evals > evals[-1] * 1e-12 if evals[-1] > 0 else np.zeros(evals.size, dtype=bool)
-    if not np.any(keep):
+    if not evals[0] > evals[-1] * 1e-12:
         return np.linalg.qr(Y)[0]
-    return Y @ (evecs[:, keep] / np.sqrt(evals[keep]))
+    return Y @ (evecs / np.sqrt(evals))
 
 
 def squared_norm(A: np.ndarray) -> float:
