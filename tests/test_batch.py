@@ -520,3 +520,22 @@ def test_a_foreign_summary_stops_the_batch_before_any_work(tmp_path: Path) -> No
     with pytest.raises(OutputError, match=r"summary\.csv: this file was not written by mlnmf"):
         batch.run_batch(items, pipeline.Options(ranks=(2, 1)), tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.csv"]
+
+
+def test_rows_of_a_damaged_summary_are_skipped_not_trusted(tmp_path: Path) -> None:
+    from mlnmf_cli.batch.rows import is_ours, read_rows
+
+    envelope = batch.summary_envelope([], pipeline.Options(ranks=(2, 1)))
+    envelope["results"] = [
+        {"input": "a.png", "status": "failed", "folder": None, "error": "bad"},
+        {"input": "b.png", "status": "ok", "folder": 7},
+        {"input": "c.png", "status": "done"},
+        {"input": ["d.png"], "status": "ok"},
+        "e.png",
+        {"input": "f.png", "status": "ok", "folder": "f", "height": "12"},
+    ]
+    (tmp_path / "summary.json").write_text(json.dumps(envelope))
+    assert is_ours(tmp_path / "summary.json")
+    assert [(r.input, r.error) for r in read_rows(tmp_path)] == [("a.png", "bad")]
+    (tmp_path / "summary.json").write_text('{"results": []}')
+    assert not is_ours(tmp_path / "summary.json") and read_rows(tmp_path) == []

@@ -59,10 +59,13 @@ class Row:
             return None
         if d.get("status") not in ("ok", "failed", "skipped"):
             return None
-        try:
-            return cls(**{k: d.get(k) for k in ROW_FIELDS})
-        except TypeError:
-            return None
+        values: dict[str, Any] = {k: d.get(k) for k in ROW_FIELDS}
+        for f in dataclasses.fields(cls):
+            v = values[f.name]
+            kinds = (str,) if "str" in str(f.type) else (int, float)
+            if v is not None and (not isinstance(v, kinds) or isinstance(v, bool)):
+                return None
+        return cls(**values)
 
     @property
     def folder_name(self) -> str | None:
@@ -285,7 +288,7 @@ def merge_rows(old: Sequence[Row], new: Sequence[Row], out: Path) -> list[Row]:
 
     def on_disk(row: Row) -> bool:
         name = row.folder_name
-        return bool(name) and (out / name / "report.json").is_file()
+        return name is not None and name != "" and (out / name / "report.json").is_file()
 
     rows = [(True, r) for r in old if r.status == "failed" or on_disk(r)]
     for row in new:
