@@ -813,22 +813,9 @@ def test_tiff_that_cannot_be_shown_is_refused_by_name(
 # Every case runs the real command line and checks the exit code, the exact stderr and what is
 # (and is not) on disk afterwards. Helpers of this section start with ``_s``.
 
+from test_batch import RESULT_FILES as _S_RESULT_FILES  # noqa: E402
+
 _S_TOOL_FILES = {"summary.json", "summary.csv", "index.html"}
-_S_RESULT_FILES = {
-    "original.png",
-    "reconstruction.png",
-    "reconstruction_depth1.png",
-    "reconstruction_depth2.png",
-    "features_layer1.png",
-    "features_layer2.png",
-    "features_depth1.png",
-    "features_depth2.png",
-    "coefficients_layer1.png",
-    "coefficients_layer2.png",
-    "summary.png",
-    "model.npz",
-    "report.json",
-}
 
 
 def _s_png(folder: Path, name: str | bytes, seed: int = 0) -> Path:
