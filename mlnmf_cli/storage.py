@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import fcntl
 import hashlib
 import io
@@ -418,7 +419,8 @@ def output_lock(out: Path, wait: float | None = None) -> Iterator[None]:
     Runs in one process may nest; a run in another process waits up to ``wait``
     seconds (default :data:`LOCK_WAIT`, or ``$MLNMF_LOCK_WAIT``) and then fails
     with one line naming the other run's pid. The lock file is removed when the
-    outermost block ends; a file left by a killed run is simply reused.
+    outermost block ends; a file left by a killed run is simply reused. On a file
+    system without ``flock`` (some network and FUSE mounts) runs are not locked.
     """
     key = os.path.realpath(out)
     if key in _held_locks:
@@ -440,9 +442,10 @@ def output_lock(out: Path, wait: float | None = None) -> Iterator[None]:
         yield
     finally:
         del _held_locks[key]
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        os.close(fd)
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            os.close(fd)
 
 
 _held_locks: dict[str, list[int]] = {}
@@ -452,11 +455,15 @@ class FolderBusy(OutputError):
     """Another run holds the output folder's lock."""
 
 
+_NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS}
+
+
 def _acquire(path: Path, wait: float, out: Path) -> int:
+    """The locked file's descriptor, or -1 where the file system cannot lock."""
     deadline = time.monotonic() + max(wait, 0.0)
     while True:
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o666)
         except OSError as exc:
             raise OutputError(
                 f"{out}: cannot lock the output directory ({exc.strerror or exc})"
@@ -476,6 +483,10 @@ def _acquire(path: Path, wait: float, out: Path) -> int:
             continue
         except OSError as exc:
             os.close(fd)
+            if exc.errno in _NO_FLOCK:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                return -1
             raise OutputError(
                 f"{out}: cannot lock the output directory ({exc.strerror or exc})"
             ) from exc

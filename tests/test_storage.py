@@ -310,3 +310,23 @@ def test_a_failed_replacement_keeps_the_old_result(
             (tmp / "report.json").write_text("new")
     assert [p.name for p in tmp_path.iterdir()] == ["result"]
     assert (target / "report.json").read_text() == "old"
+
+
+def test_a_file_system_without_flock_runs_unlocked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_flock(fd: int, op: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(storage.fcntl, "flock", no_flock)
+    with storage.output_lock(tmp_path, wait=0):
+        storage.write_text(tmp_path / "a.txt", "x")
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_a_lock_file_that_is_a_link_is_not_followed(tmp_path: Path) -> None:
+    (tmp_path / ".mlnmf.lock").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(OutputError, match="cannot lock the output directory"):
+        with storage.output_lock(tmp_path, wait=0):
+            pass
+    assert not (tmp_path / "elsewhere").exists()
