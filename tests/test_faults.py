@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import imagegen as gen
@@ -126,3 +127,56 @@ def test_a_kill_at_every_step_of_a_new_result_and_its_summary(tmp_path: Path) ->
             assert state(out, b"") == "new"
     else:
         pytest.fail(f"still killed after {MAX_STEPS} steps")
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_a_killed_parallel_batch_takes_its_workers_along(tmp_path: Path) -> None:
+    """kill -9 of a ``--jobs 2`` batch: its workers stop too (they would go on writing
+    into the folder after the lock is gone), and the next run finds whole results only."""
+    images = tmp_path / "in"
+    images.mkdir()
+    for i in range(6):
+        gen.make_gray_png(images / f"img{i}.png", size=(160, 120), seed=i)
+    out = tmp_path / "out"
+    env = {**os.environ, "NO_COLOR": "1", "OPENBLAS_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "mlnmf_cli", "decompose", str(images), "-o", str(out), "-q"]
+    proc = subprocess.Popen([*args, "-j", "2", "--ranks", "24,12"], env=env)
+    workers: list[int] = []
+    for _ in range(3000):  # until both workers are busy with a result under way
+        workers = _children(proc.pid)
+        busy = out.is_dir() and any(p.name.endswith(".partial") for p in out.iterdir())
+        if len(workers) >= 2 and busy:
+            break
+        assert proc.poll() is None, "the batch ended before it could be killed"
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait()
+    for _ in range(3000):
+        if not any(_alive(w) for w in workers):
+            break
+        time.sleep(0.01)
+    assert not any(_alive(w) for w in workers), "workers outlived the killed batch"
+    after = subprocess.run(
+        [*args, "--ranks", "24,12", "--skip-existing"], env=env, capture_output=True, text=True
+    )
+    assert (after.returncode, after.stderr) == (0, "")
+    names = {f"img{i}" for i in range(6)}
+    assert {p.name for p in out.iterdir()} == TOOL_FILES | names
+    rows = json.loads((out / "summary.json").read_text())["results"]
+    assert sorted(Path(r["folder"]).name for r in rows) == sorted(names)
+    for name in names:
+        storage.load_model(out / name / "model.npz")

@@ -4,7 +4,9 @@ summary files are written with both held back."""
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -46,3 +48,29 @@ def signals_deferred() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """Linux: this (worker) process gets ``signum`` when its parent dies.
+
+    A batch killed with SIGKILL cannot stop its workers; without this they would
+    go on writing into the output folder after the lock is gone. With SIGTERM a
+    worker removes its half-written folder and leaves.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    import multiprocessing
+
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.pid != os.getppid():  # it died before prctl
+        os.kill(os.getpid(), signum)
+
+
+_PR_SET_PDEATHSIG = 1
