@@ -1259,3 +1259,13 @@ def test_s_force_never_replaces_a_users_folder_or_file_named_like_a_result(
         assert (out / "photos" / "holiday.png").read_bytes() == b"mine"
     assert (out / "photos").is_symlink() == (kind == "link")
     assert [(r["input"], r["status"]) for r in summary_csv(out)] == [(str(photos), "failed")]
+
+
+def test_s_a_lock_file_left_by_a_killed_run_is_taken_over_and_removed(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".mlnmf.lock").write_text("4194303\n")  # a run killed with -9: nobody holds it
+    img = _s_png(tmp_path, "img.png")
+    assert _s_run(img, "-o", out) == (0, "")
+    assert _s_listing(out) == _S_TOOL_FILES | {"img"}
+    _s_complete(out / "img")
