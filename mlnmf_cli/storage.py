@@ -125,13 +125,26 @@ def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        if not path.parent.name.endswith(".partial"):
+        staged = path.parent.name.endswith(".partial")  # made durable as a whole
+        if not staged:
             fault_point()
         os.replace(tmp, path)
+        if not staged:
+            fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make the renames in ``folder`` durable (a power cut keeps them); best effort."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def write_bytes(path: Path, data: bytes) -> None:
@@ -282,9 +295,11 @@ def _move_into_place(staging: Path, target: Path) -> None:
     (1) old aside, (2) new in, (3) old removed; after a kill at any step
     :func:`recover_output` restores (1) or finishes (3).
     """
+    fsync_dir(staging)
     if not os.path.lexists(target):
         fault_point()
         os.replace(staging, target)
+        fsync_dir(target.parent)
         return
     old = Path(
         tempfile.mkdtemp(prefix=hidden_prefix(target.name), suffix=".old", dir=target.parent)
@@ -298,6 +313,7 @@ def _move_into_place(staging: Path, target: Path) -> None:
         os.replace(old / target.name, target)
         old.rmdir()
         raise
+    fsync_dir(target.parent)
     fault_point()
     _remove_tree(old)
 
