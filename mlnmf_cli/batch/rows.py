@@ -290,26 +290,30 @@ def merge_rows(old: Sequence[Row], new: Sequence[Row], out: Path) -> list[Row]:
         name = row.folder_name
         return name is not None and name != "" and (out / name / "report.json").is_file()
 
-    rows = [(True, r) for r in old if r.status == "failed" or on_disk(r)]
+    kept = [r for r in old if r.status == "failed" or on_disk(r)]
+    by_input: dict[str, list[int]] = {}
+    by_folder: dict[str, list[int]] = {}
+    for i, r in enumerate(kept):
+        by_input.setdefault(r.input, []).append(i)
+        if r.folder_name:
+            by_folder.setdefault(r.folder_name, []).append(i)
+    dropped: set[int] = set()
+    added: list[Row] = []
     for row in new:
+        same_input = [i for i in by_input.get(row.input, []) if i not in dropped]
         if row.status != "ok" and any(
-            is_old
-            and o.input == row.input
-            and o.status != "failed"
-            and o.folder_name == row.folder_name
-            and on_disk(o)
-            for is_old, o in rows
+            kept[i].status != "failed" and kept[i].folder_name == row.folder_name
+            for i in same_input
         ):
             continue  # the result kept in the folder keeps its row
-
-        def replaced(is_old: bool, o: Row, row: Row = row) -> bool:
-            same_folder = row.status != "failed" and o.folder_name == row.folder_name
-            return is_old and (o.input == row.input or same_folder)
-
-        rows = [(is_old, o) for is_old, o in rows if not replaced(is_old, o)]
-        rows.append((False, row))
-    merged = [_as_on_disk(r, out) for _, r in rows]
+        dropped.update(same_input)
+        if row.status != "failed" and row.folder_name:
+            dropped.update(by_folder.get(row.folder_name, []))
+        added.append(row)
+    rows = [r for i, r in enumerate(kept) if i not in dropped] + added
+    merged = [_as_on_disk(r, out) for r in rows]
     named = {r.folder_name for r in merged if r.status != "failed"}
+    found: list[Row] = []
     for folder in _result_folders(out):
         if folder.name in named:
             continue
@@ -317,12 +321,12 @@ def merge_rows(old: Sequence[Row], new: Sequence[Row], out: Path) -> list[Row]:
             report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
             source = report.get("input")
             source = source if isinstance(source, str) else folder.name
-            found = _report_row(source, "ok", folder, report, seconds=None)
+            found.append(_report_row(source, "ok", folder, report, seconds=None))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue
-        merged = [r for r in merged if not (r.status == "failed" and r.input == source)]
-        merged.append(found)
-    return merged
+    # A failure listed for an input whose result is in the folder gives way to the result.
+    sources = {r.input for r in found}
+    return [r for r in merged if not (r.status == "failed" and r.input in sources)] + found
 
 
 def _as_on_disk(row: Row, out: Path) -> Row:
