@@ -7,6 +7,7 @@ print: progress goes through callbacks and results come back as data.
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -244,6 +245,7 @@ def decompose_image(
     # float64 matrices are dropped once converted to the working dtype.
     target = mats[0] if channels == "gray" and image.pixels.ndim == 3 else image.pixels
     mats = [m.astype(dtype, copy=False) for m in mats]
+    options.check_fits(mats[0].shape, image.size)  # said in --ranks words, before any work
     labels = ["R", "G", "B"] if len(mats) == 3 else [""]
     parts = []
     start = time.perf_counter()
@@ -375,21 +377,75 @@ def compare_to_original(
 @dataclass(frozen=True)
 class Rebuilt:
     """What :func:`reconstruct` wrote: ``depth`` of the model's ``model_depth`` layers,
-    and with an original image its ``errors`` (relative error and PSNR)."""
+    with ``bits`` per sample, and with an original image its ``errors`` (relative
+    error and PSNR); ``note``: what the user should know about the file (fewer bits
+    than the original had)."""
 
     model: Path
     depth: int
     model_depth: int
     output: Path
     errors: dict[str, float | None] | None = None
+    bits: int = 8
+    note: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
             "model": str(self.model),
             "depth": self.depth,
             "output": str(self.output),
+            "bits": self.bits,
         }
         return {**d, **(self.errors or {})}
+
+
+IMAGE_FORMATS = {
+    ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF",
+    ".bmp": "BMP", ".webp": "WEBP",
+}  # fmt: skip
+"""The formats :func:`reconstruct` writes, by file extension."""
+SIXTEEN_BITS = frozenset({"PNG", "TIFF"})
+"""The formats Pillow writes with 16 bits per sample (grey images only)."""
+_SAVE_ARGS: dict[str, dict[str, Any]] = {"JPEG": {"quality": 95}, "WEBP": {"lossless": True}}
+
+
+def image_format(path: Path) -> str:
+    """The format of the image file ``path`` is to be, from its extension, or a
+    :class:`ParameterError` listing the extensions that work."""
+    suffix = Path(path).suffix.lower()
+    if suffix in IMAGE_FORMATS:
+        return IMAGE_FORMATS[suffix]
+    what = f"extension {Path(path).suffix!r}" if suffix else "no extension"
+    raise ParameterError(
+        f"{path}: cannot write an image with {what} (use one of {', '.join(IMAGE_FORMATS)})"
+    )
+
+
+def encode_image(pixels: np.ndarray, fmt: str, bits: int) -> bytes:
+    """Pixels in ``[0, 1]`` as the bytes of an image file of format ``fmt``; ``bits``
+    16 (grey PNG and TIFF only) or 8."""
+    from PIL import Image
+
+    if bits == 16:
+        values = np.rint(np.clip(pixels, 0.0, 1.0) * 65535.0).astype(np.uint16)
+        picture = Image.fromarray(values)
+    else:
+        picture = render.to_pil(pixels)
+    buf = io.BytesIO()
+    picture.save(buf, format=fmt, **_SAVE_ARGS.get(fmt, {}))
+    return buf.getvalue()
+
+
+def _output_bits(saved: storage.SavedModel, pixels: np.ndarray, fmt: str) -> tuple[int, str | None]:
+    """Bits per sample for the rebuilt image (16 when the original had more than 8 and
+    the format holds them) and a note when bits are lost."""
+    original = int(saved.meta.get("bit_depth") or 8)
+    if original <= 8:
+        return 8, None
+    if fmt in SIXTEEN_BITS and pixels.ndim == 2:
+        return 16, None
+    where = f"a colour {fmt}" if fmt in SIXTEEN_BITS else fmt
+    return 8, f"8 bits per sample, the most mlnmf writes in {where} (the original had {original})"
 
 
 def reconstruct(
@@ -401,16 +457,27 @@ def reconstruct(
     force: bool = False,
     max_pixels: int | None = None,
 ) -> Rebuilt:
-    """Rebuild the image of a saved model (a model.npz or a result folder) into a PNG.
+    """Rebuild the image of a saved model (a model.npz or a result folder) into an image file.
 
     ``out`` defaults to ``rebuilt_depth{d}.png`` beside the model and is never
-    replaced unless ``force``; with ``original`` the result also holds the
-    relative error and PSNR against that image. Errors name the file at fault.
+    replaced unless ``force``; its extension picks the format (:data:`IMAGE_FORMATS`;
+    16 bits per sample where the format allows it and the original had them).
+    With ``original`` the result also holds the relative error and PSNR against
+    that image. Errors name the file at fault; nothing is written on an error.
     """
+    fmt = image_format(out) if out is not None else "PNG"
     path = model_path(model)
     with about(path):
         saved = storage.load_model(path)
         d = saved.depth if depth is None else depth
+        layers = f"{saved.depth} layer" + ("" if saved.depth == 1 else "s")
+        if isinstance(d, int) and d > saved.depth:
+            raise ParameterError(
+                f"--depth {d} is deeper than the model, which has {layers} "
+                f"(try --depth {saved.depth})"
+            )
+        if not isinstance(d, int) or d < 1:
+            raise ParameterError(f"--depth {d!r} is not a whole number from 1 to {saved.depth}")
         pixels = rebuild(saved, d)
     target = Path(out) if out is not None else path.parent / f"rebuilt_depth{d}.png"
     if target.exists() and not force:
@@ -419,8 +486,9 @@ def reconstruct(
     if original is not None:
         with about(original):
             errors = compare_to_original(pixels, saved.meta["channels"], original, max_pixels)
+    bits, note = _output_bits(saved, pixels, fmt)
     try:
-        storage.save_image(target, render.to_pil(pixels.clip(0.0, 1.0)))
+        storage.write_bytes(target, encode_image(pixels, fmt, bits))
     except OSError as exc:
         raise OutputError(f"{target}: cannot write ({exc.strerror or exc})") from exc
-    return Rebuilt(path, d, saved.depth, target, errors)
+    return Rebuilt(path, d, saved.depth, target, errors, bits, note)

@@ -178,17 +178,15 @@ def test_skip_existing_in_parallel_keeps_finished_folders(
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("0", "must be a whole number of at least 1 or 'auto', got '0'"),
-        ("-2", "must be a whole number of at least 1 or 'auto', got '-2'"),
-        ("many", "must be a whole number of at least 1 or 'auto', got 'many'"),
+        ("0", "--jobs 0 is not a whole number of at least 1, nor 'auto'"),
+        ("-2", "--jobs -2 is not a whole number of at least 1, nor 'auto'"),
+        ("many", "--jobs 'many' is not a whole number of at least 1, nor 'auto'"),
     ],
 )
 def test_bad_jobs_is_a_usage_error(value: str, message: str, tmp_path: Path) -> None:
     code, _, stderr = run("decompose", tmp_path, "--jobs", value, "-o", tmp_path / "o")
     assert code == 2
-    assert stderr == (
-        f"mlnmf: error: Invalid value for '--jobs': {message} (see 'mlnmf decompose --help')\n"
-    )
+    assert stderr == f"mlnmf: error: {message} (see 'mlnmf decompose --help')\n"
 
 
 def test_jobs_auto_is_one_per_core() -> None:

@@ -188,7 +188,8 @@ def test_one_by_one_image(tmp_path: Path) -> None:
     code, _, stderr = decompose(path, "-o", out, "--ranks", "8,4")
     assert (code, stderr) == (
         1,
-        f"mlnmf: error: {path}: ranks[0] must be between 1 and min(m, n) = 1, got 8\n",
+        f"mlnmf: error: {path}: --ranks 8,4 does not fit the 1x1 image: every rank must be at "
+        "most 1 (try --ranks 1,1)\n",
     )
     assert_nothing_written(out)
     code, _, stderr = decompose(path, "-o", out, "--ranks", "1,1")
@@ -271,10 +272,11 @@ def test_rank_larger_than_the_image_fails_that_input_only(tmp_path: Path) -> Non
     out = tmp_path / "out"
     code, _, stderr = decompose(small, fine, "-o", out, "--ranks", "8,4")
     assert code == 3
-    assert stderr == f"mlnmf: error: {small}: ranks[0] must be between 1 and min(m, n) = 5, got 8\n"
+    fit = "--ranks 8,4 does not fit the 5x6 image: every rank must be at most 5 (try --ranks 5,2)"
+    assert stderr == f"mlnmf: error: {small}: {fit}\n"
     assert {p.name for p in out.iterdir()} == SUMMARIES | {"fine"}
     assert [(r["status"], r["error"]) for r in summary_csv(out)] == [
-        ("failed", "ranks[0] must be between 1 and min(m, n) = 5, got 8"),
+        ("failed", fit),
         ("ok", ""),
     ]
 
@@ -284,22 +286,28 @@ def test_rank_larger_than_the_image_fails_that_input_only(tmp_path: Path) -> Non
 USAGE = [
     (
         ["--ranks", "4,8"],
-        "Invalid value: ranks must be non-increasing, got ranks[1] = 8 > ranks[0] = 4 in [4, 8]",
+        "--ranks 4,8 must be non-increasing, each rank at most the one before it (try --ranks 8,4)",
     ),
     (
         ["--ranks", "8", "--layers", "2"],
-        "Invalid value for '--layers': --layers 2 does not match --ranks 8, which has 1 rank(s)",
+        "--layers 2 does not match --ranks 8, which has 1 rank (give 2 ranks, or leave out "
+        "--layers)",
     ),
-    (["--ranks", "0,4"], "Invalid value for '--ranks': every rank must be at least 1, got 0"),
-    (["--ranks", "8,-3"], "Invalid value for '--ranks': every rank must be at least 1, got -3"),
+    (
+        ["--ranks", "0,4"],
+        "--ranks 0,4 is not a list of positive whole numbers separated by commas, e.g. 64,32,16",
+    ),
+    (
+        ["--ranks", "8,-3"],
+        "--ranks 8,-3 is not a list of positive whole numbers separated by commas, e.g. 64,32,16",
+    ),
     (
         ["--ranks", "eight,4"],
-        "Invalid value for '--ranks': ranks must be whole numbers separated by commas, "
-        "got 'eight,4'",
+        "--ranks 'eight,4' is not a list of positive whole numbers separated by commas, e.g. 64,32,16",
     ),
     (
         ["--ranks", "2.5"],
-        "Invalid value for '--ranks': ranks must be whole numbers separated by commas, got '2.5'",
+        "--ranks 2.5 is not a list of positive whole numbers separated by commas, e.g. 64,32,16",
     ),
 ]
 

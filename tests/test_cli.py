@@ -23,8 +23,9 @@ CAMERA = ROOT / "sample_images" / "camera.png"
 
 
 def pixels(path: Path) -> np.ndarray:
+    """An image's samples in [0, 1], 8 or 16 bits."""
     with Image.open(path) as im:
-        return np.asarray(im, dtype=np.float64) / 255.0
+        return np.asarray(im, dtype=np.float64) / (65535.0 if im.mode == "I;16" else 255.0)
 
 
 @pytest.fixture
@@ -122,6 +123,7 @@ def test_reconstruct_shallower_depth_and_json(camera_result: Path, tmp_path: Pat
         "model": str(camera_result / "model.npz"),
         "depth": 1,
         "output": str(target),
+        "bits": 8,
     }
     assert (
         np.max(np.abs(pixels(target) - pixels(camera_result / "reconstruction_depth1.png")))
@@ -140,9 +142,65 @@ def test_reconstruct_refuses_to_overwrite_and_bad_depth(
     assert target.read_bytes() == b"keep me"
     code, _, err = run("reconstruct", camera_result, "--depth", "4", "--out", tmp_path / "x.png")
     assert code == 2
-    assert (
-        err.strip()
-        == f"mlnmf: error: {camera_result / 'model.npz'}: depth must be between 1 and 3, got 4"
+    assert err == (
+        f"mlnmf: error: {camera_result / 'model.npz'}: --depth 4 is deeper than the model, "
+        "which has 3 layers (try --depth 3)\n"
+    )
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("suffix", "format"),
+    [(".png", "PNG"), (".jpg", "JPEG"), (".JPEG", "JPEG"), (".tif", "TIFF"), (".bmp", "BMP"),
+     (".webp", "WEBP")],
+)  # fmt: skip
+def test_reconstruct_writes_the_format_its_extension_names(
+    camera_result: Path, tmp_path: Path, suffix: str, format: str
+) -> None:
+    target = tmp_path / f"rebuilt{suffix}"
+    code, _, err = run("reconstruct", camera_result, "--out", target)
+    assert (code, err) == (0, f"wrote {target} (depth 3 of 3)\n")
+    with Image.open(target) as im, Image.open(camera_result / "reconstruction.png") as ref:
+        assert (im.format, im.size) == (format, ref.size)
+        rebuilt = np.asarray(im.convert("L"), dtype=np.float64) / 255
+    # Lossless formats hold the reconstruction to the level; JPEG (quality 95) nearly.
+    tolerance = 0.08 if format == "JPEG" else 1 / 255 + 1e-12
+    assert np.mean(np.abs(rebuilt - pixels(camera_result / "reconstruction.png"))) <= tolerance
+
+
+def test_reconstruct_refuses_an_extension_it_cannot_write(
+    camera_result: Path, tmp_path: Path
+) -> None:
+    for name, what in (("x.gif", "extension '.gif'"), ("x", "no extension")):
+        code, _, err = run("reconstruct", camera_result, "--out", tmp_path / name)
+        assert code == 2
+        assert err == (
+            f"mlnmf: error: {tmp_path / name}: cannot write an image with {what} "
+            "(use one of .png, .jpg, .jpeg, .tif, .tiff, .bmp, .webp)\n"
+        )
+    assert not list(tmp_path.iterdir())
+
+
+def test_reconstruct_keeps_16_bits_where_the_format_can(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[0:40, 0:36]
+    deep = 30000 + 20000 * np.sin(x / 5) * np.cos(y / 7) + rng.integers(0, 300, (40, 36))
+    Image.fromarray(deep.astype(np.uint16)).save(tmp_path / "deep.png")
+    out = tmp_path / "o"
+    assert run("decompose", tmp_path / "deep.png", "-r", "8,4", "-o", out, "-q")[0] == 0
+    for suffix, mode in ((".png", "I;16"), (".tif", "I;16")):
+        code, stdout, _ = run("reconstruct", out / "deep", "-o", out / f"r{suffix}", "--json")
+        assert code == 0 and json.loads(stdout)["bits"] == 16
+        with Image.open(out / f"r{suffix}") as im:
+            assert im.mode == mode
+            values = np.asarray(im, dtype=np.float64)
+        # 16-bit levels: not only multiples of 257 (what an 8-bit image would give)
+        assert np.any(values % 257 != 0)
+    code, _, err = run("reconstruct", out / "deep", "-o", out / "r.jpg")
+    assert code == 0
+    assert err.splitlines()[0] == (
+        f"note: {out / 'r.jpg'}: 8 bits per sample, the most mlnmf writes in JPEG "
+        "(the original had 16)"
     )
 
 
@@ -191,8 +249,8 @@ def test_layers_must_agree_with_ranks(tmp_path: Path) -> None:
     )
     assert code == 2
     assert err.strip() == (
-        "mlnmf: error: Invalid value for '--layers': --layers 2 does not match --ranks 64,32,16, "
-        "which has 3 rank(s) (see 'mlnmf decompose --help')"
+        "mlnmf: error: --layers 2 does not match --ranks 64,32,16, which has 3 ranks "
+        "(give 2 ranks, or leave out --layers) (see 'mlnmf decompose --help')"
     )
     assert not list(tmp_path.iterdir())
 
@@ -200,18 +258,13 @@ def test_layers_must_agree_with_ranks(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("ranks", "message"),
     [
-        (
-            "16,32",
-            "Invalid value: ranks must be non-increasing, got ranks[1] = 32 > ranks[0] = 16 in [16, 32]",
-        ),
-        ("8,0", "Invalid value for '--ranks': every rank must be at least 1, got 0"),
-        ("8,-2", "Invalid value for '--ranks': every rank must be at least 1, got -2"),
-        (
-            "8,x",
-            "Invalid value for '--ranks': ranks must be whole numbers separated by commas, got '8,x'",
-        ),
+        ("16,32", "--ranks 16,32 must be non-increasing, each rank at most the one before it (try --ranks 32,16)"),
+        ("8,0", "--ranks 8,0 is not a list of positive whole numbers separated by commas, e.g. 64,32,16"),
+        ("8,-2", "--ranks 8,-2 is not a list of positive whole numbers separated by commas, e.g. 64,32,16"),
+        ("8,x", "--ranks '8,x' is not a list of positive whole numbers separated by commas, e.g. 64,32,16"),
+        ("", "--ranks '' is not a list of positive whole numbers separated by commas, e.g. 64,32,16"),
     ],
-)
+)  # fmt: skip
 def test_bad_ranks_are_usage_errors(tmp_path: Path, ranks: str, message: str) -> None:
     code, _, err = run("decompose", CAMERA, "--ranks", ranks, "--out", tmp_path / "o")
     assert code == 2
@@ -224,9 +277,9 @@ def test_rank_larger_than_the_image_fails_that_input(tmp_path: Path) -> None:
     Image.fromarray(np.full((10, 12), 128, np.uint8)).save(small)
     code, _, err = run("decompose", small, "--ranks", "16", "--out", tmp_path / "o", "-q")
     assert code == 1
-    assert (
-        err.strip()
-        == f"mlnmf: error: {small}: ranks[0] must be between 1 and min(m, n) = 10, got 16"
+    assert err.strip() == (
+        f"mlnmf: error: {small}: --ranks 16 does not fit the 10x12 image: "
+        "every rank must be at most 10 (try --ranks 10)"
     )
     assert not (tmp_path / "o" / "small").exists()
 
@@ -470,3 +523,108 @@ def test_help_and_version_do_not_import_numpy_or_rich(args: list[str]) -> None:
         env={**os.environ, **ENV},
     )
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+# --------------------------------------------------------------------------- help and option errors
+
+COMMANDS = ["decompose", "reconstruct", "compare", "random-test"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_shows_metavars_and_plain_words(command: str) -> None:
+    code, text, _ = run(command, "--help")
+    assert code == 0
+    for leak in ("<list", "<int", "<str", "<float", "<path", "<Path", "range>", "{input"):
+        assert leak not in text, leak
+    assert "seed's" not in text and "decreasing" not in text.replace("non-increasing", "")
+    usage = {
+        "decompose": "Usage: mlnmf decompose [OPTIONS] INPUT...",
+        "reconstruct": "Usage: mlnmf reconstruct [OPTIONS] MODEL",
+        "compare": "Usage: mlnmf compare [OPTIONS] INPUT...",
+        "random-test": "Usage: mlnmf random-test [OPTIONS]",
+    }[command]
+    assert text.startswith(usage + "\n")
+    metavars = {
+        "decompose": ["INPUT...  ", "--max-iter N ", "--tol X ", "--method [nmf|semi]",
+                      "--jobs N|auto", "--out FOLDER"],
+        "reconstruct": ["MODEL  ", "--depth N ", "--out IMAGE", "--original IMAGE"],
+        "compare": ["INPUT...  ", '--config "KEY=VALUE ..."', "--resize HxW",
+                    "--measure [subspace|matched]", "--null-draws N", "--max-pixels N"],
+        "random-test": ["--count N", "--size HxW", "--control IMAGE", "--seed N"],
+    }[command]  # fmt: skip
+    for metavar in metavars:
+        assert metavar in text, metavar
+
+
+def test_decompose_help_says_non_increasing() -> None:
+    text = run("decompose", "--help")[1]
+    assert "-r, --ranks R1,R2,..." in text and "non-increasing" in " ".join(text.split())
+    assert "(svd:the2017write-up'sSemi-NMFstart)" in "".join(text.split())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--channels", "rgb"], "--channels 'rgb' is not one of gray, stack, separate"),
+        (["--method", "kl"], "--method 'kl' is not one of nmf, semi"),
+        (["--solver", "cd"], "--solver 'cd' is not one of hals, mu"),
+        (["--init", "svd", "--ranks", "4,1"], "--ranks 4,1 has a rank below 2, which --init svd cannot start from (try --ranks 4,2)"),
+        (["--dtype", "float16"], "--dtype 'float16' is not one of float32, float64"),
+        (["--max-iter", "-1"], "--max-iter -1 is not a whole number of at least 0"),
+        (["--max-iter", "2.5"], "--max-iter 2.5 is not a whole number of at least 0"),
+        (["--fine-tune-iter", "x"], "--fine-tune-iter 'x' is not a whole number of at least 0"),
+        (["--tol", "nan"], "--tol nan is not a finite number of at least 0"),
+        (["--tol", "-1e-3"], "--tol -1e-3 is not a finite number of at least 0"),
+        (["--target-error", "-0.5"], "--target-error -0.5 is not a finite number of at least 0"),
+        (["--seed", "-2"], "--seed -2 is not a whole number of at least 0"),
+        (["--max-pixels", "0"], "--max-pixels 0 is not a whole number of at least 1"),
+        (["--layers", "0"], "--layers 0 is not a whole number of at least 1"),
+        (["--layers", "4"], "--layers 4 needs --ranks with 4 ranks (the default --ranks 64,32,16 has 3)"),
+        (["--jobs", "0"], "--jobs 0 is not a whole number of at least 1, nor 'auto'"),
+        (["--jobs", "many"], "--jobs 'many' is not a whole number of at least 1, nor 'auto'"),
+        (["--force", "--skip-existing"], "--force and --skip-existing contradict each other; choose one"),
+    ],
+)  # fmt: skip
+def test_option_errors_name_the_option_the_value_and_what_works(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    code, stdout, err = run("decompose", CAMERA, *args, "--out", tmp_path / "o")
+    assert (code, stdout) == (2, "")
+    assert err == f"mlnmf: error: {message} (see 'mlnmf decompose --help')\n"
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--measure", "cosine"], "--measure 'cosine' is not one of subspace, matched"),
+        (["--null-draws", "1"], "--null-draws 1 is not a whole number of at least 2"),
+        (["--verdict-depth", "0"], "--verdict-depth 0 is not a whole number of at least 1"),
+        (["--resize", "256"], "--resize '256' is not HEIGHTxWIDTH, e.g. 128x128"),
+        (["--resize", "0x9"], "--resize 0x9 is not HEIGHTxWIDTH of at least 1x1, e.g. 128x128"),
+        (["-c", "ranks=8 tol=-1"], "--config 'ranks=8 tol=-1': tol=-1 is not a finite number of at least 0"),
+        (["-c", "ranks=8 solver=cd"], "--config 'ranks=8 solver=cd': solver=cd is not one of hals, mu"),
+        (["-c", "ranks=1 init=svd"], "--config 'ranks=1 init=svd': ranks=1 has a rank below 2, which init=svd cannot start from (try ranks=2)"),
+        (["-c", "max_pixels=9"], "--config 'max_pixels=9': unknown key 'max_pixels' (allowed: ranks, method, solver, init, fine_tune, fine_tune_iter, normalize, refit, max_iter, tol, target_error, seed, dtype, channels)"),
+    ],
+)  # fmt: skip
+def test_compare_option_errors_in_command_line_words(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    code, _, err = run("compare", CAMERA, CAMERA, *args, "--out", tmp_path / "o")
+    assert code == 2
+    assert err == f"mlnmf: error: {message} (see 'mlnmf compare --help')\n"
+    assert not (tmp_path / "o").exists()
+
+
+def test_random_test_option_errors_in_command_line_words(tmp_path: Path) -> None:
+    for args, message in [
+        (["--distribution", "poisson"], "--distribution 'poisson' is not one of uniform, normal, binary"),
+        (["--repeats", "0"], "--repeats 0 is not a whole number of at least 1"),
+        (["--size", "12x"], "--size '12x' is not HEIGHTxWIDTH, e.g. 128x128"),
+        (["--like-seed", "-c", "ranks=4"], "--like-seed and --config contradict each other; choose one"),
+    ]:  # fmt: skip
+        code, _, err = run("random-test", *args, "--out", tmp_path / "o")
+        assert code == 2
+        assert err == f"mlnmf: error: {message} (see 'mlnmf random-test --help')\n"
+    assert not (tmp_path / "o").exists()

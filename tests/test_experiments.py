@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run
+from conftest import ENV, run
 from PIL import Image
 
 from mlnmf_cli import experiments as ex
@@ -125,9 +125,12 @@ def test_every_config_key_reaches_its_option() -> None:
     ("spec", "message"),
     [
         ("colour=on", "configuration 'colour=on': unknown key 'colour' (allowed: ranks,"),
-        ("fine_tune=maybe", "configuration 'fine_tune=maybe': fine_tune must be on/off/true/false, got 'maybe'"),
-        ("ranks=8,x", "configuration 'ranks=8,x': ranks must be whole numbers separated by commas, got '8,x'"),
-        ("method=magic", "configuration 'method=magic': method must be one of"),
+        ("fine_tune=maybe", "configuration 'fine_tune=maybe': fine_tune=maybe is not on or off"),
+        ("ranks=8,x", "configuration 'ranks=8,x': ranks=8,x is not a list of positive whole numbers separated by commas, e.g. 64,32,16"),
+        ("method=magic", "configuration 'method=magic': method=magic is not one of nmf, semi"),
+        ("tol=-1", "configuration 'tol=-1': tol=-1 is not a finite number of at least 0"),
+        ("ranks=4,8", "configuration 'ranks=4,8': ranks=4,8 must be non-increasing, each rank at most the one before it (try ranks=8,4)"),
+        ("ranks=4,1 init=svd", "configuration 'ranks=4,1 init=svd': ranks=4,1 has a rank below 2, which init=svd cannot start from (try ranks=4,2)"),
         ("ranks", "configuration 'ranks': expected key=value, got 'ranks'"),
     ],
 )  # fmt: skip
@@ -282,7 +285,10 @@ def test_compare_bad_config_is_a_usage_error(tmp_path: Path) -> None:
     a = smooth_png(tmp_path / "a.png")
     code, _, err = run("compare", a, a, "-c", "rank=8", "--out", tmp_path / "o")
     assert code == 2
-    assert "configuration 'rank=8': unknown key 'rank' (allowed: ranks, method" in err
+    assert err.startswith(
+        "mlnmf: error: --config 'rank=8': unknown key 'rank' (allowed: ranks, method"
+    )
+    assert err.count("\n") == 1
     assert not (tmp_path / "o" / "compare.json").exists()
 
 
@@ -404,28 +410,51 @@ def test_top_column_share_sees_one_dominant_column() -> None:
     assert ex.top_column_share([even, skewed]) == pytest.approx(100 / 103)
 
 
-def test_compare_one_input_reports_errors_and_says_nothing_is_compared(tmp_path: Path) -> None:
+def test_compare_refuses_one_input_before_any_work(tmp_path: Path) -> None:
     a = smooth_png(tmp_path / "a.png")
-    code, stdout, err = run(
-        "compare",
-        a,
-        "-c",
-        "ranks=8",
-        "-c",
-        "ranks=8,4 fine_tune=off",
-        "--out",
-        tmp_path / "o",
-        "--json",
+    code, stdout, err = run("compare", a, "-c", "ranks=8", "--out", tmp_path / "o", "--json")
+    assert (code, stdout) == (2, "")
+    assert err == f"mlnmf: error: compare needs at least two inputs to compare, got 1: {a}\n"
+    assert not (tmp_path / "o").exists()
+    code, _, err = run("random-test", "--count", "1", "--out", tmp_path / "r")
+    assert code == 2
+    assert err.startswith("mlnmf: error: --count 1 is not a whole number of at least 2 (see")
+    assert not (tmp_path / "r").exists()
+
+
+def test_ranks_that_do_not_fit_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+    a, b = smooth_png(tmp_path / "a.png", 12, 12), smooth_png(tmp_path / "b.png", 12, 12, phase=2.0)
+    code, _, err = run("compare", a, b, "-c", "ranks=4", "-c", "ranks=16,8", "-o", tmp_path / "o")
+    assert code == 2
+    assert err == (
+        "mlnmf: error: --config 'ranks=16,8': ranks=16,8 does not fit the 12x12 images: every "
+        "rank must be at most 12 (try ranks=12,6) (see 'mlnmf compare --help')\n"
     )
-    assert code == 0, err
-    data = json.loads(stdout)
-    assert [len(r["depths"]) for r in data["runs"]] == [1, 2]
-    assert all(e["across"] is None and e["self"] is not None for e in data["similarities"])
-    assert "trivial" not in err
-    assert (
-        err.count("there is nothing to compare: similarity across inputs needs at least two inputs")
-        == 2
+    assert not (tmp_path / "o").exists()
+    code, _, err = run("random-test", "--size", "8x8", "--out", tmp_path / "r")
+    assert code == 2
+    assert err.startswith(
+        "mlnmf: error: the default configuration (no --config): ranks=64,32,16 does not fit the "
+        "8x8 images of --size: every rank must be at most 8 (try ranks=8,4,2)"
     )
+    code, _, err = run("random-test", "--size", "8x8", "--like-seed", "--out", tmp_path / "r")
+    assert code == 2
+    assert err.startswith(
+        "mlnmf: error: --like-seed: ranks=80 does not fit the 8x8 images of --size: "
+        "every rank must be at most 8 (see"
+    )
+    code, _, err = run(
+        "random-test", "--size", "8x8", "-c", "ranks=4", "--control", tmp_path / "no.png",
+        "--out", tmp_path / "r",
+    )  # fmt: skip
+    assert (code, err) == (1, f"mlnmf: error: {tmp_path / 'no.png'}: file not found\n")
+    code, _, err = run("random-test", "-c", "ranks=4", "--verdict-depth", "2", "-o", tmp_path / "r")
+    assert code == 2
+    assert err.startswith(
+        "mlnmf: error: --verdict-depth 2 is deeper than every configuration "
+        "(the deepest has 1 layer; try --verdict-depth 1)"
+    )
+    assert not (tmp_path / "r").exists()
 
 
 def test_mismatch_message_names_the_decomposed_shape_of_colour_inputs(tmp_path: Path) -> None:
@@ -443,3 +472,67 @@ def test_every_public_name_of_the_lazy_packages_resolves() -> None:
     for package in (ex, engine):
         for name in package.__all__:
             assert getattr(package, name) is not None, f"{package.__name__}.{name}"
+
+
+# --------------------------------------------------------------------------- tables at 80 columns
+
+
+def run_at(columns: int, *args: str | Path) -> tuple[int, str, str]:
+    """``mlnmf *args`` through the real app in a terminal ``columns`` wide."""
+    from typer.testing import CliRunner
+
+    from mlnmf_cli.cli import app
+
+    env = {**ENV, "COLUMNS": str(columns)}
+    result = CliRunner().invoke(app, [str(a) for a in args], env=env, prog_name="mlnmf")
+    return result.exit_code, result.stdout, result.stderr
+
+
+def assert_whole_at(width: int, text: str) -> None:
+    """No cell cut with an ellipsis, no table wider than ``width`` (verdicts and errors
+    are single lines a terminal wraps)."""
+    assert "…" not in text and "..." not in text
+    tables = [line for line in text.splitlines() if set(line) & set("│┃┏└")]
+    assert tables and max(len(line) for line in tables) <= width
+
+
+@pytest.mark.parametrize("repeats", [1, 2])
+def test_tables_are_whole_at_80_columns(tmp_path: Path, repeats: int) -> None:
+    folder = tmp_path / "a folder with a rather long name" / "and another one inside it"
+    folder.mkdir(parents=True)
+    a = smooth_png(folder / "first_picture_with_a_long_name.png", 20, 20)
+    b = smooth_png(folder / "second_picture_with_a_long_name.png", 20, 20, phase=2.0)
+    configs = ["-c", "ranks=6,3 fine_tune=off normalize=off", "-c", "ranks=4 method=semi"]
+    if repeats == 1:
+        args: list[str | Path] = ["compare", a, b, *configs, "--null-draws", "3"]
+    else:
+        args = ["random-test", "--size", "20x20", "--control", a, "--repeats", "2", *configs]
+    code, stdout, err = run_at(80, *args, "--json", "-o", tmp_path / "o")
+    assert code == 0, err
+    assert_whole_at(80, err)
+    data = json.loads(stdout)
+    runs = (
+        data["runs"]
+        if repeats == 1
+        else json.loads((tmp_path / "o" / "compare.json").read_text())["runs"]
+    )
+    for run_ in runs:  # every number of the runs table is there in full
+        for depth in run_["depths"]:
+            assert f"{100 * depth['relative_error']:.2f}%" in err
+    rows = data["summary"] if repeats > 1 else None
+    for row in rows or []:
+        assert f"{row['across']['mean']:.3f}" in err
+
+
+def test_decompose_table_is_whole_at_80_columns(tmp_path: Path) -> None:
+    folder = tmp_path / "a folder with a rather long name" / "and_another_one_inside_it"
+    folder.mkdir(parents=True)
+    a = smooth_png(folder / "first_picture_with_a_long_name.png", 20, 20)
+    code, stdout, err = run_at(80, "decompose", a, "-r", "4,2", "-o", tmp_path / "o", "--json")
+    assert code == 0, err
+    assert_whole_at(80, err)
+    row = json.loads(stdout)["results"][0]
+    assert f"{100 * row['relative_error']:.2f}%" in err
+    # the path is all there, folded over lines of the input column
+    cells = "".join(line.split("│")[1].strip() for line in err.splitlines() if "│" in line)
+    assert str(a).replace(" ", "") in cells.replace(" ", "")

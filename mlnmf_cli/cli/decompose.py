@@ -10,9 +10,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from mlnmf_cli.cli.app import ExitCode, app
-from mlnmf_cli.cli.options import Layers, Ranks, build_options, with_options
-from mlnmf_cli.cli.output import console, error_line, line, pct, progress_bar
+from mlnmf_cli.cli.options import (
+    Command,
+    Layers,
+    OptionUsage,
+    Ranks,
+    build_options,
+    with_options,
+)
+from mlnmf_cli.cli.output import Column, error_line, line, pct, print_table, progress_bar
 from mlnmf_cli.errors import OutputError
+from mlnmf_cli.options import quoted
 
 if TYPE_CHECKING:
     from mlnmf_cli.batch import BatchItem, Row
@@ -20,19 +28,22 @@ if TYPE_CHECKING:
 # --------------------------------------------------------------------------- decompose
 
 
-@app.command()
+@app.command(cls=Command)
 @with_options()
 def decompose(
     inputs: Annotated[
-        list[Path], typer.Argument(help="Image files and folders of images.", show_default=False)
+        list[Path],
+        typer.Argument(
+            metavar="INPUT", help="Image files and folders of images.", show_default=False
+        ),
     ],
     *,
     ranks: Ranks = None,
     layers: Layers = None,
     settings: dict[str, Any],  # one option per declared field (with_options)
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the results.")] = Path(
-        "mlnmf-out"
-    ),
+    out: Annotated[
+        Path, typer.Option("--out", "-o", metavar="FOLDER", help="Folder for the results.")
+    ] = Path("mlnmf-out"),
     recursive: Annotated[
         bool, typer.Option("--recursive", "-R", help="Descend into subfolders.")
     ] = False,
@@ -54,22 +65,24 @@ def decompose(
     jobs: Annotated[
         str,
         typer.Option(
-            "--jobs", "-j", help="Worker processes: a number, or 'auto' for one per core."
+            "--jobs",
+            "-j",
+            metavar="N|auto",
+            help="Worker processes: a number, or 'auto' for one per core.",
         ),
     ] = "1",
     scheduler: Annotated[
         str | None,
         typer.Option(
             envvar="MLNMF_SCHEDULER",
+            metavar="ADDRESS",
             help="Address of a Dask distributed scheduler to run the batch on (needs mlnmf[dask]).",
         ),
     ] = None,
 ) -> None:
     """Decompose images into layers of features and coefficients; write pictures, model and report."""
     if force and skip_existing:
-        raise typer.BadParameter(
-            "--force and --skip-existing contradict each other; choose one", param_hint="'--force'"
-        )
+        raise OptionUsage("--force and --skip-existing contradict each other; choose one")
     from rich.progress import BarColumn, TextColumn
 
     from mlnmf_cli import batch, storage
@@ -145,9 +158,7 @@ def parse_jobs(value: str) -> int:
     except ValueError:
         n = 0
     if n < 1:
-        raise typer.BadParameter(
-            f"must be a whole number of at least 1 or 'auto', got {value!r}", param_hint="'--jobs'"
-        )
+        raise OptionUsage(f"--jobs {quoted(value)} is not a whole number of at least 1, nor 'auto'")
     return n
 
 
@@ -158,26 +169,24 @@ def _batch_exit_code(summary: dict[str, Any]) -> ExitCode:
 
 
 def _summary_table(rows: list[Row], out: Path) -> None:
-    from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=f"mlnmf decompose -> {out}", title_justify="left")
-    for name, justify in (
-        ("input", "left"),
-        ("status", "left"),
-        ("error", "right"),
-        ("SVD floor", "right"),
-        ("PSNR", "right"),
-        ("time", "right"),
-    ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    columns = [
+        Column("input", "left", wrap=True),
+        Column("status", "left"),
+        Column("error"),
+        Column("SVD floor"),
+        Column("PSNR"),
+        Column("time"),
+    ]
+    cells: list[list[str | Text]] = []
     for r in rows:
         status = {"ok": "[green]ok[/]", "skipped": "[yellow]skipped[/]"}.get(
             r.status, "[red]failed[/]"
         )
         psnr = r.psnr
-        table.add_row(
+        cells.append([
             Text(r.input), status, pct(r.relative_error), pct(r.svd_floor),
             "" if psnr is None else f"{psnr:.1f} dB", "" if r.seconds is None else f"{r.seconds:.2f} s",
-        )  # fmt: skip
-    console().print(table)
+        ])  # fmt: skip
+    print_table(f"mlnmf decompose -> {out}", columns, cells)

@@ -1,9 +1,15 @@
 """Command-line options derived from the option declarations (:class:`mlnmf_cli.options.Options`).
 
 :func:`with_options` gives a command one ``--option`` per declared field (type,
-default, limits and help text from the declaration) and hands their values to
+default, rule and help text from the declaration) and hands their values to
 the command as one ``settings`` dict; :func:`build_options` turns them and
 ``--ranks``/``--layers`` into :class:`~mlnmf_cli.options.Options`.
+
+Every value is read by a parser that reports a bad one as one line in
+command-line words (``--max-iter -1 is not a whole number of at least 0``),
+through :func:`mlnmf_cli.options.parse_value` and :func:`~mlnmf_cli.options.explain`,
+and every parameter shows a metavar (``N``, ``R1,R2,...``, ``[nmf|semi]``), never
+a Python type. Commands are built with :class:`Command` (``@app.command(cls=Command)``).
 """
 
 from __future__ import annotations
@@ -11,37 +17,128 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+from typer.core import TyperArgument, TyperCommand
 
 from mlnmf_cli.engine.options import Choice, Integer, Real, option_fields
 from mlnmf_cli.errors import ParameterError
-from mlnmf_cli.options import DEFAULT_RANKS, Options
+from mlnmf_cli.options import (
+    DEFAULT_RANKS,
+    FIELDS,
+    Options,
+    explain,
+    parse_value,
+    quoted,
+    spell,
+)
+
+
+class OptionUsage(typer.BadParameter):
+    """A usage error (exit 2) whose message is printed as it is: it already names the option."""
+
+    def format_message(self) -> str:
+        return self.message
+
+
+class _Argument(TyperArgument):
+    """An argument shown by its metavar alone: ``INPUT...`` rather than ``inputs... <list[Path]>``."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None if self.metavar else super().display_type_rich(ctx)
+
+    def _rich_display_name(self) -> str:
+        return self.display_name_raw + ("..." if self.nargs != 1 else "")
+
+    def _usage_display_name(self) -> str:
+        name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+        return name + ("..." if self.nargs != 1 else "")
+
+
+class Command(TyperCommand):
+    """A command whose arguments are shown by their metavar (see :class:`_Argument`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if type(param) is TyperArgument and param.metavar:
+                param.__class__ = _Argument
+
+
+# --------------------------------------------------------------------------- parsers
+
+
+def value_parser(name: str) -> Callable[[Any], Any]:
+    """The parser of declared option ``name``: its text read and checked by its rule."""
+
+    def parse(text: Any) -> Any:
+        try:
+            return parse_value(name, text, "flag")
+        except ParameterError as exc:
+            raise OptionUsage(str(exc)) from None
+
+    return parse
+
+
+def whole_number(flag: str, low: int) -> Callable[[Any], int]:
+    """A parser of ``flag``'s whole number of at least ``low``."""
+
+    def parse(text: Any) -> int:
+        try:
+            n = int(text)
+        except (TypeError, ValueError):
+            n = None
+        if n is None or n < low or isinstance(text, float):
+            raise OptionUsage(f"{flag} {quoted(text)} is not a whole number of at least {low}")
+        return n
+
+    return parse
+
+
+def choice(flag: str, options: tuple[str, ...]) -> Callable[[Any], str]:
+    """A parser of ``flag``'s value, one of ``options``."""
+
+    def parse(text: Any) -> str:
+        if text not in options:
+            raise OptionUsage(f"{flag} {text!r} is not one of {', '.join(options)}")
+        return str(text)
+
+    return parse
+
+
+def choice_metavar(options: tuple[str, ...]) -> str:
+    return "[" + "|".join(options) + "]"
+
+
+def _metavar(rule: Any) -> str:
+    if isinstance(rule, Choice):
+        return choice_metavar(rule.options)
+    if isinstance(rule, Integer):
+        return "N"
+    if isinstance(rule, Real):
+        return "X"
+    return "R1,R2,..."
+
+
+# --------------------------------------------------------------------------- declared options
 
 
 def cli_annotation(f: dataclasses.Field[Any]) -> Any:
     """``Annotated[type, typer.Option(...)]`` for one declared option."""
     rule = f.metadata["rule"]
-    kind: Any
-    if isinstance(rule, Choice):
-        kind = Literal[rule.options]
-    elif isinstance(rule, Integer):
-        kind = int
-    elif isinstance(rule, Real):
-        kind = float
-    else:
-        kind = bool
-    if getattr(rule, "optional", False):
-        kind = Optional[kind]  # noqa: UP045  (a runtime type for Typer)
     names = [f.metadata["flag"] or "--" + f.name.replace("_", "-")]
-    low = rule.low if isinstance(rule, (Integer, Real)) else None
-    return Annotated[kind, typer.Option(*names, help=f.metadata["help"], min=low)]
+    if "/" in names[0]:  # an on/off flag
+        return Annotated[bool, typer.Option(*names, help=f.metadata["help"])]
+    option = typer.Option(
+        *names, help=f.metadata["help"], metavar=_metavar(rule), parser=value_parser(f.name)
+    )
+    return Annotated[Optional[Any] if getattr(rule, "optional", False) else Any, option]  # noqa: UP045
 
 
 def cli_parameter(name: str) -> Any:
     """The annotation of the declared option ``name``, for a command that takes it alone."""
-    return cli_annotation(next(f for f in dataclasses.fields(Options) if f.name == name))
+    return cli_annotation(FIELDS[name])
 
 
 def with_options(skip: tuple[str, ...] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -85,57 +182,47 @@ def with_options(skip: tuple[str, ...] = ()) -> Callable[[Callable[..., Any]], C
     return decorate
 
 
-def parse_ranks(value: str | None) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    ranks = []
-    for piece in value.split(","):
-        piece = piece.strip()
-        try:
-            rank = int(piece)
-        except ValueError:
-            raise typer.BadParameter(
-                f"ranks must be whole numbers separated by commas, got {value!r}",
-                param_hint="'--ranks'",
-            ) from None
-        if rank < 1:
-            raise typer.BadParameter(
-                f"every rank must be at least 1, got {rank}", param_hint="'--ranks'"
-            )
-        ranks.append(rank)
-    return tuple(ranks)
-
-
-_RANKS_FIELD = next(f for f in dataclasses.fields(Options) if f.name == "ranks")
-
 Ranks = Annotated[
-    Optional[str],  # noqa: UP045
-    typer.Option("--ranks", "-r", help=_RANKS_FIELD.metadata["help"]),
+    Optional[Any],  # noqa: UP045
+    typer.Option(
+        "--ranks",
+        "-r",
+        help=FIELDS["ranks"].metadata["help"],
+        metavar="R1,R2,...",
+        parser=value_parser("ranks"),
+    ),
 ]
 Layers = Annotated[
     Optional[int],  # noqa: UP045
     typer.Option(
-        "--layers", "-l", min=1, help="Number of layers; must match --ranks when both are given."
+        "--layers",
+        "-l",
+        metavar="N",
+        parser=whole_number("--layers", 1),
+        help="Number of layers; must match --ranks when both are given.",
     ),
 ]
 
 
-def build_options(ranks: str | None, layers: int | None, settings: dict[str, Any]) -> Options:
+def build_options(
+    ranks: tuple[int, ...] | None, layers: int | None, settings: dict[str, Any]
+) -> Options:
     """Options from the command line, or a usage error (exit 2) naming what is wrong."""
-    parsed = parse_ranks(ranks)
-    if parsed is None:
-        parsed = DEFAULT_RANKS if layers is None else DEFAULT_RANKS[:layers]
+    if ranks is None:
+        ranks = DEFAULT_RANKS if layers is None else DEFAULT_RANKS[:layers]
         if layers is not None and layers > len(DEFAULT_RANKS):
-            raise typer.BadParameter(
-                f"--layers {layers} needs --ranks with {layers} ranks (the default has {len(DEFAULT_RANKS)})",
-                param_hint="'--layers'",
+            default = spell("ranks", DEFAULT_RANKS)
+            raise OptionUsage(
+                f"--layers {layers} needs --ranks with {layers} ranks "
+                f"(the default {default} has {len(DEFAULT_RANKS)})"
             )
-    elif layers is not None and layers != len(parsed):
-        raise typer.BadParameter(
-            f"--layers {layers} does not match --ranks {ranks}, which has {len(parsed)} rank(s)",
-            param_hint="'--layers'",
+    elif layers is not None and layers != len(ranks):
+        count = f"{len(ranks)} rank" + ("" if len(ranks) == 1 else "s")
+        raise OptionUsage(
+            f"--layers {layers} does not match {spell('ranks', ranks)}, which has {count} "
+            f"(give {layers} ranks, or leave out --layers)"
         )
     try:
-        return Options(ranks=parsed, **settings)
+        return Options(ranks=ranks, **settings)
     except ParameterError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        raise OptionUsage(explain(exc)) from None

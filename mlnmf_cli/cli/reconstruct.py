@@ -1,4 +1,4 @@
-"""``mlnmf reconstruct``: a saved model -> a PNG (and its errors against the original)."""
+"""``mlnmf reconstruct``: a saved model -> an image file (and its errors against the original)."""
 
 from __future__ import annotations
 
@@ -10,25 +10,38 @@ from typing import Annotated
 import typer
 
 from mlnmf_cli.cli.app import app
+from mlnmf_cli.cli.options import Command, whole_number
 from mlnmf_cli.cli.output import line, pct
 
 
-@app.command()
+@app.command(cls=Command)
 def reconstruct(
     model: Annotated[
-        Path, typer.Argument(help="A model.npz or a result folder.", show_default=False)
+        Path,
+        typer.Argument(metavar="MODEL", help="A model.npz or a result folder.", show_default=False),
     ],
     depth: Annotated[
-        int | None, typer.Option(min=1, help="Depth to rebuild. [default: deepest]")
+        int | None,
+        typer.Option(
+            metavar="N",
+            parser=whole_number("--depth", 1),
+            help="Depth to rebuild. [default: deepest]",
+        ),
     ] = None,
     out: Annotated[
         Path | None,
         typer.Option(
-            "--out", "-o", help="PNG to write. [default: rebuilt_depth{d}.png beside the model]"
+            "--out",
+            "-o",
+            metavar="IMAGE",
+            help="Image to write; its extension picks the format: .png, .jpg, .tif, .bmp or "
+            ".webp (16 bits per sample for a grey PNG or TIFF of a 16-bit original). "
+            "[default: rebuilt_depth{d}.png beside the model]",
         ),
     ] = None,
     original: Annotated[
-        Path | None, typer.Option(help="Compare with this image: relative error and PSNR.")
+        Path | None,
+        typer.Option(metavar="IMAGE", help="Compare with this image: relative error and PSNR."),
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing output file.")
@@ -41,6 +54,8 @@ def reconstruct(
     from mlnmf_cli import pipeline
 
     rebuilt = pipeline.reconstruct(model, depth, out, original, force=force)
+    if rebuilt.note:
+        line(f"note: {rebuilt.output}: {rebuilt.note}")
     if as_json:
         sys.stdout.write(json.dumps(rebuilt.as_dict(), indent=2) + "\n")
         return

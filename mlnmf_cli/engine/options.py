@@ -6,7 +6,9 @@ command line's options, ``compare --config`` keys, the report's
 ``parameters`` and the options saved with a model are all derived from these
 fields (see :func:`option_fields`); nothing else restates a default.
 
-Each error message names the parameter, the rule and the value it got.
+Each error message names the parameter, the rule and the value it got; the
+error (:class:`OptionError`, :class:`RankError`) also carries them as
+attributes, so that a command line can say the same in its own words.
 """
 
 from __future__ import annotations
@@ -30,6 +32,51 @@ Callback = Callable[[str, int, float], Any] | None
 stage. ``error`` is the stage's relative error (float)."""
 
 
+# --------------------------------------------------------------------------- errors
+
+
+class OptionError(ParameterError):
+    """An option broke its rule: ``option`` (the field name), the ``value`` it got and
+    ``expected``, what would do (e.g. ``"one of nmf, semi"``)."""
+
+    def __init__(
+        self, message: str, *, option: str = "", value: Any = None, expected: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.option = option
+        self.value = value
+        self.expected = expected
+
+
+class RankError(OptionError):
+    """Ranks that do not work: ``reason`` is ``"order"`` (not non-increasing), ``"svd"``
+    (a rank below 2 with ``init="svd"``), ``"size"`` (more than the matrix of ``shape``
+    allows) or ``"value"`` (not positive integers); ``suggestion``: ranks like them that
+    would pass (:func:`fitting_ranks`), None when there are none."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        ranks: Any = None,
+        reason: str = "value",
+        shape: tuple[int, int] | None = None,
+        init: str | None = None,
+        option: str = "ranks",
+    ) -> None:
+        super().__init__(message, option=option, value=ranks, expected=RANKS_EXPECTED)
+        self.reason = reason
+        self.shape = shape
+        self.init = init
+        self.limit = None if shape is None else min(shape)
+        self.suggestion: tuple[int, ...] | None = None
+        if reason != "value" and ranks is not None:
+            self.suggestion = fitting_ranks(ranks, self.limit, init)
+
+
+RANKS_EXPECTED = "a list of positive whole numbers separated by commas, e.g. 64,32,16"
+
+
 # --------------------------------------------------------------------------- rules
 
 
@@ -43,7 +90,14 @@ class Choice:
             return
         if not isinstance(value, str) or value not in self.options:
             allowed = ", ".join(repr(o) for o in self.options)
-            raise ParameterError(f"{name} must be one of {allowed}, got {value!r}")
+            raise OptionError(
+                f"{name} must be one of {allowed}, got {value!r}",
+                option=name, value=value, expected=self.expected,
+            )  # fmt: skip
+
+    @property
+    def expected(self) -> str:
+        return "one of " + ", ".join(self.options)
 
 
 @dataclass(frozen=True)
@@ -54,10 +108,15 @@ class Integer:
     def check(self, name: str, value: Any) -> None:
         if value is None and self.optional:
             return
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise ParameterError(f"{name} must be an integer >= {self.low}, got {value!r}")
-        if value < self.low:
-            raise ParameterError(f"{name} must be an integer >= {self.low}, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < self.low:
+            raise OptionError(
+                f"{name} must be an integer >= {self.low}, got {value!r}",
+                option=name, value=value, expected=self.expected,
+            )  # fmt: skip
+
+    @property
+    def expected(self) -> str:
+        return f"a whole number of at least {self.low}"
 
 
 @dataclass(frozen=True)
@@ -69,10 +128,20 @@ class Real:
         if value is None and self.optional:
             return
         rule = f"a finite number >= {self.low:g}" + (" or None" if self.optional else "")
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise ParameterError(f"{name} must be {rule}, got {value!r}")
-        if not math.isfinite(float(value)) or float(value) < self.low:
-            raise ParameterError(f"{name} must be {rule}, got {value!r}")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Real)
+            or not math.isfinite(float(value))
+            or float(value) < self.low
+        ):
+            raise OptionError(
+                f"{name} must be {rule}, got {value!r}",
+                option=name, value=value, expected=self.expected,
+            )  # fmt: skip
+
+    @property
+    def expected(self) -> str:
+        return f"a finite number of at least {self.low:g}"
 
 
 @dataclass(frozen=True)
@@ -80,7 +149,12 @@ class Boolean:
     def check(self, name: str, value: Any) -> None:
         numpy_bool = type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")
         if not isinstance(value, bool) and not numpy_bool:
-            raise ParameterError(f"{name} must be True or False, got {value!r}")
+            raise OptionError(
+                f"{name} must be True or False, got {value!r}",
+                option=name, value=value, expected=self.expected,
+            )  # fmt: skip
+
+    expected = "on or off"
 
 
 @dataclass(frozen=True)
@@ -89,6 +163,8 @@ class Ranks:
 
     def check(self, name: str, value: Any) -> None:
         check_ranks(value)
+
+    expected = RANKS_EXPECTED
 
 
 Rule = Choice | Integer | Real | Boolean | Ranks
@@ -155,7 +231,9 @@ class EngineOptions(Validated):
 
     method: str = option("nmf", Choice(METHODS), "nmf: W >= 0; semi: W unconstrained.")
     solver: str = option("hals", Choice(SOLVERS), "hals: fast; mu: multiplicative updates.")
-    init: str = option("nndsvda", Choice(INITS), "Initialisation (svd: the seed's Semi-NMF start).")
+    init: str = option(
+        "nndsvda", Choice(INITS), "Initialisation (svd: the 2017 write-up's Semi-NMF start)."
+    )
     fine_tune: bool = option(
         True,
         Boolean(),
@@ -179,7 +257,8 @@ class EngineOptions(Validated):
     max_iter: int = option(
         200,
         Integer(0),
-        "Iterations per layer at most (0: keep the initialisation, as the seed's pipeline did).",
+        "Iterations per layer at most (0: keep the initialisation, as the 2017 write-up's "
+        "code did).",
     )
     tol: float = option(
         1e-5, Real(0.0), "Stop a layer when its relative improvement falls below this."
@@ -214,9 +293,9 @@ def engine_options(options: Any) -> EngineOptions:
 # --------------------------------------------------------------------------- ranks
 
 
-def _check_integer(name: str, value: Any) -> int:
+def _check_integer(name: str, value: Any, ranks: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ParameterError(f"{name} must be an integer, got {value!r}")
+        raise RankError(f"{name} must be an integer, got {value!r}", ranks=ranks)
     return int(value)
 
 
@@ -224,21 +303,28 @@ def _as_sequence(ranks: Any) -> list[Any]:
     if isinstance(ranks, (str, bytes)) or not (
         isinstance(ranks, Sequence) or type(ranks).__name__ == "ndarray"
     ):
-        raise ParameterError(f"ranks must be a sequence of integers, got {ranks!r}")
+        raise RankError(f"ranks must be a sequence of integers, got {ranks!r}", ranks=ranks)
     return list(ranks)
+
+
+_SVD_REASON = "(the Gillis-Kumar start builds r non-negative coefficients from a rank-(r-1) SVD)"
 
 
 def check_rank(rank: Any, shape: tuple[int, int], init: str) -> int:
     """Check a single-layer rank against the shape of X (and the svd init)."""
-    r = _check_integer("rank", rank)
+    r = _check_integer("rank", rank, [rank])
     limit = min(shape)
     if not 1 <= r <= limit:
-        raise ParameterError(f"rank must be between 1 and min(m, n) = {limit}, got {r}")
+        raise RankError(
+            f"rank must be between 1 and min(m, n) = {limit}, got {r}",
+            ranks=[r], reason="size" if r > limit else "value", shape=shape, init=init,
+            option="rank",
+        )  # fmt: skip
     if init == "svd" and r < 2:
-        raise ParameterError(
-            "rank must be >= 2 for init 'svd' (the Gillis-Kumar start builds r "
-            f"non-negative coefficients from a rank-(r-1) SVD), got {r}"
-        )
+        raise RankError(
+            f"rank must be >= 2 for init 'svd' {_SVD_REASON}, got {r}",
+            ranks=[r], reason="svd", shape=shape, init=init, option="rank",
+        )  # fmt: skip
     return r
 
 
@@ -252,14 +338,22 @@ def check_ranks(
 
     Always: a non-empty sequence of non-increasing integers >= 1 (>= 2 for
     ``init="svd"``), as many as ``layers`` when given. With ``shape`` (m, n):
-    ranks[0] <= min(m, n) and each deeper rank <= n as well.
+    ranks[0] <= min(m, n) and each deeper rank <= n as well. Raises
+    :class:`RankError`.
     """
     values = _as_sequence(ranks)
     if not values:
-        raise ParameterError("ranks must not be empty, got []")
-    out = tuple(_check_integer(f"ranks[{i}]", v) for i, v in enumerate(values))
+        raise RankError("ranks must not be empty, got []", ranks=[])
+    out = tuple(_check_integer(f"ranks[{i}]", v, values) for i, v in enumerate(values))
     if layers is not None and layers != len(out):
-        raise ParameterError(f"layers must equal len(ranks) = {len(out)}, got {layers}")
+        raise OptionError(
+            f"layers must equal len(ranks) = {len(out)}, got {layers}",
+            option="layers", value=layers, expected=f"{len(out)}, one per rank",
+        )  # fmt: skip
+
+    def error(message: str, reason: str) -> RankError:
+        return RankError(message, ranks=out, reason=reason, shape=shape, init=init)
+
     for i, r in enumerate(out):
         if i == 0:
             limit, rule = None, ""
@@ -267,9 +361,10 @@ def check_ranks(
                 limit, rule = min(shape), f"min(m, n) = {min(shape)}"
         else:
             if r > out[i - 1]:
-                raise ParameterError(
+                raise error(
                     f"ranks must be non-increasing, got ranks[{i}] = {r} > "
-                    f"ranks[{i - 1}] = {out[i - 1]} in {list(out)}"
+                    f"ranks[{i - 1}] = {out[i - 1]} in {list(out)}",
+                    "order",
                 )
             if shape is None:
                 limit, rule = None, ""
@@ -278,12 +373,28 @@ def check_ranks(
                 rule = f"min(ranks[{i - 1}], n) = {limit}"
         if limit is None:
             if r < 1:
-                raise ParameterError(f"ranks[{i}] must be at least 1, got {r}")
+                raise error(f"ranks[{i}] must be at least 1, got {r}", "value")
         elif not 1 <= r <= limit:
-            raise ParameterError(f"ranks[{i}] must be between 1 and {rule}, got {r}")
-        if init == "svd" and r < 2:
-            raise ParameterError(
-                f"ranks[{i}] must be >= 2 for init 'svd' (the Gillis-Kumar start builds r "
-                f"non-negative coefficients from a rank-(r-1) SVD), got {r}"
+            raise error(
+                f"ranks[{i}] must be between 1 and {rule}, got {r}",
+                "size" if r > limit else "value",
             )
+        if init == "svd" and r < 2:
+            raise error(f"ranks[{i}] must be >= 2 for init 'svd' {_SVD_REASON}, got {r}", "svd")
     return out
+
+
+def fitting_ranks(
+    ranks: Sequence[int], limit: int | None = None, init: str | None = None
+) -> tuple[int, ...] | None:
+    """Ranks like ``ranks`` that :func:`check_ranks` accepts for a matrix whose smaller side
+    is ``limit``: sorted non-increasing, scaled down in proportion when the first is
+    above ``limit`` (64,32,16 -> 8,4,2 for 8), at least 2 for ``init="svd"``.
+    None when no ranks fit (``limit`` below the smallest rank allowed)."""
+    low = 2 if init == "svd" else 1
+    values = sorted((int(r) for r in ranks), reverse=True)
+    if not values or (limit is not None and limit < low):
+        return None
+    if limit is not None and values[0] > limit:
+        values = [r * limit // values[0] for r in values]
+    return tuple(max(low, r) for r in values)

@@ -14,10 +14,17 @@ from mlnmf_cli import storage
 from mlnmf_cli.batch.run import BLAS_THREADS, blas_limit
 from mlnmf_cli.engine import metrics
 from mlnmf_cli.errors import ParameterError
-from mlnmf_cli.experiments.config import DEFAULT_NULL_DRAWS, KINDS, MEASURES, Config
+from mlnmf_cli.experiments.config import (
+    DEFAULT_NULL_DRAWS,
+    KINDS,
+    MEASURES,
+    Config,
+    check_fits,
+)
 from mlnmf_cli.experiments.runs import Run, Step, run_grid
 from mlnmf_cli.experiments.statistics import point_stats, verdict
-from mlnmf_cli.experiments.subjects import Subject
+from mlnmf_cli.experiments.subjects import Subject, check_shapes
+from mlnmf_cli.options import matrix_text
 
 
 def similarity(A: np.ndarray, B: np.ndarray, kind: str, measure: str = "subspace") -> float:
@@ -325,6 +332,25 @@ def compare_runs(
     )
 
 
+def check_grid(subjects: Sequence[Subject], configs: Sequence[Config]) -> None:
+    """Raise :class:`ParameterError` unless :func:`compare` can run: at least two inputs
+    besides controls, and under every configuration one matrix shape that its ranks
+    fit (a :class:`~mlnmf_cli.experiments.config.ConfigError`). Nothing is decomposed."""
+    main = [s for s in subjects if not s.control]
+    if len(main) < 2:
+        listed = "".join(f": {s.path}" for s in main)
+        raise ParameterError(
+            f"compare needs at least two inputs to compare, got {len(main)}{listed}"
+        )
+    images = [s for s in subjects if s.image is not None]
+    for config in configs:
+        check_shapes(subjects, config)
+        if images:
+            shape = images[0].part_shapes(config.options)[0]
+            where = matrix_text(shape, images[0].image.size, "images")  # type: ignore[union-attr]
+            check_fits([config], shape, where)
+
+
 def compare(
     subjects: Sequence[Subject],
     configs: Sequence[Config],
@@ -335,7 +361,10 @@ def compare(
     self_baseline: bool = True,
     step: Step | None = None,
 ) -> CompareResult:
-    """Run the grid and measure it: the whole of ``mlnmf compare`` without files."""
+    """Run the grid and measure it: the whole of ``mlnmf compare`` without files.
+
+    Everything is checked (:func:`check_grid`) before the first decomposition."""
+    check_grid(subjects, configs)
     start = time.perf_counter()
     # Decompositions use as many BLAS threads as a decompose batch does, so the
     # factors are the ones ``decompose`` would write (and BLAS threads do not

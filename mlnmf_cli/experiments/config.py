@@ -7,14 +7,13 @@ without NumPy (the command line reads the constants here to build its options).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from mlnmf_cli.engine.options import Boolean, Choice, Integer, Ranks, Real, option_fields
+from mlnmf_cli.engine.options import option_fields
 from mlnmf_cli.errors import ParameterError
-from mlnmf_cli.options import Options
+from mlnmf_cli.options import Options, explain, parse_value, value_text
 
 KINDS = ("features", "coefficients")
 MEASURES = ("subspace", "matched")
@@ -22,10 +21,8 @@ DISTRIBUTIONS = ("uniform", "normal", "binary")
 _FIELDS = {f.name: f for f in option_fields(Options, "config")}
 CONFIG_KEYS = tuple(sorted(_FIELDS, key=lambda name: name != "ranks"))
 """The ``--config`` keys: every option that shapes a decomposition (ranks first)."""
-_TRUE = frozenset({"on", "true", "yes", "1"})
-_FALSE = frozenset({"off", "false", "no", "0"})
 
-#: The seed's own setup (its ``appr_seminmf``: the SVD-based Semi-NMF start with
+#: The setup of the 2017 write-up's code (the "seed" of this project) (its ``appr_seminmf``: the SVD-based Semi-NMF start with
 #: no iteration after it, layers stacked greedily with no normalisation and no
 #: joint fine-tuning). Its code
 #: factors each colour channel on its own (``channels=separate``) with rank
@@ -58,13 +55,23 @@ class Config:
     options: Options
 
 
+class ConfigError(ParameterError):
+    """A ``--config`` that cannot be read: ``spec`` as given and the ``problem`` with it."""
+
+    def __init__(self, spec: str, problem: str = "") -> None:
+        super().__init__(f"configuration {spec!r}: {problem}" if problem else spec)
+        self.spec = spec
+        self.problem = problem
+
+
 def parse_config(spec: str, base: Options | None = None) -> Config:
     """``"ranks=64,32,16 method=nmf fine_tune=on"`` -> a :class:`Config`.
 
     Keys are :class:`~mlnmf_cli.options.Options` field names (``-`` may stand
-    for ``_``); booleans accept on/off/true/false/yes/no/1/0; ``target_error``
-    and ``channels`` accept ``none``. Raises :class:`ParameterError` naming the
-    key or value at fault.
+    for ``_``); values are read by :func:`mlnmf_cli.options.parse_value`
+    (booleans on/off/true/false/yes/no/1/0; ``target_error`` and ``channels``
+    accept ``none``). Raises :class:`ConfigError` naming the key or value at
+    fault, as the configuration spells it (``method=magic is not one of nmf, semi``).
     """
     base = Options() if base is None else base
     changes: dict[str, Any] = {}
@@ -72,64 +79,23 @@ def parse_config(spec: str, base: Options | None = None) -> Config:
         key, sep, value = token.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or not key:
-            raise ParameterError(f"configuration {spec!r}: expected key=value, got {token!r}")
+            raise ConfigError(spec, f"expected key=value, got {token!r}")
         if key not in CONFIG_KEYS:
-            raise ParameterError(
-                f"configuration {spec!r}: unknown key {key!r} (allowed: {', '.join(CONFIG_KEYS)})"
-            )
-        changes[key] = _config_value(spec, key, value)
+            raise ConfigError(spec, f"unknown key {key!r} (allowed: {', '.join(CONFIG_KEYS)})")
+        try:
+            changes[key] = parse_value(key, value, "config")
+        except ParameterError as exc:
+            raise ConfigError(spec, str(exc)) from None
     try:
         options = replace(base, **changes)
     except ParameterError as exc:
-        raise ParameterError(f"configuration {spec!r}: {exc}") from None
+        raise ConfigError(spec, explain(exc, "config")) from None
     label = " ".join(spec.split()) or "defaults"
     return Config(label, options)
 
 
-def _config_value(spec: str, key: str, value: str) -> Any:
-    """``value`` read as the type of option ``key`` (its rule says which)."""
-
-    def bad(rule: str) -> ParameterError:
-        return ParameterError(f"configuration {spec!r}: {key} must be {rule}, got {value!r}")
-
-    low = value.strip().lower()
-    rule = _FIELDS[key].metadata["rule"]
-    if isinstance(rule, Ranks):
-        try:
-            ranks = tuple(int(p) for p in value.split(","))
-        except ValueError:
-            raise bad("whole numbers separated by commas") from None
-        if not ranks or min(ranks) < 1:
-            raise bad("whole numbers of at least 1 separated by commas")
-        return ranks
-    if isinstance(rule, Boolean):
-        if low in _TRUE:
-            return True
-        if low in _FALSE:
-            return False
-        raise bad("on/off/true/false")
-    if getattr(rule, "optional", False) and (
-        low == "none" or (isinstance(rule, Choice) and low == "auto")
-    ):
-        return None
-    if isinstance(rule, Integer):
-        try:
-            return int(value)
-        except ValueError:
-            raise bad("a whole number") from None
-    if isinstance(rule, Real):
-        try:
-            number = float(value)
-        except ValueError:
-            raise bad("a number") from None
-        if not math.isfinite(number):
-            raise bad("a finite number")
-        return number
-    return value
-
-
 def like_seed_config(ranks: Sequence[int]) -> Config:
-    """The seed's setup (see :data:`LIKE_SEED`) with the given ranks."""
+    """The 2017 write-up's setup (see :data:`LIKE_SEED`) with the given ranks."""
     options = replace(Options(), ranks=tuple(ranks), **LIKE_SEED)
     settings = " ".join(f"{k}={value_text(v)}" for k, v in LIKE_SEED.items())
     spec = f"like-seed: ranks={','.join(map(str, ranks))} {settings}"
@@ -142,16 +108,17 @@ def parse_size(text: str) -> tuple[int, int]:
     try:
         height, width = (int(p) for p in pieces)
     except ValueError:
-        raise ParameterError(f"size must be HEIGHTxWIDTH, e.g. 128x128, got {text!r}") from None
+        raise ParameterError(f"{text!r} is not HEIGHTxWIDTH, e.g. 128x128") from None
     if height < 1 or width < 1:
-        raise ParameterError(f"size must be at least 1x1, got {text!r}")
+        raise ParameterError(f"{text} is not HEIGHTxWIDTH of at least 1x1, e.g. 128x128")
     return height, width
 
 
-def value_text(value: Any) -> str:
-    """An option's value as a ``--config`` would spell it."""
-    if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value))
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    return str(value)
+def check_fits(configs: Sequence[Config], shape: tuple[int, int], where: str) -> None:
+    """Raise :class:`ConfigError` unless every configuration's ranks fit a matrix of
+    ``shape``; ``where`` names it for the user (``"the 8x8 images"``)."""
+    for config in configs:
+        try:
+            config.options.check_fits(shape, style="config", where=where)
+        except ParameterError as exc:
+            raise ConfigError(config.label, str(exc)) from None
