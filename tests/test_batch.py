@@ -452,3 +452,88 @@ def test_a_finished_folder_whose_answer_was_lost_is_still_listed(tmp_path: Path)
     assert [(r.input, r.status) for r in delivered] == [(str(items[0].path), "ok")]
     report = json.loads((out / items[0].name / "report.json").read_text())
     assert delivered[0].relative_error == report["relative_error"]
+
+
+# --------------------------------------------------------------------------- the folder's summary
+
+
+def _fake_result(out: Path, name: str, source: str, error: float) -> None:
+    (out / name).mkdir(parents=True)
+    report = {
+        "input": source,
+        "image": {"height": 2, "width": 3},
+        "channels": "gray",
+        "parameters": {"ranks": [2, 1]},
+        "relative_error": error,
+        "psnr": 30.0,
+        "svd_floor": {"relative_error": 0.01},
+    }
+    (out / name / "report.json").write_text(json.dumps(report))
+
+
+def _ok(source: str, out: Path, name: str, error: float) -> batch.Row:
+    return batch.Row(source, "ok", str(out / name), ranks="2,1", relative_error=error)
+
+
+def test_merged_rows_describe_every_result_in_the_folder(tmp_path: Path) -> None:
+    from mlnmf_cli.batch.rows import merge_rows
+
+    for name, error in (("a", 0.1), ("b", 0.2), ("c", 0.3)):
+        _fake_result(tmp_path, name, f"{name}.png", error)
+    old = [
+        _ok("a.png", tmp_path, "a", 0.1),
+        _ok("b.png", tmp_path, "b", 0.2),
+        _ok("gone.png", tmp_path, "gone", 0.5),  # its folder was removed
+        batch.Row("bad.png", "failed", None, "not an image"),
+    ]
+    new = [
+        batch.Row("a.png", "failed", str(tmp_path / "a"), "already exists"),
+        batch.Row("bad.png", "failed", None, "still not an image"),
+        batch.Row("b.png", "skipped", str(tmp_path / "b"), ranks="2,1", relative_error=0.2),
+    ]
+    merged = merge_rows(old, new, tmp_path)
+    assert [(r.input, r.status, r.error, r.relative_error) for r in merged] == [
+        ("a.png", "ok", None, 0.1),  # the result in the folder keeps its row
+        ("b.png", "ok", None, 0.2),
+        ("bad.png", "failed", "still not an image", None),  # newest wins
+        ("c.png", "ok", None, 0.3),  # found on disk
+    ]
+
+
+def test_a_folder_now_holding_another_inputs_result_loses_the_old_row(tmp_path: Path) -> None:
+    from mlnmf_cli.batch.rows import merge_rows
+
+    _fake_result(tmp_path, "img", "y/img.png", 0.4)
+    merged = merge_rows(
+        [_ok("x/img.png", tmp_path, "img", 0.1)], [_ok("y/img.png", tmp_path, "img", 0.4)], tmp_path
+    )
+    assert [(r.input, r.relative_error) for r in merged] == [("y/img.png", 0.4)]
+
+
+def test_a_foreign_summary_stops_the_batch_before_any_work(tmp_path: Path) -> None:
+    from mlnmf_cli.errors import OutputError
+
+    (tmp_path / "summary.csv").write_text("a,b\n")
+    items = batch.expand_inputs([tmp_path / "missing.png"], recursive=False)
+    with pytest.raises(OutputError, match=r"summary\.csv: this file was not written by mlnmf"):
+        batch.run_batch(items, pipeline.Options(ranks=(2, 1)), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.csv"]
+
+
+def test_rows_of_a_damaged_summary_are_skipped_not_trusted(tmp_path: Path) -> None:
+    from mlnmf_cli.batch.rows import is_ours, read_rows
+
+    envelope = batch.summary_envelope([], pipeline.Options(ranks=(2, 1)))
+    envelope["results"] = [
+        {"input": "a.png", "status": "failed", "folder": None, "error": "bad"},
+        {"input": "b.png", "status": "ok", "folder": 7},
+        {"input": "c.png", "status": "done"},
+        {"input": ["d.png"], "status": "ok"},
+        "e.png",
+        {"input": "f.png", "status": "ok", "folder": "f", "height": "12"},
+    ]
+    (tmp_path / "summary.json").write_text(json.dumps(envelope))
+    assert is_ours(tmp_path / "summary.json")
+    assert [(r.input, r.error) for r in read_rows(tmp_path)] == [("a.png", "bad")]
+    (tmp_path / "summary.json").write_text('{"results": []}')
+    assert not is_ours(tmp_path / "summary.json") and read_rows(tmp_path) == []

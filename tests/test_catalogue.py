@@ -409,7 +409,8 @@ def test_existing_result_folder_without_force(tmp_path: Path) -> None:
     )
     assert (out / "img" / "model.npz").read_bytes() == before
     assert (out / "other" / "model.npz").is_file()
-    assert [r["status"] for r in summary_csv(out)] == ["failed", "ok"]
+    # The folder's summary describes the results in it: img's earlier result keeps its row.
+    assert [r["status"] for r in summary_csv(out)] == ["ok", "ok"]
     assert {p.name for p in out.iterdir()} == SUMMARIES | {"img", "other"}
     code, _, stderr = decompose(path, "-o", out, "--ranks", "4,2", "--force")
     assert (code, stderr) == (0, "")
@@ -813,3 +814,466 @@ def test_tiff_that_cannot_be_shown_is_refused_by_name(
     assert (code, stdout, stderr) == (1, "", f"mlnmf: error: {path}: {message}\n")
     assert_nothing_written(out)
     assert summary(out)["errors"] == [{"input": str(path), "error": message}]
+
+
+# =========================================================================== safety (issue 11: 3-7)
+# Result names, crash-safe --force, the folder's summaries, a shared output folder, file modes.
+# Every case runs the real command line and checks the exit code, the exact stderr and what is
+# (and is not) on disk afterwards. Helpers of this section start with ``_s``.
+
+from test_batch import RESULT_FILES as _S_RESULT_FILES  # noqa: E402
+
+_S_TOOL_FILES = {"summary.json", "summary.csv", "index.html"}
+
+
+def _s_png(folder: Path, name: str | bytes, seed: int = 0) -> Path:
+    """A small grey PNG under any file name (bytes for names that are not UTF-8)."""
+    source = folder / f"source-{seed}.png"
+    if not source.exists():
+        gen.make_gray_png(source, size=(16, 12), seed=seed)
+    path = Path(os.fsdecode(os.path.join(os.fsencode(folder), os.fsencode(name))))
+    shutil.copyfile(source, path)
+    return path
+
+
+def _s_run(*args: str | Path) -> tuple[int, str]:
+    code, _, stderr = run("decompose", *args, "-q", "--ranks", "4,2")
+    return code, stderr
+
+
+def _s_complete(folder: Path) -> dict:
+    """Assert ``folder`` is a whole result; return its report."""
+    assert {p.name for p in folder.iterdir()} == _S_RESULT_FILES, folder
+    storage.load_model(folder / "model.npz")
+    return json.loads((folder / "report.json").read_text())
+
+
+def _s_rows(out: Path) -> dict[str, dict]:
+    """summary.json's rows by folder name (failed rows without a folder by input)."""
+    rows = json.loads((out / "summary.json").read_text())["results"]
+    return {Path(r["folder"]).name if r.get("folder") else r["input"]: r for r in rows}
+
+
+def _s_listing(out: Path) -> set[str]:
+    return {p.name for p in out.iterdir()}
+
+
+def _s_name(raw: str) -> str:
+    return storage.safe_name(raw)
+
+
+# --- 3: result names
+
+
+def test_s_dot_dot_png_with_force_never_touches_the_output_folder(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    other = _s_png(tmp_path, "other.png", seed=1)
+    assert _s_run(other, "-o", out) == (0, "")
+    (out / "notes.txt").write_text("mine")
+    dots = _s_png(tmp_path, "..png")
+    assert _s_run(dots, "-o", out, "--force") == (0, "")
+    name = _s_name(".")
+    assert name.startswith("_-") and len(name) == 10
+    assert _s_listing(out) == _S_TOOL_FILES | {"other", "notes.txt", name}
+    assert (out / "notes.txt").read_text() == "mine"
+    assert _s_complete(out / name)["input"] == str(dots)
+    _s_complete(out / "other")
+
+
+def test_s_dots_and_hidden_names_become_distinct_visible_folders(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    inputs = [_s_png(tmp_path, n) for n in ("..png", "...png", ".hidden.png", ". .png")]
+    assert _s_run(*inputs, "-o", out) == (0, "")
+    names = [_s_name(s) for s in (".", "..", ".hidden", ". ")]
+    assert len(set(names)) == 4 and not any(n.startswith(".") for n in names)
+    assert names[2].startswith("hidden-")
+    assert _s_listing(out) == _S_TOOL_FILES | set(names)
+    for path, name in zip(inputs, names, strict=True):
+        assert _s_complete(out / name)["input"] == str(path)
+
+
+def test_s_inputs_named_like_the_tools_own_files(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    names = ["summary.json", "summary.csv", "index.html", "Summary.JSON", ".mlnmf.lock"]
+    inputs = [_s_png(tmp_path, n + ".png") for n in names]
+    assert _s_run(*inputs, "-o", out) == (0, "")
+    folders = [_s_name(n) for n in names]
+    assert all(
+        f != n and f.startswith(n.lstrip(".") + "-") for f, n in zip(folders, names, strict=True)
+    )
+    assert _s_listing(out) == _S_TOOL_FILES | set(folders)
+    assert (out / "summary.json").is_file() and (out / "index.html").is_file()
+    assert set(_s_rows(out)) == set(folders)
+
+
+def test_s_the_same_file_twice_and_a_name_like_its_repeat(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    a = _s_png(tmp_path, "a.png")
+    a2 = _s_png(tmp_path, "a-2.png", seed=3)
+    assert _s_run(a, a, a2, "-o", out) == (0, "")
+    assert _s_listing(out) == _S_TOOL_FILES | {"a", "a-2", "a-3"}
+    assert _s_complete(out / "a-2")["input"] == str(a2)
+    assert _s_complete(out / "a-3")["input"] == str(a)
+    rows = _s_rows(out)
+    assert [rows[n]["input"] for n in ("a", "a-2", "a-3")] == [str(a), str(a2), str(a)]
+    # Stable: the same call again finds every folder it made.
+    code, stderr = _s_run(a, a, a2, "-o", out, "--skip-existing")
+    assert (code, stderr) == (0, "")
+    assert _s_listing(out) == _S_TOOL_FILES | {"a", "a-2", "a-3"}
+
+
+def test_s_a_name_too_long_for_a_staging_folder(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    stem = "x" * 240
+    path = _s_png(tmp_path, stem + ".png")
+    assert _s_run(path, "-o", out) == (0, "")
+    name = _s_name(stem)
+    assert len(name.encode()) <= storage.MAX_NAME_BYTES and name.startswith("x" * 150)
+    assert _s_listing(out) == _S_TOOL_FILES | {name}
+    _s_complete(out / name)
+    assert _s_run(path, "-o", out, "--force") == (0, "")
+    assert _s_listing(out) == _S_TOOL_FILES | {name}
+
+
+def test_s_undecodable_bytes_and_newlines_in_a_name(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    path = _s_png(tmp_path, b"caf\xe9\nline.png")
+    assert _s_run(path, "-o", out) == (0, "")
+    name = _s_name(os.fsdecode(b"caf\xe9\nline"))
+    assert name.startswith("caf__line-") and name.isprintable()
+    assert _s_listing(out) == _S_TOOL_FILES | {name}
+    shown = f"{tmp_path}/caf\\xe9\\nline.png"
+    assert _s_complete(out / name)["input"] == shown
+    assert [r["input"] for r in summary_csv(out)] == [shown]
+    assert shown in (out / "index.html").read_text(encoding="utf-8")
+
+
+def test_s_a_missing_input_with_a_newline_is_named_on_one_line(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    missing = tmp_path / "no\nsuch.png"
+    code, stderr = _s_run(missing, "-o", out)
+    assert (code, stderr) == (
+        1,
+        f"mlnmf: error: {tmp_path}/no\\nsuch.png: no such file or folder\n",
+    )
+    assert _s_listing(out) == _S_TOOL_FILES
+
+
+def test_s_names_like_the_tools_staging_folders(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    inputs = [_s_png(tmp_path, n) for n in (".x.abcd1234.partial.png", ".y.abcd1234.old.png")]
+    assert _s_run(*inputs, "-o", out) == (0, "")
+    names = {_s_name(".x.abcd1234.partial"), _s_name(".y.abcd1234.old")}
+    assert all(n.startswith(("x.abcd1234.partial-", "y.abcd1234.old-")) for n in names)
+    assert _s_listing(out) == _S_TOOL_FILES | names
+    assert _s_run(*inputs, "-o", out, "--skip-existing") == (0, "")  # not taken for leftovers
+    assert _s_listing(out) == _S_TOOL_FILES | names
+
+
+# --- 4: --force replacement and what killed runs leave
+
+
+def _s_old_copy(out: Path, name: str) -> Path:
+    """Move ``out/name`` aside as a killed --force leaves it: ``.name.XXXXXXXX.old/name``."""
+    old = out / f".{name}.k1ll3d_x.old"
+    old.mkdir()
+    os.replace(out / name, old / name)
+    return old
+
+
+def test_s_a_result_left_aside_by_a_killed_force_is_put_back(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    img, other = _s_png(tmp_path, "img.png"), _s_png(tmp_path, "other.png", seed=2)
+    assert _s_run(img, "-o", out) == (0, "")
+    before = (out / "img" / "model.npz").read_bytes()
+    _s_old_copy(out, "img")
+    assert _s_listing(out) == _S_TOOL_FILES | {".img.k1ll3d_x.old"}
+    assert _s_run(other, "-o", out) == (0, "")
+    assert _s_listing(out) == _S_TOOL_FILES | {"img", "other"}
+    assert (out / "img" / "model.npz").read_bytes() == before
+    assert set(_s_rows(out)) == {"img", "other"}
+
+
+def test_s_an_old_copy_whose_replacement_is_in_place_is_removed(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    img = _s_png(tmp_path, "img.png")
+    assert _s_run(img, "-o", out) == (0, "")
+    old = _s_old_copy(out, "img")
+    shutil.copytree(old / "img", out / "img")
+    new = (out / "img" / "model.npz").read_bytes()
+    assert _s_run(img, "-o", out, "--skip-existing") == (0, "")
+    assert _s_listing(out) == _S_TOOL_FILES | {"img"}
+    assert (out / "img" / "model.npz").read_bytes() == new
+
+
+def test_s_staging_folders_and_temporaries_of_a_killed_run_are_removed(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    img = _s_png(tmp_path, "img.png")
+    assert _s_run(img, "-o", out) == (0, "")
+    (out / ".img.abcd1234.partial").mkdir()
+    (out / ".img.abcd1234.partial" / "original.png").write_bytes(b"half")
+    (out / ".gone.abcd_123.trash").mkdir()
+    (out / ".summary.json.zz9_8765.tmp").write_text("{")
+    (out / ".index.html.a1b2c3d4.tmp").write_text("<")
+    assert _s_run(img, "-o", out, "--skip-existing") == (0, "")
+    assert _s_listing(out) == _S_TOOL_FILES | {"img"}
+
+
+def test_s_look_alikes_the_tool_did_not_write_are_kept(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    img = _s_png(tmp_path, "img.png")
+    out.mkdir()
+    mine = {
+        ".notes.abcd1234.partial": "notes.txt",
+        ".img.abcd1234.old": "diary.txt",
+        ".other.abcd1234.trash": "keep.md",
+    }
+    for folder, file in mine.items():
+        (out / folder).mkdir()
+        (out / folder / file).write_text("user data")
+    (out / ".summary.json.backup").write_text("user data")
+    assert _s_run(img, "-o", out) == (0, "")
+    assert _s_listing(out) == _S_TOOL_FILES | {"img", ".summary.json.backup", *mine}
+    for folder, file in mine.items():
+        assert (out / folder / file).read_text() == "user data"
+
+
+# --- 5: the folder's summaries
+
+
+def test_s_a_run_refused_with_already_exists_keeps_the_summary(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    img = _s_png(tmp_path, "img.png")
+    assert _s_run(img, "-o", out) == (0, "")
+    code, _, stderr = run("decompose", img, "-o", out, "-q", "--ranks", "3,2")
+    assert (code, stderr) == (
+        1,
+        f"mlnmf: error: {img}: result folder {out / 'img'} already exists "
+        "(use --force to replace it or --skip-existing to keep it)\n",
+    )
+    assert _s_listing(out) == _S_TOOL_FILES | {"img"}
+    assert [(r["input"], r["status"], r["ranks"]) for r in summary_csv(out)] == [
+        (str(img), "ok", "4,2")
+    ]
+    assert summary(out)["succeeded"] == 1 and summary(out)["failed"] == 0
+
+
+def test_s_runs_into_one_folder_add_up_newest_wins(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    a, b = _s_png(tmp_path, "a.png"), _s_png(tmp_path, "b.png", seed=4)
+    assert _s_run(a, "-o", out) == (0, "")
+    assert _s_run(b, "-o", out) == (0, "")
+    code, _, stderr = run("decompose", a, "-o", out, "-q", "--ranks", "3,2", "--force")
+    assert (code, stderr) == (0, "")
+    assert [(r["input"], r["status"], r["ranks"]) for r in summary_csv(out)] == [
+        (str(b), "ok", "4,2"),
+        (str(a), "ok", "3,2"),
+    ]
+    assert (summary(out)["succeeded"], summary(out)["failed"]) == (2, 0)
+    assert _s_listing(out) == _S_TOOL_FILES | {"a", "b"}
+    # A result the user removed leaves the summary with the next run.
+    shutil.rmtree(out / "b")
+    code, _, stderr = run("decompose", a, "-o", out, "-q", "--ranks", "3,2", "--skip-existing")
+    assert (code, stderr) == (0, "")
+    assert [r["input"] for r in summary_csv(out)] == [str(a)]
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("summary.csv", "id,value\n1,2\n"),
+        ("summary.json", '{"mine": true}\n'),
+        ("index.html", "<html><title>My photos</title></html>\n"),
+    ],
+)
+def test_s_summary_files_the_tool_did_not_write_are_never_replaced(
+    name: str, content: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / name).write_text(content)
+    img = _s_png(tmp_path, "img.png")
+    code, stderr = _s_run(img, "-o", out)
+    assert (code, stderr) == (
+        1,
+        f"mlnmf: error: {out / name}: this file was not written by mlnmf; "
+        "move it away or choose another --out (nothing was written)\n",
+    )
+    assert _s_listing(out) == {name}
+    assert (out / name).read_text() == content
+
+
+def test_s_skipped_inputs_carry_their_numbers_and_say_when_settings_differ(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    a, b = _s_png(tmp_path, "a.png"), _s_png(tmp_path, "b.png", seed=4)
+    assert _s_run(a, b, "-o", out) == (0, "")
+    first = {r["input"]: r for r in summary_csv(out)}
+    code, stdout, stderr = run(
+        "decompose", a, b, "-o", out, "-q", "--ranks", "3,2", "--skip-existing", "--json"
+    )
+    assert code == 0
+    assert stderr == (
+        f"mlnmf: warning: {a}: kept; made with other settings (ranks 4,2 (now 3,2))\n"
+        f"mlnmf: warning: {b}: kept; made with other settings (ranks 4,2 (now 3,2))\n"
+    )
+    rows = json.loads(stdout)["results"]
+    assert [(r["status"], r["ranks"]) for r in rows] == [("skipped", "4,2")] * 2
+    assert rows[0]["relative_error"] == float(first[str(a)]["relative_error"])
+    assert rows[0]["note"] == "kept; made with other settings (ranks 4,2 (now 3,2))"
+    # The folder's summary still describes the results as they were made.
+    assert [(r["status"], r["ranks"]) for r in summary_csv(out)] == [("ok", "4,2")] * 2
+    assert _s_listing(out) == _S_TOOL_FILES | {"a", "b"}
+    # Same settings: skipped without a word, numbers still there.
+    code, stdout, stderr = run("decompose", a, "-o", out, "-q", "--ranks", "4,2",
+                               "--skip-existing", "--json")  # fmt: skip
+    assert (code, stderr) == (0, "")
+    row = json.loads(stdout)["results"][0]
+    assert (row["status"], row["note"], row["psnr"]) == (
+        "skipped",
+        None,
+        float(first[str(a)]["psnr"]),
+    )
+
+
+# --- 6: one output folder, several runs
+
+_S_HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from mlnmf_cli import storage
+with storage.output_lock(Path(sys.argv[1])):
+    print("locked", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_s_a_second_run_on_a_busy_folder_refuses_naming_the_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    out = tmp_path / "out"
+    out.mkdir()
+    img = _s_png(tmp_path, "img.png")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _S_HOLD_LOCK, str(out)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        monkeypatch.setenv("MLNMF_LOCK_WAIT", "0.2")
+        code, stderr = _s_run(img, "-o", out)
+        assert (code, stderr) == (
+            1,
+            f"mlnmf: error: {out}: another mlnmf run (pid {holder.pid}) is writing into this "
+            "folder; wait for it to finish or choose another --out\n",
+        )
+        assert _s_listing(out) == {".mlnmf.lock"}
+    finally:
+        holder.communicate("")
+    assert _s_listing(out) == set()
+    assert _s_run(img, "-o", out) == (0, "")
+    assert _s_listing(out) == _S_TOOL_FILES | {"img"}
+
+
+def test_s_two_real_runs_on_one_folder_both_succeed_and_add_up(tmp_path: Path) -> None:
+    import sys
+
+    out = tmp_path / "out"
+    batches = []
+    for k in range(2):
+        folder = tmp_path / f"in{k}"
+        folder.mkdir()
+        batches.append([_s_png(folder, f"img{k}_{i}.png", seed=10 * k + i) for i in range(3)])
+    env = {**os.environ, "MLNMF_LOCK_WAIT": "600", "NO_COLOR": "1", "OPENBLAS_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "mlnmf_cli", "decompose", "-o", str(out), "-q"]
+    options = ["--ranks", "4,2", "--skip-existing"]
+    runs = [
+        subprocess.Popen(
+            [*command, *map(str, files), *options], env=env, stderr=subprocess.PIPE, text=True
+        )
+        for files in batches
+    ]
+    results = [(p.wait(timeout=600), p.stderr.read() if p.stderr else "") for p in runs]
+    assert results == [(0, ""), (0, "")]
+    names = {f"img{k}_{i}" for k in range(2) for i in range(3)}
+    assert _s_listing(out) == _S_TOOL_FILES | names
+    for name in names:
+        _s_complete(out / name)
+    assert set(_s_rows(out)) == names
+    assert (summary(out)["succeeded"], summary(out)["failed"]) == (6, 0)
+
+
+# --- 7: file modes follow the umask
+
+
+@pytest.mark.parametrize(
+    ("mask", "file_mode", "dir_mode"), [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)]
+)
+def test_s_outputs_get_the_modes_of_an_ordinary_open(
+    mask: int, file_mode: int, dir_mode: int, tmp_path: Path
+) -> None:
+    import stat
+
+    out = tmp_path / "out"
+    img = _s_png(tmp_path, "img.png")
+    previous = os.umask(mask)
+    try:
+        assert _s_run(img, "-o", out) == (0, "")
+        assert _s_run(img, "-o", out, "--force") == (0, "")
+    finally:
+        os.umask(previous)
+    assert _s_listing(out) == _S_TOOL_FILES | {"img"}
+
+    def mode(p: Path) -> int:
+        return stat.S_IMODE(p.stat().st_mode)
+
+    assert {name: mode(out / name) for name in _S_TOOL_FILES} == dict.fromkeys(
+        _S_TOOL_FILES, file_mode
+    )
+    assert mode(out / "img") == dir_mode
+    assert {mode(p) for p in (out / "img").iterdir()} == {file_mode}
+
+
+@pytest.mark.parametrize("kind", ["folder", "file", "link"])
+def test_s_force_never_replaces_a_users_folder_or_file_named_like_a_result(
+    kind: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    photos = _s_png(tmp_path, "photos.png")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "holiday.png").write_bytes(b"mine")
+    if kind == "folder":
+        shutil.copytree(elsewhere, out / "photos")
+    elif kind == "file":
+        (out / "photos").write_bytes(b"mine")
+    else:
+        (out / "photos").symlink_to(elsewhere)
+    code, stderr = _s_run(photos, "-o", out, "--force")
+    assert (code, stderr) == (
+        1,
+        f"mlnmf: error: {photos}: {out / 'photos'} exists and is not an mlnmf result folder; "
+        "--force replaces only those (move it away or choose another --out)\n",
+    )
+    assert _s_listing(out) == _S_TOOL_FILES | {"photos"}
+    assert (elsewhere / "holiday.png").read_bytes() == b"mine"
+    if kind == "folder":
+        assert (out / "photos" / "holiday.png").read_bytes() == b"mine"
+    assert (out / "photos").is_symlink() == (kind == "link")
+    assert [(r["input"], r["status"]) for r in summary_csv(out)] == [(str(photos), "failed")]
+
+
+def test_s_a_lock_file_left_by_a_killed_run_is_taken_over_and_removed(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".mlnmf.lock").write_text("4194303\n")  # a run killed with -9: nobody holds it
+    img = _s_png(tmp_path, "img.png")
+    assert _s_run(img, "-o", out) == (0, "")
+    assert _s_listing(out) == _S_TOOL_FILES | {"img"}
+    _s_complete(out / "img")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import struct
 import tempfile
 import warnings
@@ -356,3 +357,68 @@ def test_valid_models_load(scratch: Path) -> None:
         path.write_bytes(data)
         assert check_model(path) == "ok", name
     assert zipfile.is_zipfile(io.BytesIO(VALID_MODELS["grey"]))
+
+
+# =========================================================================== result names
+# (issue 11, class 3) Any file names, in any number and order: the folder names are unique,
+# safe (visible, printable, not the tool's own files, short enough for a staging name),
+# the same from call to call, and every one can be created; every input can be shown on
+# one line and written to summary.csv.
+
+_NAME_PIECES = st.sampled_from(
+    [b".", b"..", b"...", b"-2", b"a", b"A", b" ", b"\n", b"\t", b"\xff", b"\xc3\xa9", b"\\",
+     b"summary.json", b"index.html", b".mlnmf.lock", b".x.abcd1234.partial", b"\xe2\x80\xa8",
+     b"x" * 120, b"\xf0\x9f\x98\x80" * 20]
+)  # fmt: skip
+_FILE_NAME = st.lists(
+    st.one_of(_NAME_PIECES, st.binary(min_size=1, max_size=12)), min_size=1, max_size=4
+).map(lambda parts: b"".join(parts).replace(b"/", b"_").replace(b"\0", b"_")[:250])
+_SUFFIX = st.sampled_from([b".png", b".PNG", b".jpg", b"", b".", b".tar.gz"])
+
+
+@FUZZ
+@given(
+    names=st.lists(
+        st.tuples(st.sampled_from([b"", b"d1", b"d2/.", b"\xff"]), _FILE_NAME, _SUFFIX),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_result_names_are_unique_safe_and_stable(
+    names: list[tuple[bytes, bytes, bytes]], scratch: Path
+) -> None:
+    base = os.fsencode(scratch / "names")
+    paths = [
+        Path(os.fsdecode(os.path.join(base, folder, stem + suffix)))
+        for folder, stem, suffix in names
+    ]
+    got = storage.unique_names(paths)
+    assert got == storage.unique_names(paths)  # stable
+    assert len(set(got)) == len(got)  # unique
+    for name in got:
+        assert name and name.isprintable() and not name.startswith(".")
+        assert "/" not in name and "\\" not in name and name not in (".", "..")
+        assert name.casefold() not in storage.RESERVED_NAMES
+        raw = name.encode("utf-8")  # no undecodable bytes left
+        assert len(raw) <= storage.MAX_NAME_BYTES + 4
+        assert len(os.fsencode(storage.hidden_prefix(name))) + len("XXXXXXXX.partial") <= 255
+    target = scratch / "made"
+    target.mkdir(exist_ok=True)
+    for name in got:  # each can be created, and none lands elsewhere
+        (target / name).mkdir()
+    assert sorted(os.listdir(target)) == sorted(got)
+    for name in got:
+        (target / name).rmdir()
+    for path in paths:
+        shown = storage.display_path(path)
+        assert shown.isprintable() and shown.encode("utf-8")
+
+
+@FUZZ
+@given(stem=_FILE_NAME)
+def test_a_safe_name_is_kept_and_any_other_gets_a_stable_hash(stem: bytes) -> None:
+    text = os.fsdecode(stem)
+    name = storage.safe_name(text)
+    assert name == storage.safe_name(text)
+    if name != text:
+        assert name[-9] == "-" and all(c in "0123456789abcdef" for c in name[-8:])

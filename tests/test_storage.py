@@ -5,6 +5,9 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,133 @@ def test_unique_names_lengthen_only_on_a_clash(tmp_path: Path) -> None:
     assert storage.unique_names([tmp_path / "i.png", tmp_path / "i.png"]) == ["i", "i-2"]
 
 
+def test_unique_names_are_safe_unique_and_stable(tmp_path: Path) -> None:
+    names = storage.unique_names(
+        [tmp_path / n for n in ("a.png", "a.png", "a-2.png", "..png", "summary.json.png")]
+    )
+    assert names[:3] == ["a", "a-3", "a-2"]
+    assert names[3].startswith("_-") and names[4].startswith("summary.json-")
+    # Files of one folder that differ only in their suffix keep it in their names.
+    assert storage.unique_names([tmp_path / "a.png", tmp_path / "a.jpg"]) == ["a_png", "a_jpg"]
+    assert storage.safe_name("plain name") == "plain name"
+    assert storage.safe_name("x" * 300) == storage.safe_name("x" * 300)
+    assert len(storage.safe_name("x" * 300).encode()) == storage.MAX_NAME_BYTES
+    assert storage.safe_name("x" * 300) != storage.safe_name("x" * 301)
+
+
+def test_display_path_is_one_printable_line() -> None:
+    assert storage.display_path("/a/b c.png") == "/a/b c.png"
+    assert storage.display_path(os.fsdecode(b"/a/\xff\n.png")) == "/a/\\xff\\n.png"
+    assert storage.display_path("tab\there\u2028.png") == "tab\\there\\u2028.png"
+    assert storage.display_path(os.fsdecode(b"caf\xe9\t.png")) == "caf\\xe9\\t.png"
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
+def test_new_files_and_folders_follow_the_umask(mask: int, tmp_path: Path) -> None:
+    previous = os.umask(mask)
+    try:
+        storage.write_text(tmp_path / "a.txt", "x")
+        with storage.staged_folder(tmp_path / "r", replace=False) as tmp:
+            storage.write_text(tmp / "report.json", "{}")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o666 & ~mask
+    assert stat.S_IMODE((tmp_path / "r").stat().st_mode) == 0o777 & ~mask
+    assert stat.S_IMODE((tmp_path / "r" / "report.json").stat().st_mode) == 0o666 & ~mask
+
+
+def test_a_replaced_file_keeps_its_mode(tmp_path: Path) -> None:
+    path = tmp_path / "a.txt"
+    path.write_text("old")
+    path.chmod(0o640)
+    storage.write_text(path, "new")
+    assert (path.read_text(), stat.S_IMODE(path.stat().st_mode)) == ("new", 0o640)
+
+
+def test_temporaries_of_long_names_fit_the_name_limit(tmp_path: Path) -> None:
+    path = tmp_path / ("y" * 250)
+    storage.write_text(path, "x")
+    with storage.staged_folder(tmp_path / ("z" * 250), replace=False) as tmp:
+        assert len(tmp.name.encode()) <= 255
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["y" * 250, "z" * 250]
+
+
+def test_the_output_lock_nests_and_is_removed(tmp_path: Path) -> None:
+    with storage.output_lock(tmp_path):
+        assert (tmp_path / ".mlnmf.lock").read_text() == f"{os.getpid()}\n"
+        with storage.output_lock(tmp_path):
+            assert storage.holds_output_lock(tmp_path)
+        assert storage.holds_output_lock(tmp_path)
+    assert not storage.holds_output_lock(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path: Path) -> None:
+    (tmp_path / ".mlnmf.lock").write_text("999999\n")
+    with storage.output_lock(tmp_path, wait=0):
+        assert (tmp_path / ".mlnmf.lock").read_text() == f"{os.getpid()}\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_lock_excludes_another_process(tmp_path: Path) -> None:
+    code = (
+        "import sys; from pathlib import Path; from mlnmf_cli import storage\n"
+        "try:\n"
+        "    with storage.output_lock(Path(sys.argv[1]), wait=0): print('got it')\n"
+        "except Exception as exc: print(exc)\n"
+    )
+    with storage.output_lock(tmp_path):
+        busy = subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True
+        )
+    free = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True
+    )
+    assert busy.stdout == (
+        f"{tmp_path}: another mlnmf run (pid {os.getpid()}) is writing into this folder; "
+        "wait for it to finish or choose another --out\n"
+    )
+    assert free.stdout == "got it\n"
+
+
+def _result(folder: Path, marker: str) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "report.json").write_text(marker)
+    (folder / "model.npz").write_bytes(b"PK")
+    return folder
+
+
+def test_recovery_puts_back_an_old_result_and_removes_leftovers(tmp_path: Path) -> None:
+    _result(tmp_path / ".a.abcd1234.old" / "a", "old a")
+    _result(tmp_path / "b", "new b")
+    _result(tmp_path / ".b.abcd1234.old" / "b", "old b")
+    _result(tmp_path / ".c.abcd1234.partial", "half c")
+    (tmp_path / ".c.abcd1234.partial" / ".model.npz.abcd1234.tmp").write_bytes(b"")
+    (tmp_path / ".d.abcd1234.trash").mkdir()
+    (tmp_path / ".summary.csv.abcd1234.tmp").write_text("")
+    storage.recover_output(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+    assert (tmp_path / "a" / "report.json").read_text() == "old a"
+    assert (tmp_path / "b" / "report.json").read_text() == "new b"
+
+
+def test_recovery_keeps_what_it_did_not_write(tmp_path: Path) -> None:
+    keep = [
+        tmp_path / ".x.abcd1234.partial" / "notes.txt",
+        tmp_path / ".y.abcd1234.old" / "y" / "diary.txt",
+        tmp_path / ".z.abcd1234.old" / "z.txt",
+        tmp_path / ".summary.csv.abcd1234.tmp" / "inside.txt",
+        tmp_path / ".w.abcd1234.partial" / "sub" / "report.json",
+    ]
+    for path in keep:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("mine")
+    (tmp_path / ".v.abcd1234.partial").symlink_to(tmp_path / ".x.abcd1234.partial")
+    assert storage.recover_output(tmp_path) == []
+    assert all(path.read_text() == "mine" for path in keep)
+    assert (tmp_path / ".v.abcd1234.partial").is_symlink()
+
+
 def test_staged_folder_appears_whole_or_not_at_all(tmp_path: Path) -> None:
     target = tmp_path / "result"
     with pytest.raises(RuntimeError), storage.staged_folder(target, replace=False) as tmp:
@@ -33,15 +163,41 @@ def test_staged_folder_appears_whole_or_not_at_all(tmp_path: Path) -> None:
         raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []
     with storage.staged_folder(target, replace=False) as tmp:
-        (tmp / "a.txt").write_text("one")
-    assert (target / "a.txt").read_text() == "one"
+        (tmp / "report.json").write_text("one")
+    assert (target / "report.json").read_text() == "one"
     with pytest.raises(OutputError, match="already exists"):
         with storage.staged_folder(target, replace=False):
             pass
     with storage.staged_folder(target, replace=True) as tmp:
-        (tmp / "b.txt").write_text("two")
-    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+        (tmp / "report.json").write_text("two")
+        (tmp / "model.npz").write_text("two")
+    assert sorted(p.name for p in target.iterdir()) == ["model.npz", "report.json"]
     assert [p.name for p in tmp_path.iterdir()] == ["result"]
+
+
+@pytest.mark.parametrize("kind", ["folder", "file", "link", "dangling link"])
+def test_force_replaces_only_result_folders(kind: str, tmp_path: Path) -> None:
+    target = tmp_path / "result"
+    real = tmp_path / "mine"
+    real.mkdir()
+    (real / "report.json").write_text("{}")
+    if kind == "folder":
+        target.mkdir()
+        (target / "report.json").write_text("{}")
+        (target / "thesis.tex").write_text("mine")
+    elif kind == "file":
+        target.write_text("mine")
+    else:
+        target.symlink_to(real if kind == "link" else tmp_path / "nowhere")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(OutputError) as err, storage.staged_folder(target, replace=True):
+        pytest.fail("the body must not run")
+    assert str(err.value) == (
+        f"{target} exists and is not an mlnmf result folder; "
+        "--force replaces only those (move it away or choose another --out)"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert (real / "report.json").read_text() == "{}"
 
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path: Path) -> None:
@@ -140,7 +296,7 @@ def test_a_failed_replacement_keeps_the_old_result(
 ) -> None:
     target = tmp_path / "result"
     target.mkdir()
-    (target / "old.txt").write_text("old")
+    (target / "report.json").write_text("old")
     real = os.replace
 
     def replace(src: Path, dst: Path) -> None:
@@ -149,7 +305,28 @@ def test_a_failed_replacement_keeps_the_old_result(
         real(src, dst)
 
     monkeypatch.setattr(storage.os, "replace", replace)
-    with pytest.raises(OutputError), storage.staged_folder(target, replace=True) as tmp:
-        (tmp / "new.txt").write_text("new")
+    with pytest.raises(OutputError, match="Input/output error"):
+        with storage.staged_folder(target, replace=True) as tmp:
+            (tmp / "report.json").write_text("new")
     assert [p.name for p in tmp_path.iterdir()] == ["result"]
-    assert (target / "old.txt").read_text() == "old"
+    assert (target / "report.json").read_text() == "old"
+
+
+def test_a_file_system_without_flock_runs_unlocked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_flock(fd: int, op: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(storage.fcntl, "flock", no_flock)
+    with storage.output_lock(tmp_path, wait=0):
+        storage.write_text(tmp_path / "a.txt", "x")
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_a_lock_file_that_is_a_link_is_not_followed(tmp_path: Path) -> None:
+    (tmp_path / ".mlnmf.lock").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(OutputError, match="cannot lock the output directory"):
+        with storage.output_lock(tmp_path, wait=0):
+            pass
+    assert not (tmp_path / "elsewhere").exists()

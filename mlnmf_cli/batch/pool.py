@@ -17,6 +17,7 @@ from typing import Any
 from mlnmf_cli.batch.inputs import BatchItem
 from mlnmf_cli.batch.rows import Row, failed_row, process_item
 from mlnmf_cli.batch.run import BLAS_THREADS, Runner, remove_partial_folders, thread_environment
+from mlnmf_cli.batch.signals import die_with_parent
 from mlnmf_cli.options import Options
 
 WORKER_EXIT_TIMEOUT = 10.0  # seconds a terminated worker gets to clean up before SIGKILL
@@ -33,6 +34,7 @@ def _init_worker(threads: int) -> None:
     global _limits
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    die_with_parent(signal.SIGTERM)
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:

@@ -6,6 +6,10 @@ Whatever runs the inputs, the same rules hold:
 * rows reach ``on_done`` in input order, always in this (the parent) process;
 * a result folder appears whole or not at all (``storage.staged_folder``);
   after an interrupt nothing half-written is left behind;
+* one run at a time writes into an output folder (``storage.output_lock``),
+  and a run first repairs what a killed run left there
+  (``storage.recover_output``); summary files mlnmf did not write stop the
+  run before it starts;
 * the numbers do not depend on where an input ran: each decomposition uses the
   same number of BLAS threads (:data:`BLAS_THREADS`) wherever it runs, because
   the order of a sum in BLAS, and with it the last bits of a result, can
@@ -24,9 +28,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from mlnmf_cli import pipeline
+from mlnmf_cli import pipeline, storage
 from mlnmf_cli.batch.inputs import BatchItem
-from mlnmf_cli.batch.rows import Row, ok_row, process_item
+from mlnmf_cli.batch.rows import Row, ok_row, process_item, refuse_foreign_summaries
 from mlnmf_cli.errors import ParameterError
 from mlnmf_cli.options import Options
 from mlnmf_cli.threads import BLAS_THREADS, THREAD_VARIABLES
@@ -62,20 +66,25 @@ def run_batch(
     if jobs < 1:
         raise ParameterError(f"jobs must be at least 1, got {jobs}")
     out = Path(out)
-    runner = Runner(items, options, out, force, skip_existing, on_start, on_done)
-    try:
-        if scheduler is not None:
-            from mlnmf_cli.batch.dask import run_dask
+    with storage.output_lock(out):
+        storage.recover_output(out)
+        refuse_foreign_summaries(out)
+        runner = Runner(items, options, out, force, skip_existing, on_start, on_done)
+        try:
+            if scheduler is not None:
+                from mlnmf_cli.batch.dask import run_dask
 
-            run_dask(runner, scheduler)
-        elif jobs == 1 or runner.pending_count() <= 1:
-            _run_here(runner, on_progress)
-        else:
-            from mlnmf_cli.batch.pool import run_pool
+                run_dask(runner, scheduler)
+            elif jobs == 1 or runner.pending_count() <= 1:
+                _run_here(runner, on_progress)
+            else:
+                from mlnmf_cli.batch.pool import run_pool
 
-            run_pool(runner, jobs)
-    finally:
-        remove_partial_folders(out, [item.name for item in items])
+                run_pool(runner, jobs)
+        finally:
+            # Whatever was cut short (an interrupt, a killed worker) is ours: no other
+            # run writes here while we hold the lock.
+            storage.recover_output(out)
     return runner.rows()
 
 
@@ -102,13 +111,13 @@ class Runner:
         self.results: dict[int, Row] = {}
         self.delivered = 0
         self.started = time.time()
-        self.existed = {i for i, item in enumerate(self.items) if (out / item.name).exists()}
+        self.existed = {i for i, item in enumerate(self.items) if os.path.lexists(out / item.name)}
 
     def is_trivial(self, item: BatchItem) -> bool:
         """Items answered without decoding anything: listing problems and skipped folders."""
         if item.problem is not None:
             return True
-        return self.skip_existing and not self.force and (self.out / item.name).exists()
+        return self.skip_existing and not self.force and os.path.lexists(self.out / item.name)
 
     def pending_count(self) -> int:
         return sum(1 for item in self.items if not self.is_trivial(item))
@@ -226,15 +235,14 @@ def thread_environment(threads: int) -> Iterator[None]:
                 os.environ[name] = value
 
 
-_PARTIAL = r"\.{name}\.[a-z0-9_]{{8}}\.partial"
-
-
 def remove_partial_folders(out: Path, names: Sequence[str]) -> list[Path]:
     """Remove staging folders (``.<name>.XXXXXXXX.partial``) left in ``out`` by killed workers."""
     wanted = {n for n in names if n}
     if not wanted or not Path(out).is_dir():
         return []
-    patterns = [re.compile(_PARTIAL.format(name=re.escape(n))) for n in wanted]
+    patterns = [
+        re.compile(re.escape(storage.hidden_prefix(n)) + r"[a-z0-9_]{8}\.partial") for n in wanted
+    ]
     removed = []
     with contextlib.suppress(OSError):
         for entry in os.scandir(out):

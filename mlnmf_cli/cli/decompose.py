@@ -18,7 +18,7 @@ from mlnmf_cli.cli.options import (
     build_options,
     with_options,
 )
-from mlnmf_cli.cli.output import Column, error_line, pct, print_table, progress_bar
+from mlnmf_cli.cli.output import Column, error_line, line, pct, print_table, progress_bar
 from mlnmf_cli.errors import OutputError
 from mlnmf_cli.options import quoted
 
@@ -120,6 +120,8 @@ def decompose(
                 rows.append(row)
                 if row.status == "failed":
                     error_line(f"{row.input}: {row.error}")
+                elif row.note:
+                    line(f"mlnmf: warning: {row.input}: {row.note}", style="yellow")
                 progress.update(batch_task, advance=1, detail=f"{len(rows)}/{len(items)}")
 
             with batch.sigterm_as_interrupt():
