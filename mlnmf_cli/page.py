@@ -376,6 +376,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not out.is_dir():
         sys.stderr.write(f"{out}: not a folder of mlnmf results\n")
         return 1
+    from mlnmf_cli.batch.rows import is_ours
+
+    existing = out / INDEX
+    if (existing.exists() or existing.is_symlink()) and not is_ours(existing):
+        sys.stderr.write(f"{existing}: not written by mlnmf; refusing to replace it\n")
+        return 1
     try:
         path = write_index(out)
     except OSError as exc:

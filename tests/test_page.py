@@ -182,3 +182,11 @@ def test_page_in_a_real_browser(tmp_path: Path) -> None:
     with Image.open(shot) as im:
         colours = im.convert("RGB").getcolors(maxcolors=1 << 20)
     assert colours is not None and len(colours) > 50  # text and pictures, not a blank page
+
+
+def test_regenerating_the_page_never_replaces_a_foreign_index(tmp_path: Path) -> None:
+    from mlnmf_cli import page
+
+    (tmp_path / "index.html").write_text("<p>my own page</p>")
+    assert page.main([str(tmp_path)]) == 1
+    assert (tmp_path / "index.html").read_text() == "<p>my own page</p>"
