@@ -628,3 +628,19 @@ def test_random_test_option_errors_in_command_line_words(tmp_path: Path) -> None
         assert code == 2
         assert err == f"mlnmf: error: {message} (see 'mlnmf random-test --help')\n"
     assert not (tmp_path / "o").exists()
+
+
+def test_what_the_loader_says_about_an_image_is_on_stderr_and_in_the_summary(
+    tmp_path: Path,
+) -> None:
+    data = (np.random.default_rng(0).random((20, 24)) * 4080).astype(np.uint16)
+    src = tmp_path / "twelve.png"
+    Image.fromarray(data).save(src)
+    code, _, err = run("decompose", src, "--ranks", "4,2", "--out", tmp_path / "o")
+    assert code == 0
+    note = "12-bit data in a 16-bit container: scaled by 4095"
+    assert f"mlnmf: note: {src}: {note}\n" in err
+    with open(tmp_path / "o" / "summary.csv", newline="") as fh:
+        assert next(csv.DictReader(fh))["note"] == note
+    code, _, err = run("decompose", src, "--ranks", "4,2", "--out", tmp_path / "q", "-q")
+    assert code == 0 and "note" not in err

@@ -146,8 +146,11 @@ def _process(
 
 
 def ok_row(item: BatchItem, folder: Path, report: dict[str, Any], *, seconds: float | None) -> Row:
-    """The summary row of an input whose result folder holds ``report``."""
-    return _report_row(input_text(item), "ok", folder, report, seconds=seconds)
+    """The summary row of an input whose result folder holds ``report``; its note
+    holds what the loader said about the image (range, frames, orientation...)."""
+    row = _report_row(input_text(item), "ok", folder, report, seconds=seconds)
+    notes = report["image"].get("notes") or []
+    return dataclasses.replace(row, note="; ".join(map(str, notes))) if notes else row
 
 
 def skipped_row(item: BatchItem, folder: Path, options: Options) -> Row:

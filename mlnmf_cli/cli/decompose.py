@@ -120,6 +120,9 @@ def decompose(
                 rows.append(row)
                 if row.status == "failed":
                     error_line(f"{row.input}: {row.error}")
+                elif row.note and row.status == "ok":
+                    if not quiet:
+                        line(f"mlnmf: note: {row.input}: {row.note}")
                 elif row.note:
                     line(f"mlnmf: warning: {row.input}: {row.note}", style="yellow")
                 progress.update(batch_task, advance=1, detail=f"{len(rows)}/{len(items)}")
