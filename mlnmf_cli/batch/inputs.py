@@ -1,14 +1,36 @@
-"""A batch's inputs: the command line's files and folders as items with unique folder names."""
+"""A batch's inputs: the command line's files and folders as items with unique folder names.
+
+Rules for listing a folder (documented in the README, "Exit codes and errors"):
+
+* image files are taken by suffix; hidden files and hidden folders are skipped;
+* an mlnmf result folder (one holding ``report.json`` and ``model.npz``) is never
+  read as input, wherever it is, and neither is the output folder when it lies
+  inside the folder being listed;
+* under ``--recursive`` symbolic links to folders are followed, and every
+  folder is listed once: a link that leads to a folder already listed (a loop,
+  or a second way to the same folder) is not followed again and is reported;
+* anything that cannot be listed or used (an unreadable subfolder, a broken
+  link, a named pipe or device with an image suffix) becomes a failed input
+  with its reason, never a silent omission.
+
+A path named on the command line that cannot be examined (permission denied on
+a folder above it, a name too long) is a failed input too, not a usage error.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mlnmf_cli import storage
 from mlnmf_cli.imageio import IMAGE_SUFFIXES
+
+RESULT_MARKERS = ("report.json", "model.npz")
+"""Files whose presence together makes a folder an mlnmf result folder."""
 
 
 @dataclass(frozen=True)
@@ -20,8 +42,93 @@ class BatchItem:
     problem: str | None = None
 
 
-def _is_image_file(p: Path) -> bool:
-    return p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+def reason(exc: OSError) -> str:
+    """The system's reason for refusing a path, as a lower-case phrase."""
+    if exc.errno == errno.ENOENT:
+        return "no such file or folder"
+    if exc.errno == errno.EACCES:
+        return "permission denied"
+    text = exc.strerror or str(exc) or type(exc).__name__
+    return text[:1].lower() + text[1:]
+
+
+_SPECIAL = (
+    (stat.S_ISFIFO, "named pipe (FIFO)"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+    (stat.S_ISSOCK, "socket"),
+)
+
+
+def _special_file(mode: int) -> str | None:
+    """Why a file that is neither a regular file nor a folder cannot be an input."""
+    for test, name in _SPECIAL:
+        if test(mode):
+            return f"is a {name}, not a regular file"
+    return None if stat.S_ISREG(mode) else "not a regular file"
+
+
+def is_result_folder(folder: Path) -> bool:
+    return all((folder / marker).is_file() for marker in RESULT_MARKERS)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+class _Lister:
+    """Lists one folder given on the command line (see the module docstring)."""
+
+    def __init__(self, recursive: bool, exclude: Path | None) -> None:
+        self.recursive = recursive
+        self.exclude = exclude
+        self.listed: dict[tuple[int, int], Path] = {}
+        self.items: list[BatchItem] = []
+        self.has_subfolders = False
+
+    def folder(self, folder: Path, info: os.stat_result) -> None:
+        key = (info.st_dev, info.st_ino)
+        if key in self.listed:
+            self.items.append(
+                BatchItem(
+                    folder,
+                    problem=f"symbolic link to {self.listed[key]}, a folder already listed; "
+                    "not followed again",
+                )
+            )
+            return
+        self.listed[key] = folder
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            self.items.append(BatchItem(folder, problem=f"cannot list this folder ({reason(exc)})"))
+            return
+        for entry in entries:
+            if not entry.name.startswith("."):
+                self.entry(Path(entry.path))
+
+    def entry(self, path: Path) -> None:
+        try:
+            info = os.stat(path)
+        except OSError as exc:
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                return
+            broken = exc.errno == errno.ENOENT and path.is_symlink()
+            self.items.append(
+                BatchItem(path, problem="broken symbolic link" if broken else reason(exc))
+            )
+            return
+        if stat.S_ISDIR(info.st_mode):
+            self.has_subfolders = True
+            if not self.recursive or is_result_folder(path):
+                return
+            if self.exclude is not None and _inside(path.resolve(), self.exclude):
+                return
+            self.folder(path, info)
+        elif path.suffix.lower() in IMAGE_SUFFIXES:
+            problem = _special_file(info.st_mode)
+            self.items.append(BatchItem(path, problem=problem))
 
 
 def expand_inputs(
@@ -30,32 +137,35 @@ def expand_inputs(
     """Turn the command line's files and folders into batch items with unique folder names.
 
     Files are taken as given whatever their suffix (the loader judges them);
-    folders contribute the image files they hold, sorted; ``exclude`` (the
-    output folder) is never read as input.
+    folders contribute the image files they hold, sorted (see the module
+    docstring for what is skipped and what is reported). ``exclude`` (the
+    output folder) is not listed when it lies inside a folder being listed.
     """
     excluded = exclude.resolve() if exclude is not None else None
     found: list[BatchItem] = []
     for raw in inputs:
         path = Path(raw)
-        if path.is_dir():
-            pattern = "**/*" if recursive else "*"
-            files = sorted(
-                p
-                for p in path.glob(pattern)
-                if _is_image_file(p) and not (excluded and excluded in p.resolve().parents)
-            )
-            if not files:
-                hint = (
-                    ""
-                    if recursive or not any(p.is_dir() for p in path.iterdir())
-                    else " (use --recursive to look in subfolders)"
-                )
-                found.append(BatchItem(path, problem=f"no images found in this folder{hint}"))
-            found.extend(BatchItem(p) for p in files)
-        elif path.exists():
+        try:
+            info = os.stat(path)
+        except OSError as exc:
+            found.append(BatchItem(path, problem=reason(exc)))
+            continue
+        if not stat.S_ISDIR(info.st_mode):
             found.append(BatchItem(path))
-        else:
-            found.append(BatchItem(path, problem="no such file or folder"))
+            continue
+        # The output folder is skipped inside this folder, unless it is this folder.
+        skip = excluded if excluded is not None and excluded != path.resolve() else None
+        lister = _Lister(recursive, skip)
+        lister.folder(path, info)
+        items = sorted(lister.items, key=lambda item: item.path)
+        if not items:
+            hint = (
+                " (use --recursive to look in subfolders)"
+                if lister.has_subfolders and not recursive
+                else ""
+            )
+            items = [BatchItem(path, problem=f"no images found in this folder{hint}")]
+        found.extend(items)
     names = storage.unique_names([item.path for item in found])
     return [replace(item, name=name) for item, name in zip(found, names, strict=True)]
 

@@ -24,7 +24,10 @@ if TYPE_CHECKING:
 @with_options()
 def decompose(
     inputs: Annotated[
-        list[Path], typer.Argument(help="Image files and folders of images.", show_default=False)
+        list[Path],
+        typer.Argument(
+            help="Image files and folders of images.", show_default=False, readable=False
+        ),
     ],
     *,
     ranks: Ranks = None,

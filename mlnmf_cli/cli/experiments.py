@@ -86,6 +86,7 @@ def compare(
         typer.Argument(
             help="Image files, folders of images, result folders or model.npz files.",
             show_default=False,
+            readable=False,
         ),
     ],
     config: ConfigSpecs = None,
@@ -160,7 +161,10 @@ def random_test(
     ] = 0,
     control: Annotated[
         Path | None,
-        typer.Option(help="A real image compared with the random ones (resized, made grey)."),
+        typer.Option(
+            help="A real image compared with the random ones (resized, made grey).",
+            readable=False,
+        ),
     ] = None,
     repeats: Annotated[
         int,

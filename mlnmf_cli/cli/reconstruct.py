@@ -16,7 +16,8 @@ from mlnmf_cli.cli.output import line, pct
 @app.command()
 def reconstruct(
     model: Annotated[
-        Path, typer.Argument(help="A model.npz or a result folder.", show_default=False)
+        Path,
+        typer.Argument(help="A model.npz or a result folder.", show_default=False, readable=False),
     ],
     depth: Annotated[
         int | None, typer.Option(min=1, help="Depth to rebuild. [default: deepest]")
@@ -28,7 +29,8 @@ def reconstruct(
         ),
     ] = None,
     original: Annotated[
-        Path | None, typer.Option(help="Compare with this image: relative error and PSNR.")
+        Path | None,
+        typer.Option(help="Compare with this image: relative error and PSNR.", readable=False),
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing output file.")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -51,8 +53,11 @@ class Subject:
 
 def is_model_input(path: Path) -> bool:
     path = Path(path)
-    if path.is_dir():
-        return (path / "model.npz").is_file()
+    try:
+        if stat.S_ISDIR(os.stat(path).st_mode):
+            return os.path.isfile(path / "model.npz")
+    except OSError:
+        pass
     return path.suffix.lower() == ".npz"
 
 
@@ -109,7 +114,7 @@ def _load_subject(
 ) -> Subject:
     if is_model_input(path):
         model_file = pipeline.model_path(path)
-        model = storage.load_model(model_file)
+        model = storage.load_model(model_file, max_pixels=max_pixels)
         if resize is not None and tuple(model.meta["image_shape"][:2]) != resize:
             shape = "x".join(str(s) for s in model.meta["image_shape"][:2])
             raise InputError(
