@@ -67,13 +67,15 @@ def _configs(
     return configs or [excfg.parse_config("")]
 
 
-def _size(value: str | None, option: str) -> tuple[int, int] | None:
+def _size(value: str | None, option: str, max_pixels: int | None) -> tuple[int, int] | None:
     if value is None:
         return None
     try:
-        return excfg.parse_size(value)
+        size = excfg.parse_size(value)
+        experiments.check_size(size, max_pixels)
     except ParameterError as exc:
         raise typer.BadParameter(str(exc), param_hint=f"'{option}'") from None
+    return size
 
 
 # --------------------------------------------------------------------------- compare
@@ -114,7 +116,7 @@ def compare(
 ) -> None:
     """Decompose every input with every configuration and measure how alike their features and coefficients are."""
     configs = _configs(config, excfg.LIKE_SEED_IMAGE_RANKS if like_seed else None)
-    size = _size(resize, "--resize")
+    size = _size(resize, "--resize", max_pixels)
     out = experiments.prepare_output(
         out, experiments.planned_files(len(configs), experiments.depths_of(configs)), force=force
     )
@@ -183,6 +185,7 @@ def random_test(
     measure: Measure = "subspace",
     null_draws: NullDraws = excfg.DEFAULT_NULL_DRAWS,
     verdict_depth: VerdictDepth = 1,
+    max_pixels: MaxPixels = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for images and results.")] = Path(
         "mlnmf-random-test"
     ),
@@ -197,7 +200,7 @@ def random_test(
         )
     configs = _configs(config, excfg.LIKE_SEED_RANDOM_RANKS if like_seed else None)
     default_size = excfg.LIKE_SEED_RANDOM_SIZE if like_seed else (128, 128)
-    shape = _size(size, "--size") or default_size
+    shape = _size(size, "--size", max_pixels) or default_size
     out = experiments.prepare_output(
         out, experiments.random_test_files(count, repeats, configs), force=force
     )
@@ -208,6 +211,7 @@ def random_test(
         test = experiments.random_test(
                 out, configs, count=count, size=shape, distribution=distribution, seed=seed,
                 repeats=repeats, control=control, measure=measure, draws=null_draws,
+                max_pixels=max_pixels,
                 step=lambda text: progress.update(task, description=f"decomposing {text}"),
             )  # fmt: skip
         progress.update(task, description="writing pictures")

@@ -51,6 +51,18 @@ class Subject:
         return [(height, width)] * 3
 
 
+def check_size(size: tuple[int, int], max_pixels: int | None) -> None:
+    """Refuse an image size (``--resize``, ``--size``) with more pixels than ``max_pixels``
+    (default: Pillow's limit, the one image decoding uses), before anything is made."""
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    pixels = size[0] * size[1]
+    if limit is not None and pixels > limit:
+        raise ParameterError(
+            f"{size[0]}x{size[1]} means {pixels} pixels per image, more than the "
+            f"limit of {limit} (raise it with --max-pixels)"
+        )
+
+
 def is_model_input(path: Path) -> bool:
     path = Path(path)
     try:
@@ -76,6 +88,8 @@ def load_subjects(
     (three equal channels) so that every input gives matrices of one shape.
     Raises :class:`InputError` whose message starts with the input's path.
     """
+    if resize is not None:
+        check_size(resize, max_pixels)
     paths: list[Path] = []
     for raw in inputs:
         path = Path(raw)
