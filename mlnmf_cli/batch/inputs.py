@@ -69,7 +69,7 @@ def _special_file(mode: int) -> str | None:
 
 
 def is_result_folder(folder: Path) -> bool:
-    return all((folder / marker).is_file() for marker in RESULT_MARKERS)
+    return all(os.path.isfile(folder / marker) for marker in RESULT_MARKERS)
 
 
 def _inside(path: Path, folder: Path) -> bool:
