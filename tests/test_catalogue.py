@@ -808,6 +808,19 @@ def test_random_test_size_beyond_max_pixels_is_refused_up_front(tmp_path: Path) 
     assert not out.exists()
 
 
+def test_random_test_count_beyond_max_pixels_is_refused_up_front(tmp_path: Path) -> None:
+    """random-test holds every image it draws: --count times --size shares the limit."""
+    out = tmp_path / "rt"
+    code, _, stderr = run("random-test", "--count", "10000", "-o", out, "-q")
+    assert (code, stderr) == (
+        2,
+        "mlnmf: error: Invalid value for '--count': 10000 images of 128x128 mean 163840000 "
+        "pixels, more than the limit of 89478485 (raise it with --max-pixels) "
+        "(see 'mlnmf random-test --help')\n",
+    )
+    assert not out.exists()
+
+
 def test_compare_resize_beyond_max_pixels_is_refused_up_front(tmp_path: Path) -> None:
     a = gen.make_gray_png(tmp_path / "a.png", size=(24, 20))
     b = gen.make_gray_png(tmp_path / "b.png", size=(24, 20), seed=1)

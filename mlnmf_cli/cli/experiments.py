@@ -201,6 +201,10 @@ def random_test(
     configs = _configs(config, excfg.LIKE_SEED_RANDOM_RANKS if like_seed else None)
     default_size = excfg.LIKE_SEED_RANDOM_SIZE if like_seed else (128, 128)
     shape = _size(size, "--size", max_pixels) or default_size
+    try:
+        experiments.check_size(shape, max_pixels, count)
+    except ParameterError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--count'") from None
     out = experiments.prepare_output(
         out, experiments.random_test_files(count, repeats, configs), force=force
     )

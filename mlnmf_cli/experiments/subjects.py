@@ -51,15 +51,23 @@ class Subject:
         return [(height, width)] * 3
 
 
-def check_size(size: tuple[int, int], max_pixels: int | None) -> None:
+def check_size(size: tuple[int, int], max_pixels: int | None, count: int = 1) -> None:
     """Refuse an image size (``--resize``, ``--size``) with more pixels than ``max_pixels``
-    (default: Pillow's limit, the one image decoding uses), before anything is made."""
+    (default: Pillow's limit, the one image decoding uses), before anything is made;
+    ``count`` images of that size (random-test holds them all) share the limit."""
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     pixels = size[0] * size[1]
-    if limit is not None and pixels > limit:
+    if limit is None:
+        return
+    if pixels > limit:
         raise ParameterError(
             f"{size[0]}x{size[1]} means {pixels} pixels per image, more than the "
             f"limit of {limit} (raise it with --max-pixels)"
+        )
+    if count * pixels > limit:
+        raise ParameterError(
+            f"{count} images of {size[0]}x{size[1]} mean {count * pixels} pixels, more than "
+            f"the limit of {limit} (raise it with --max-pixels)"
         )
 
 
