@@ -3,7 +3,10 @@
 A command only parses, calls the library and renders; it raises
 :class:`~mlnmf_cli.errors.MlnmfError` (or lets the library's through) and
 :class:`_Group` prints ``mlnmf: error: <message>`` and exits with
-:func:`exit_code` of it. Adding a command: a module in ``mlnmf_cli/cli/``
+:func:`exit_code` of it. The same holds for what escapes a command:
+Ctrl-C or SIGTERM anywhere (``interrupted``, 130; during start-up
+:mod:`.startup` says so), running out of memory and a path the system refuses
+(1). Adding a command: a module in ``mlnmf_cli/cli/``
 with ``@app.command()``, imported in ``mlnmf_cli/cli/__init__.py``; import
 NumPy-heavy modules inside the command's body (``mlnmf --help`` stays light).
 """
