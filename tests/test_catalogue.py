@@ -794,43 +794,50 @@ def test_one_row_image_needs_memory_of_the_order_of_its_matrix(tmp_path: Path) -
         assert peak < 40 * image.pixels.nbytes, (shape, peak)
 
 
-def test_random_test_size_beyond_max_pixels_is_refused_up_front(tmp_path: Path) -> None:
-    out = tmp_path / "rt"
-    code, _, stderr = run("random-test", "--size", "100000x100000", "-o", out, "-q")
+_SIZE_LIMITS = [
+    (
+        "random-test",
+        ["--size", "100000x100000"],
+        "'--size': 100000x100000 means 10000000000 pixels per image",
+    ),
+    (
+        "random-test",
+        ["--size", "64x64", "--max-pixels", "1000"],
+        "'--size': 64x64 means 4096 pixels per image",
+    ),
+    # random-test holds every image it draws: --count times --size shares the limit.
+    (
+        "random-test",
+        ["--count", "10000"],
+        "'--count': 10000 images of 128x128 mean 163840000 pixels",
+    ),
+    (
+        "compare",
+        ["--resize", "100000x100000"],
+        "'--resize': 100000x100000 means 10000000000 pixels per image",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "message"), _SIZE_LIMITS, ids=["size", "size-limit", "count", "resize"]
+)
+def test_generated_sizes_beyond_max_pixels_are_refused_up_front(
+    command: str, args: list[str], message: str, tmp_path: Path
+) -> None:
+    limit = args[args.index("--max-pixels") + 1] if "--max-pixels" in args else "89478485"
+    inputs = []
+    if command == "compare":
+        inputs = [
+            gen.make_gray_png(tmp_path / "a.png", size=(24, 20)),
+            gen.make_gray_png(tmp_path / "b.png", size=(24, 20), seed=1),
+        ]
+    out = tmp_path / "out"
+    code, _, stderr = run(command, *inputs, *args, "-o", out, "-q")
     assert (code, stderr) == (
         2,
-        "mlnmf: error: Invalid value for '--size': 100000x100000 means 10000000000 pixels "
-        "per image, more than the limit of 89478485 (raise it with --max-pixels) "
-        "(see 'mlnmf random-test --help')\n",
-    )
-    code, _, stderr = run("random-test", "--size", "64x64", "--max-pixels", "1000", "-o", out)
-    assert code == 2 and "64x64 means 4096 pixels per image, more than the limit of 1000" in stderr
-    assert not out.exists()
-
-
-def test_random_test_count_beyond_max_pixels_is_refused_up_front(tmp_path: Path) -> None:
-    """random-test holds every image it draws: --count times --size shares the limit."""
-    out = tmp_path / "rt"
-    code, _, stderr = run("random-test", "--count", "10000", "-o", out, "-q")
-    assert (code, stderr) == (
-        2,
-        "mlnmf: error: Invalid value for '--count': 10000 images of 128x128 mean 163840000 "
-        "pixels, more than the limit of 89478485 (raise it with --max-pixels) "
-        "(see 'mlnmf random-test --help')\n",
-    )
-    assert not out.exists()
-
-
-def test_compare_resize_beyond_max_pixels_is_refused_up_front(tmp_path: Path) -> None:
-    a = gen.make_gray_png(tmp_path / "a.png", size=(24, 20))
-    b = gen.make_gray_png(tmp_path / "b.png", size=(24, 20), seed=1)
-    out = tmp_path / "cmp"
-    code, _, stderr = run("compare", a, b, "--resize", "100000x100000", "-o", out, "-q")
-    assert (code, stderr) == (
-        2,
-        "mlnmf: error: Invalid value for '--resize': 100000x100000 means 10000000000 pixels "
-        "per image, more than the limit of 89478485 (raise it with --max-pixels) "
-        "(see 'mlnmf compare --help')\n",
+        f"mlnmf: error: Invalid value for {message}, more than the limit of {limit} "
+        f"(raise it with --max-pixels) (see 'mlnmf {command} --help')\n",
     )
     assert not out.exists()
 
@@ -930,10 +937,16 @@ def test_fifo_with_an_image_suffix_inside_a_folder_is_reported(tmp_path: Path) -
     assert (out / "a" / "model.npz").is_file() and not (out / "b").exists()
 
 
-def test_out_equal_to_the_input_folder(tmp_path: Path) -> None:
+def _photos(tmp_path: Path) -> Path:
+    """A folder ``photos`` holding one image, ``a.png``."""
     folder = tmp_path / "photos"
     folder.mkdir()
     gen.make_gray_png(folder / "a.png", size=(24, 20))
+    return folder
+
+
+def test_out_equal_to_the_input_folder(tmp_path: Path) -> None:
+    folder = _photos(tmp_path)
     code, _, stderr = decompose(folder, "-o", folder, "--ranks", "4,2")
     assert (code, stderr) == (0, "")
     assert (folder / "a" / "model.npz").is_file()
@@ -944,9 +957,7 @@ def test_out_equal_to_the_input_folder(tmp_path: Path) -> None:
 
 
 def test_out_a_parent_of_the_input_folder(tmp_path: Path) -> None:
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    gen.make_gray_png(folder / "a.png", size=(24, 20))
+    folder = _photos(tmp_path)
     code, _, stderr = decompose(folder, "-o", tmp_path, "--ranks", "4,2")
     assert (code, stderr) == (0, "")
     assert (tmp_path / "a" / "model.npz").is_file()
@@ -954,9 +965,7 @@ def test_out_a_parent_of_the_input_folder(tmp_path: Path) -> None:
 
 
 def test_result_folders_under_an_input_folder_are_not_inputs(tmp_path: Path) -> None:
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    gen.make_gray_png(folder / "a.png", size=(24, 20))
+    folder = _photos(tmp_path)
     assert decompose(folder, "-o", folder / "results", "--ranks", "4,2")[0] == 0
     out = tmp_path / "out"
     code, _, stderr = decompose(folder, "-o", out, "-R", "--ranks", "4,2")
