@@ -964,6 +964,21 @@ def test_out_a_parent_of_the_input_folder(tmp_path: Path) -> None:
     assert (folder / "a.png").is_file()
 
 
+def test_result_folder_that_would_replace_inputs_is_refused(tmp_path: Path) -> None:
+    """-o over the inputs: photos.png's result folder OUT/photos is the input folder photos;
+    with --force it would have replaced the user's images."""
+    folder = _photos(tmp_path)
+    image = gen.make_gray_png(tmp_path / "photos.png", size=(24, 20))
+    code, _, stderr = decompose(image, folder, "-o", tmp_path, "--ranks", "4,2", "--force")
+    assert (code, stderr) == (
+        3,
+        f"mlnmf: error: {image}: its result folder {tmp_path / 'photos'} would hold or replace "
+        "inputs of this batch (choose another --out)\n",
+    )
+    assert {p.name for p in folder.iterdir()} == {"a.png"}
+    assert (tmp_path / "a" / "model.npz").is_file()
+
+
 def test_result_folders_under_an_input_folder_are_not_inputs(tmp_path: Path) -> None:
     folder = _photos(tmp_path)
     assert decompose(folder, "-o", folder / "results", "--ranks", "4,2")[0] == 0

@@ -139,10 +139,13 @@ def expand_inputs(
     Files are taken as given whatever their suffix (the loader judges them);
     folders contribute the image files they hold, sorted (see the module
     docstring for what is skipped and what is reported). ``exclude`` (the
-    output folder) is not listed when it lies inside a folder being listed.
+    output folder) is not listed when it lies inside a folder being listed, and
+    an input whose result folder ``exclude/NAME`` would be or hold an input
+    fails (with ``--force`` it would replace the inputs).
     """
     excluded = exclude.resolve() if exclude is not None else None
     found: list[BatchItem] = []
+    listed: list[Path] = []
     for raw in inputs:
         path = Path(raw)
         try:
@@ -153,6 +156,7 @@ def expand_inputs(
         if not stat.S_ISDIR(info.st_mode):
             found.append(BatchItem(path))
             continue
+        listed.append(path.resolve())
         # The output folder is skipped inside this folder, unless it is this folder.
         skip = excluded if excluded is not None and excluded != path.resolve() else None
         lister = _Lister(recursive, skip)
@@ -167,7 +171,30 @@ def expand_inputs(
             items = [BatchItem(path, problem=f"no images found in this folder{hint}")]
         found.extend(items)
     names = storage.unique_names([item.path for item in found])
-    return [replace(item, name=name) for item, name in zip(found, names, strict=True)]
+    items = [replace(item, name=name) for item, name in zip(found, names, strict=True)]
+    if exclude is not None:
+        items = _refuse_results_over_inputs(items, Path(exclude), listed)
+    return items
+
+
+def _refuse_results_over_inputs(
+    items: list[BatchItem], out: Path, folders: list[Path]
+) -> list[BatchItem]:
+    """An input whose result folder OUT/NAME is, or holds, an input of the batch fails:
+    writing it (or replacing it with --force) would put results over the inputs."""
+    root = out.resolve()
+    inputs = [item.path.resolve() for item in items if item.problem is None] + folders
+    checked = []
+    for item in items:
+        target = root / item.name
+        if item.problem is None and any(_inside(p, target) for p in inputs):
+            item = replace(
+                item,
+                problem=f"its result folder {out / item.name} would hold or replace inputs "
+                "of this batch (choose another --out)",
+            )
+        checked.append(item)
+    return checked
 
 
 def cpu_count() -> int:
