@@ -1082,3 +1082,21 @@ def test_sigterm_while_the_summary_is_written(tmp_path: Path) -> None:
     assert (out / "img" / "model.npz").is_file()
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
     assert not (out / "summary.json").exists()
+
+
+def test_compare_with_result_folders_whose_reports_are_odd(tmp_path: Path) -> None:
+    """A saved model's report.json only adds notes: nested past JSON's depth or a named
+    pipe, it is ignored (it was a RecursionError, and a hang)."""
+    a = gen.make_gray_png(tmp_path / "a.png", size=(24, 20))
+    b = gen.make_gray_png(tmp_path / "b.png", size=(24, 20), seed=1)
+    out = tmp_path / "out"
+    assert decompose(a, b, "-o", out, "--ranks", "4,2")[0] == 0
+    (out / "a" / "report.json").write_text("[" * 100_000 + "]" * 100_000)
+    (out / "b" / "report.json").unlink()
+    _os.mkfifo(out / "b" / "report.json")
+    cmp = tmp_path / "cmp"
+    code, _, stderr = run_process(
+        "compare", out / "a", out / "b", "-c", "ranks=4,2", "-o", cmp, "-q", timeout=120
+    )
+    assert code == 0 and stderr.startswith("verdict: ") and stderr.count("\n") == 1
+    assert (cmp / "compare.json").is_file()

@@ -154,10 +154,19 @@ def _load_subject(
     return subject
 
 
+_REPORT_LIMIT = 16 << 20
+"""Bytes of a result folder's report.json read at most (a real one is a few kilobytes)."""
+
+
 def _read_report(folder: Path) -> dict[str, Any] | None:
+    """The report beside a saved model, if there is a sound one (it only adds notes)."""
     try:
-        report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        with storage.open_regular_file(folder / "report.json", "a report") as fh:
+            text = fh.read(_REPORT_LIMIT + 1)
+        if len(text) > _REPORT_LIMIT:
+            return None
+        report = json.loads(text.decode("utf-8"))
+    except (OSError, ValueError, RecursionError, MlnmfError):
         return None
     return report if isinstance(report, dict) else None
 
