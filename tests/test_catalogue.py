@@ -1100,3 +1100,24 @@ def test_compare_with_result_folders_whose_reports_are_odd(tmp_path: Path) -> No
     )
     assert code == 0 and stderr.startswith("verdict: ") and stderr.count("\n") == 1
     assert (cmp / "compare.json").is_file()
+
+
+def test_recursive_listing_of_a_tree_deeper_than_the_python_stack(tmp_path: Path) -> None:
+    """Listing does not recurse: a tree deeper than the stack allows is listed whole
+    (the stack is lowered here so that the tree stays small enough to delete)."""
+    from mlnmf_cli import batch
+
+    folder = tmp_path / "in"
+    deepest = folder
+    for _ in range(300):
+        deepest = deepest / "a"
+        deepest.mkdir(parents=deepest.parent == folder)
+    image = gen.make_gray_png(deepest / "x.png", size=(24, 20))
+    depth = len(__import__("inspect").stack())
+    limit = _sys.getrecursionlimit()
+    _sys.setrecursionlimit(depth + 150)
+    try:
+        items = batch.expand_inputs([folder], recursive=True)
+    finally:
+        _sys.setrecursionlimit(limit)
+    assert [(item.path, item.name, item.problem) for item in items] == [(image, "x", None)]

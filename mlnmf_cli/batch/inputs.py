@@ -86,7 +86,16 @@ class _Lister:
         self.items: list[BatchItem] = []
         self.has_subfolders = False
 
-    def folder(self, folder: Path, info: os.stat_result) -> None:
+    def walk(self, root: Path, info: os.stat_result) -> None:
+        """List ``root`` and, under --recursive, its subfolders (depth first, without
+        recursion: a tree deeper than Python's stack is fine)."""
+        stack = [(root, info)]
+        while stack:
+            folder, info = stack.pop()
+            stack.extend(reversed(self.folder(folder, info)))
+
+    def folder(self, folder: Path, info: os.stat_result) -> list[tuple[Path, os.stat_result]]:
+        """Take the folder's files; return its subfolders to list."""
         key = (info.st_dev, info.st_ino)
         if key in self.listed:
             self.items.append(
@@ -96,39 +105,40 @@ class _Lister:
                     "not followed again",
                 )
             )
-            return
+            return []
         self.listed[key] = folder
         try:
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
             self.items.append(BatchItem(folder, problem=f"cannot list this folder ({reason(exc)})"))
-            return
+            return []
+        subfolders = []
         for entry in entries:
             if not entry.name.startswith("."):
-                self.entry(Path(entry.path))
+                subfolders.extend(self.entry(Path(entry.path)))
+        return subfolders
 
-    def entry(self, path: Path) -> None:
+    def entry(self, path: Path) -> list[tuple[Path, os.stat_result]]:
+        """Take ``path`` if it is an image file; return it if it is a folder to list."""
         try:
             info = os.stat(path)
         except OSError as exc:
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                return
-            broken = exc.errno == errno.ENOENT and path.is_symlink()
-            self.items.append(
-                BatchItem(path, problem="broken symbolic link" if broken else reason(exc))
-            )
-            return
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                broken = exc.errno == errno.ENOENT and path.is_symlink()
+                problem = "broken symbolic link" if broken else reason(exc)
+                self.items.append(BatchItem(path, problem=problem))
+            return []
         if stat.S_ISDIR(info.st_mode):
             self.has_subfolders = True
             if not self.recursive or is_result_folder(path):
-                return
+                return []
             if self.exclude is not None and _inside(path.resolve(), self.exclude):
-                return
-            self.folder(path, info)
-        elif path.suffix.lower() in IMAGE_SUFFIXES:
-            problem = _special_file(info.st_mode)
-            self.items.append(BatchItem(path, problem=problem))
+                return []
+            return [(path, info)]
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            self.items.append(BatchItem(path, problem=_special_file(info.st_mode)))
+        return []
 
 
 def expand_inputs(
@@ -160,7 +170,7 @@ def expand_inputs(
         # The output folder is skipped inside this folder, unless it is this folder.
         skip = excluded if excluded is not None and excluded != path.resolve() else None
         lister = _Lister(recursive, skip)
-        lister.folder(path, info)
+        lister.walk(path, info)
         items = sorted(lister.items, key=lambda item: item.path)
         if not items:
             hint = (
