@@ -1121,3 +1121,12 @@ def test_recursive_listing_of_a_tree_deeper_than_the_python_stack(tmp_path: Path
     finally:
         _sys.setrecursionlimit(limit)
     assert [(item.path, item.name, item.problem) for item in items] == [(image, "x", None)]
+
+
+def test_control_characters_in_a_name_keep_the_error_on_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "two\nlines\there.png"
+    out = tmp_path / "out"
+    code, _, stderr = decompose(missing, "-o", out)
+    escaped = str(missing).replace("\n", "\\n").replace("\t", "\\t")
+    assert (code, stderr) == (1, f"mlnmf: error: {escaped}: no such file or folder\n")
+    assert not (out / "two").exists()
