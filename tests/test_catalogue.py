@@ -728,7 +728,7 @@ def test_ctrl_c_during_start_up_imports(tmp_path: Path) -> None:
                 os.kill(os.getpid(), signal.SIG{which})
     sys.meta_path.insert(0, Hook())
     """
-    for which in ("INT", "TERM"):
+    for which in ("INT", "TERM", "HUP"):
         code, stdout, stderr = run_process(
             "decompose", tmp_path, "-o", tmp_path / "out", setup=hook.format(which=which)
         )
@@ -1062,19 +1062,24 @@ def test_broken_symlink_with_an_image_suffix_is_reported(tmp_path: Path) -> None
     assert (out / "a" / "model.npz").is_file()
 
 
-def test_sigterm_while_the_summary_is_written(tmp_path: Path) -> None:
-    """SIGTERM outside the batch loop (here in the middle of writing summary.json) is an
-    interrupt like Ctrl-C: exit 130, one line, no temporary file left."""
+_SIGNAL_DURING_SUMMARY = """
+signal.signal(signal.SIGINT, signal.{disposition})
+real = os.replace
+def replace(src, dst, *args, **kwargs):
+    if str(dst).endswith("summary.json"):
+        os.kill(os.getpid(), signal.{which})
+    return real(src, dst, *args, **kwargs)
+os.replace = replace
+"""
+
+
+@pytest.mark.parametrize("which", ["SIGTERM", "SIGHUP", "SIGINT"])
+def test_stop_signal_while_the_summary_is_written(which: str, tmp_path: Path) -> None:
+    """SIGTERM or SIGHUP outside the batch loop (here in the middle of writing
+    summary.json) is an interrupt like Ctrl-C: exit 130, one line, no temporary file."""
     image = gen.make_gray_png(tmp_path / "img.png", size=(24, 20))
     out = tmp_path / "out"
-    setup = """
-    real = os.replace
-    def replace(src, dst, *args, **kwargs):
-        if str(dst).endswith("summary.json"):
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real(src, dst, *args, **kwargs)
-    os.replace = replace
-    """
+    setup = _SIGNAL_DURING_SUMMARY.format(disposition="default_int_handler", which=which)
     code, _, stderr = run_process(
         "decompose", image, "-o", out, "-q", "--ranks", "4,2", setup=setup
     )
@@ -1082,6 +1087,18 @@ def test_sigterm_while_the_summary_is_written(tmp_path: Path) -> None:
     assert (out / "img" / "model.npz").is_file()
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
     assert not (out / "summary.json").exists()
+
+
+def test_ignored_ctrl_c_stays_ignored(tmp_path: Path) -> None:
+    """A background job or nohup ignores SIGINT: the run does not re-enable it."""
+    image = gen.make_gray_png(tmp_path / "img.png", size=(24, 20))
+    out = tmp_path / "out"
+    setup = _SIGNAL_DURING_SUMMARY.format(disposition="SIG_IGN", which="SIGINT")
+    code, _, stderr = run_process(
+        "decompose", image, "-o", out, "-q", "--ranks", "4,2", setup=setup
+    )
+    assert (code, stderr) == (0, "")
+    assert (out / "summary.json").is_file() and (out / "img" / "model.npz").is_file()
 
 
 def test_compare_with_result_folders_whose_reports_are_odd(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ A command only parses, calls the library and renders; it raises
 :class:`~mlnmf_cli.errors.MlnmfError` (or lets the library's through) and
 :class:`_Group` prints ``mlnmf: error: <message>`` and exits with
 :func:`exit_code` of it. The same holds for what escapes a command:
-Ctrl-C or SIGTERM anywhere (``interrupted``, 130; during start-up
+Ctrl-C, SIGTERM or SIGHUP anywhere (``interrupted``, 130; during start-up
 :mod:`.startup` says so), running out of memory and a path the system refuses
 (1). Adding a command: a module in ``mlnmf_cli/cli/``
 with ``@app.command()``, imported in ``mlnmf_cli/cli/__init__.py``; import
@@ -79,14 +79,16 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 @contextlib.contextmanager
 def _signals_interrupt() -> Iterator[None]:
-    """Within the block Ctrl-C and SIGTERM both raise KeyboardInterrupt (main thread only)."""
+    """Within the block Ctrl-C, SIGTERM and SIGHUP all raise KeyboardInterrupt (main
+    thread only); a signal the parent ignores (``nohup``, a background job) stays ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {
-        signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
-        signal.SIGTERM: signal.signal(signal.SIGTERM, _interrupt),
-    }
+    previous: dict[int, Any] = {}
+    for signum in startup.STOP_SIGNALS:
+        if signal.getsignal(signum) != signal.SIG_IGN:
+            handler: Any = signal.default_int_handler if signum == signal.SIGINT else _interrupt
+            previous[signum] = signal.signal(signum, handler)
     try:
         yield
     finally:
