@@ -923,6 +923,21 @@ def test_fifo_as_original_is_refused_without_blocking(good_model: Path, tmp_path
     assert _tree(tmp_path) == {"original.png"}
 
 
+def test_fifo_named_on_the_command_line_is_a_failed_input(tmp_path: Path) -> None:
+    good = gen.make_gray_png(tmp_path / "good.png", size=(24, 20))
+    fifo = tmp_path / "pipe.png"
+    _os.mkfifo(fifo)
+    out = tmp_path / "out"
+    code, _, stderr = run_process(
+        "decompose", fifo, good, "-o", out, "-q", "--ranks", "4,2", timeout=60
+    )
+    assert (code, stderr) == (
+        3,
+        f"mlnmf: error: {fifo}: is a named pipe (FIFO), not a regular file\n",
+    )
+    assert (out / "good" / "model.npz").is_file() and not (out / "pipe").exists()
+
+
 def test_fifo_with_an_image_suffix_inside_a_folder_is_reported(tmp_path: Path) -> None:
     folder = tmp_path / "in"
     folder.mkdir()

@@ -14,7 +14,8 @@ Rules for listing a folder (documented in the README, "Exit codes and errors"):
   with its reason, never a silent omission.
 
 A path named on the command line that cannot be examined (permission denied on
-a folder above it, a name too long) is a failed input too, not a usage error.
+a folder above it, a name too long) or is not a regular file (a named pipe would
+block the loader) is a failed input too, not a usage error.
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ def expand_inputs(
             found.append(BatchItem(path, problem=reason(exc)))
             continue
         if not stat.S_ISDIR(info.st_mode):
-            found.append(BatchItem(path))
+            found.append(BatchItem(path, problem=_special_file(info.st_mode)))
             continue
         listed.append(path.resolve())
         # The output folder is skipped inside this folder, unless it is this folder.
