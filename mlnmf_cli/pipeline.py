@@ -8,6 +8,8 @@ print: progress goes through callbacks and results come back as data.
 from __future__ import annotations
 
 import io
+import os
+import stat
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ import numpy as np
 from mlnmf_cli import engine, imageio, render, storage
 from mlnmf_cli.engine import metrics
 from mlnmf_cli.errors import InputError, OutputError, ParameterError, about
+from mlnmf_cli.files import open_regular_file
 from mlnmf_cli.options import DEFAULT_RANKS, DTYPES, Options
 
 __all__ = [
@@ -300,11 +303,14 @@ def write_result(
             W = _joined([p.Ws[layer - 1] for p in d.parts], axis=1)
             H = _joined([p.Hs[layer - 1] for p in d.parts], axis=0)
             Weff = _joined([p.effective_features(layer) for p in d.parts], axis=1)
-            feat = render.features_image(W)
-            coef = render.coefficients_image(H)
+            feat = render.features_image(W, min_size=_picture_side(W))
+            coef = render.coefficients_image(H, min_size=_picture_side(H))
             storage.save_image(tmp / f"features_layer{layer}.png", feat)
             storage.save_image(tmp / f"coefficients_layer{layer}.png", coef)
-            storage.save_image(tmp / f"features_depth{layer}.png", render.features_image(Weff))
+            storage.save_image(
+                tmp / f"features_depth{layer}.png",
+                render.features_image(Weff, min_size=_picture_side(Weff)),
+            )
         title = (
             f"{Path(input_path).name}: ranks {','.join(map(str, d.options.ranks))}, {d.channels}"
         )
@@ -326,6 +332,18 @@ def write_result(
     return report
 
 
+_PICTURE_SIDE = 256
+
+
+def _picture_side(M: np.ndarray) -> int:
+    """The shortest side a factor's picture is stretched to (whole repeats): 256 pixels,
+    less for a long thin factor (a 1 x 2,000,000 H would become 256 x 2,000,000 RGB),
+    so that no picture has more than four times the factor's elements (or 2 x 256^2)."""
+    longest = max(1, *M.shape)
+    budget = max(2 * _PICTURE_SIDE * _PICTURE_SIDE, 4 * M.size)
+    return max(1, min(_PICTURE_SIDE, budget // longest))
+
+
 def model_meta(d: Decomposition) -> dict[str, Any]:
     first = d.parts[0].Ws[0].shape[0], d.parts[0].Hs[0].shape[1]
     return {
@@ -345,8 +363,14 @@ def model_meta(d: Decomposition) -> dict[str, Any]:
 
 
 def model_path(path: Path) -> Path:
+    """``path``, or the model.npz inside it when it is a folder (a path that cannot be
+    examined is returned as it is: loading it names the problem)."""
     path = Path(path)
-    return path / "model.npz" if path.is_dir() else path
+    try:
+        is_dir = stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError:
+        is_dir = False
+    return path / "model.npz" if is_dir else path
 
 
 def rebuild(model: storage.SavedModel, depth: int | None = None) -> np.ndarray:
@@ -363,6 +387,7 @@ def rebuild(model: storage.SavedModel, depth: int | None = None) -> np.ndarray:
 def compare_to_original(
     pixels: np.ndarray, channels: str, original: Path, max_pixels: int | None = None
 ) -> dict[str, float | None]:
+    open_regular_file(original, "an image file").close()  # a FIFO would block the loader
     image = imageio.load_image(original, max_pixels=max_pixels)
     mats = imageio.to_matrices(image.pixels, channels)
     target = imageio.from_matrices(mats, channels, image.pixels.shape)
@@ -468,7 +493,7 @@ def reconstruct(
     fmt = image_format(out) if out is not None else "PNG"
     path = model_path(model)
     with about(path):
-        saved = storage.load_model(path)
+        saved = storage.load_model(path, max_pixels=max_pixels)
         d = saved.depth if depth is None else depth
         layers = f"{saved.depth} layer" + ("" if saved.depth == 1 else "s")
         if isinstance(d, int) and d > saved.depth:
@@ -480,7 +505,11 @@ def reconstruct(
             raise ParameterError(f"--depth {d!r} is not a whole number from 1 to {saved.depth}")
         pixels = rebuild(saved, d)
     target = Path(out) if out is not None else path.parent / f"rebuilt_depth{d}.png"
-    if target.exists() and not force:
+    try:
+        exists = os.path.lexists(target) or target.exists()
+    except OSError as exc:
+        raise OutputError(f"{target}: cannot write ({exc.strerror or exc})") from exc
+    if exists and not force:
         raise OutputError(f"{target}: already exists (use --force to replace it)")
     errors = None
     if original is not None:

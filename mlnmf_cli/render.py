@@ -88,10 +88,11 @@ _MAX_LABEL_CHARS = 80
 
 
 def _interpolate(stops: np.ndarray, positions: np.ndarray, values: np.ndarray) -> np.ndarray:
-    out = np.empty((*values.shape, 3), dtype=np.float64)
+    # uint8 output filled a channel at a time: no float64 copy with three channels.
+    out = np.empty((*values.shape, 3), dtype=np.uint8)
     for channel in range(3):
-        out[..., channel] = np.interp(values, positions, stops[:, channel])
-    return np.rint(out).astype(np.uint8)
+        out[..., channel] = np.rint(np.interp(values, positions, stops[:, channel]))
+    return out
 
 
 def sequential_colors(values: np.ndarray) -> np.ndarray:

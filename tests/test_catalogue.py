@@ -1277,3 +1277,666 @@ def test_s_a_lock_file_left_by_a_killed_run_is_taken_over_and_removed(tmp_path: 
     assert _s_run(img, "-o", out) == (0, "")
     assert _s_listing(out) == _S_TOOL_FILES | {"img"}
     _s_complete(out / "img")
+
+
+# =========================================================================== paths: issue 11,
+# classes 8 (tracebacks), 9 (resources) and 10 (special files and odd paths). Own helpers below.
+
+import io as _io  # noqa: E402
+import os as _os  # noqa: E402
+import sys as _sys  # noqa: E402
+import textwrap as _textwrap  # noqa: E402
+import tracemalloc as _tracemalloc  # noqa: E402
+
+LONG = "a" * 260  # one path component over the 255-byte limit
+
+
+def _tree(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+_RUN_MAIN = """
+import os, signal, sys
+{setup}
+sys.argv = ["mlnmf", *sys.argv[1:]]
+from mlnmf_cli.cli import main
+main()
+"""
+
+
+def run_process(
+    *args: str | Path, setup: str = "", unprivileged: bool = False, timeout: float = 120
+) -> tuple[int, str, str]:
+    """``mlnmf *args`` in a child process (signals, FIFOs, permissions); ``setup`` runs first.
+
+    ``unprivileged``: without the power to bypass file permissions (root drops it with
+    setpriv), so that a folder without search permission is one."""
+    command = [_sys.executable, "-c", _RUN_MAIN.format(setup=_textwrap.dedent(setup))]
+    if unprivileged and _os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv: permissions cannot be tested")
+        command = [setpriv, "--bounding-set=-dac_override,-dac_read_search", *command]
+    env = {**_os.environ, "NO_COLOR": "1", "COLUMNS": "200", "TERM": "dumb"}
+    env["OPENBLAS_NUM_THREADS"] = "1"
+    done = subprocess.run(
+        [*command, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env
+    )
+    assert "Traceback" not in done.stderr
+    return done.returncode, done.stdout, done.stderr
+
+
+@pytest.fixture
+def locked(tmp_path: Path) -> Iterator[Path]:
+    """A folder without read or search permission (mode 000), reopened afterwards."""
+    folder = tmp_path / "locked"
+    (folder / "sub").mkdir(parents=True)
+    gen.make_gray_png(folder / "sub" / "img.png", size=(24, 20))
+    folder.chmod(0)
+    try:
+        yield folder
+    finally:
+        folder.chmod(0o755)
+
+
+# --------------------------------------------------------------------------- 8: tracebacks
+
+
+def test_input_name_component_too_long_is_a_failed_input(tmp_path: Path) -> None:
+    good = gen.make_gray_png(tmp_path / "good.png", size=(24, 20))
+    long = tmp_path / LONG / "img.png"  # (a long result name is the result-names class)
+    out = tmp_path / "out"
+    code, _, stderr = decompose(long, good, "-o", out, "--ranks", "4,2")
+    assert (code, stderr) == (3, f"mlnmf: error: {long}: file name too long\n")
+    assert (out / "good" / "model.npz").is_file() and not (out / "img").exists()
+    assert [r["status"] for r in summary_csv(out)] == ["failed", "ok"]
+
+
+def test_output_name_component_too_long(tmp_path: Path) -> None:
+    image = gen.make_gray_png(tmp_path / "img.png", size=(24, 20))
+    out = tmp_path / LONG
+    code, _, stderr = decompose(image, "-o", out, "--ranks", "4,2")
+    assert (code, stderr) == (1, f"mlnmf: error: {out}: File name too long\n")
+    assert _tree(tmp_path) == {"img.png"}
+
+
+def test_model_name_component_too_long(tmp_path: Path) -> None:
+    model = tmp_path / LONG / "model.npz"
+    code, _, stderr = run("reconstruct", model, "-o", tmp_path / "r.png")
+    assert (code, stderr) == (
+        1,
+        f"mlnmf: error: {model}: cannot read the file (File name too long)\n",
+    )
+    assert _tree(tmp_path) == set()
+
+
+def test_reconstruct_output_name_too_long(good_model: Path, tmp_path: Path) -> None:
+    target = tmp_path / f"{LONG}.png"
+    code, _, stderr = run("reconstruct", good_model, "-o", target)
+    assert (code, stderr) == (1, f"mlnmf: error: {target}: cannot write (File name too long)\n")
+    assert _tree(tmp_path) == set()
+
+
+def test_decompose_input_under_a_folder_without_search_permission(
+    locked: Path, tmp_path: Path
+) -> None:
+    good = gen.make_gray_png(tmp_path / "good.png", size=(24, 20))
+    hidden = locked / "sub" / "img.png"
+    out = tmp_path / "out"
+    code, _, stderr = run_process(
+        "decompose", hidden, good, "-o", out, "-q", "--ranks", "4,2", unprivileged=True
+    )
+    assert (code, stderr) == (3, f"mlnmf: error: {hidden}: permission denied\n")
+    assert (out / "good" / "model.npz").is_file() and not (out / "img").exists()
+    assert summary(out)["errors"] == [{"input": str(hidden), "error": "permission denied"}]
+
+
+def test_reconstruct_model_under_a_folder_without_search_permission(
+    locked: Path, tmp_path: Path
+) -> None:
+    model = locked / "sub" / "model.npz"
+    code, _, stderr = run_process("reconstruct", model, "-o", tmp_path / "r.png", unprivileged=True)
+    assert (code, stderr) == (1, f"mlnmf: error: {model}: permission denied\n")
+    assert not (tmp_path / "r.png").exists()
+
+
+def test_compare_input_under_a_folder_without_search_permission(
+    locked: Path, tmp_path: Path
+) -> None:
+    good = gen.make_gray_png(tmp_path / "good.png", size=(24, 20))
+    hidden = locked / "sub" / "img.png"
+    out = tmp_path / "cmp"
+    code, _, stderr = run_process("compare", hidden, good, "-o", out, "-q", unprivileged=True)
+    assert (code, stderr) == (1, f"mlnmf: error: {hidden}: permission denied\n")
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def _with_meta(good_model: Path, tmp_path: Path, text: str) -> Path:
+    arrays = _arrays(good_model)
+    arrays["meta"] = np.asarray(text)
+    return _save(tmp_path / "model.npz", arrays)
+
+
+def _meta_text(good_model: Path) -> str:
+    return str(_arrays(good_model)["meta"])
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda t: t.replace('"depth": 2', '"depth": NaN'),
+            "model metadata holds NaN, which is not a number",
+        ),
+        (
+            lambda t: t.replace('"depth": 2', '"depth": Infinity'),
+            "model metadata holds Infinity, which is not a number",
+        ),
+        (
+            lambda t: t.replace('"depth": 2', '"depth": -Infinity'),
+            "model metadata holds -Infinity, which is not a number",
+        ),
+        (
+            lambda t: t.replace('"depth": 2', '"depth": 1e400'),
+            "model metadata holds 1e400, which is too large a number",
+        ),
+        (lambda t: "[" * 100_000 + "]" * 100_000, "model metadata is nested too deeply"),
+        (
+            lambda t: t[:-1] + ', "x": ' + "[" * 100_000 + "]" * 100_000 + "}",
+            "model metadata is nested too deeply",
+        ),
+        (
+            lambda t: t.replace('"depth": 2', '"depth": 2.0'),
+            "model metadata lacks a valid 'depth' field",
+        ),
+    ],
+    ids=["nan", "infinity", "minus-infinity", "overflow", "nested", "nested-field", "float-depth"],
+)
+def test_model_metadata_that_json_cannot_hold(
+    edit: Callable[[str], str], message: str, good_model: Path, tmp_path: Path
+) -> None:
+    model = _with_meta(good_model, tmp_path, edit(_meta_text(good_model)))
+    code, _, stderr = reconstruct(model, tmp_path)
+    assert (code, stderr) == (1, f"mlnmf: error: {model}: {message}\n")
+    assert not (tmp_path / "rebuilt.png").exists()
+
+
+def _npy_header(shape: tuple[int, ...], descr: str = "<f4") -> bytes:
+    header = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}"
+    header += " " * (63 - (len(header) + 10) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode()
+
+
+def _zip_model(path: Path, arrays: dict[str, np.ndarray], raw: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for key, value in arrays.items():
+            buf = _io.BytesIO()
+            np.save(buf, value)
+            zf.writestr(f"{key}.npy", buf.getvalue())
+        for key, data in raw.items():
+            zf.writestr(f"{key}.npy", data)
+    return path
+
+
+def test_small_model_declaring_a_ten_billion_element_array(
+    good_model: Path, tmp_path: Path
+) -> None:
+    arrays = _arrays(good_model)
+    del arrays["part0_W1"]
+    npy = _npy_header((100_000, 100_000)) + bytes(64)
+    model = _zip_model(tmp_path / "model.npz", arrays, {"part0_W1": npy})
+    assert model.stat().st_size < 10_000
+    code, _, stderr = reconstruct(model, tmp_path)
+    assert (code, stderr) == (
+        1,
+        f"mlnmf: error: {model}: not a valid model file "
+        "(array part0_W1 declares 40000000000 bytes but holds 64)\n",
+    )
+    assert not (tmp_path / "rebuilt.png").exists()
+
+
+def test_ctrl_c_during_start_up_imports(tmp_path: Path) -> None:
+    hook = """
+    import importlib.abc
+    class Hook(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name == "typer":
+                os.kill(os.getpid(), signal.SIG{which})
+    sys.meta_path.insert(0, Hook())
+    """
+    for which in ("INT", "TERM", "HUP"):
+        code, stdout, stderr = run_process(
+            "decompose", tmp_path, "-o", tmp_path / "out", setup=hook.format(which=which)
+        )
+        assert (code, stdout, stderr) == (130, "", "mlnmf: error: interrupted\n"), which
+    assert _tree(tmp_path) == set()
+
+
+def test_ctrl_c_during_option_parsing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from mlnmf_cli.cli import decompose as command
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(command, "build_options", interrupted)
+    image = gen.make_gray_png(tmp_path / "img.png", size=(24, 20))
+    code, _, stderr = decompose(image, "-o", tmp_path / "out")
+    assert (code, stderr) == (130, "mlnmf: error: interrupted\n")
+    assert _tree(tmp_path) == {"img.png"}
+
+
+def test_memory_error_outside_the_factorisation(
+    monkeypatch: pytest.MonkeyPatch, good_model: Path, tmp_path: Path
+) -> None:
+    from mlnmf_cli import pipeline
+
+    def exhausted(*args: object, **kwargs: object) -> None:
+        raise MemoryError("Unable to allocate 37.3 GiB for an array with shape (10000000000,)")
+
+    monkeypatch.setattr(pipeline, "rebuild", exhausted)
+    code, _, stderr = reconstruct(good_model, tmp_path)
+    assert (code, stderr) == (
+        1,
+        "mlnmf: error: out of memory "
+        "(Unable to allocate 37.3 GiB for an array with shape (10000000000,))\n",
+    )
+    assert _tree(tmp_path) == set()
+
+
+# --------------------------------------------------------------------------- 9: resources
+
+
+def test_one_row_image_needs_memory_of_the_order_of_its_matrix(tmp_path: Path) -> None:
+    """1 x 200,000 pixels (1.6 MB as float64): writing its result took 312 MB (a 256-row
+    picture of the 1-row coefficients); now within a small multiple of the matrix (about
+    10x wide, 20x tall: the summary figure draws W1 at the picture's height)."""
+    from PIL import Image
+
+    from mlnmf_cli import imageio, pipeline
+    from mlnmf_cli.options import Options
+
+    for shape in ((1, 200_000), (200_000, 1)):
+        pixels = (np.random.default_rng(0).random(shape) * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(tmp_path / "line.png")
+        image = imageio.load_image(tmp_path / "line.png")
+        decomposition = pipeline.decompose_image(image, Options(ranks=(1,)))
+        _tracemalloc.start()
+        try:
+            pipeline.write_result(decomposition, tmp_path / f"r{shape[0]}", "line.png")
+            peak = _tracemalloc.get_traced_memory()[1]
+        finally:
+            _tracemalloc.stop()
+        assert peak < 30 * image.pixels.nbytes, (shape, peak)
+
+
+_SIZE_LIMITS = [
+    (
+        "random-test",
+        ["--size", "100000x100000"],
+        "--size 100000x100000 means 10000000000 pixels per image",
+    ),
+    (
+        "random-test",
+        ["--size", "64x64", "--max-pixels", "1000"],
+        "--size 64x64 means 4096 pixels per image",
+    ),
+    # random-test holds every image it draws: --count times --size shares the limit.
+    (
+        "random-test",
+        ["--count", "10000"],
+        "--count 10000: 10000 images of 128x128 mean 163840000 pixels",
+    ),
+    (
+        "compare",
+        ["--resize", "100000x100000"],
+        "--resize 100000x100000 means 10000000000 pixels per image",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "message"), _SIZE_LIMITS, ids=["size", "size-limit", "count", "resize"]
+)
+def test_generated_sizes_beyond_max_pixels_are_refused_up_front(
+    command: str, args: list[str], message: str, tmp_path: Path
+) -> None:
+    limit = args[args.index("--max-pixels") + 1] if "--max-pixels" in args else "89478485"
+    inputs = []
+    if command == "compare":
+        inputs = [
+            gen.make_gray_png(tmp_path / "a.png", size=(24, 20)),
+            gen.make_gray_png(tmp_path / "b.png", size=(24, 20), seed=1),
+        ]
+    out = tmp_path / "out"
+    code, _, stderr = run(command, *inputs, *args, "-o", out, "-q")
+    assert (code, stderr) == (
+        2,
+        f"mlnmf: error: {message}, more than the limit of {limit} "
+        f"(raise it with --max-pixels) (see 'mlnmf {command} --help')\n",
+    )
+    assert not out.exists()
+
+
+def test_model_inflating_beyond_its_metadata_is_refused_before_decompressing(
+    good_model: Path, tmp_path: Path
+) -> None:
+    arrays = _arrays(good_model)
+    m, n = arrays["part0_W1"].shape[0], arrays["part0_H1"].shape[1]
+    del arrays["part0_W1"]
+    wide = np.zeros((m, 400_000), dtype=np.float32)  # 32 MB of zeros, about 32 kB compressed
+    buf = _io.BytesIO()
+    np.save(buf, wide)
+    model = _zip_model(tmp_path / "model.npz", arrays, {"part0_W1": buf.getvalue()})
+    del wide, buf
+    assert model.stat().st_size < 200_000
+    _tracemalloc.start()
+    try:
+        code, _, stderr = reconstruct(model, tmp_path)
+        peak = _tracemalloc.get_traced_memory()[1]
+    finally:
+        _tracemalloc.stop()
+    assert (code, stderr) == (
+        1,
+        f"mlnmf: error: {model}: model array part0_W1 has rank 400000, "
+        f"impossible for a {m}x{n} matrix\n",
+    )
+    assert peak < 8_000_000
+    assert not (tmp_path / "rebuilt.png").exists()
+
+
+def test_model_claiming_an_image_beyond_the_pixel_limit(good_model: Path, tmp_path: Path) -> None:
+    meta = json.loads(_meta_text(good_model))
+    meta["image_shape"] = meta["part_shape"] = [100_000, 100_000]
+    model = _with_meta(good_model, tmp_path, json.dumps(meta))
+    code, _, stderr = reconstruct(model, tmp_path)
+    assert (code, stderr) == (
+        1,
+        f"mlnmf: error: {model}: model's image has 10000000000 pixels, "
+        "more than the limit of 89478485\n",
+    )
+
+
+def test_model_whose_metadata_disagrees_with_its_image_shape(
+    good_model: Path, tmp_path: Path
+) -> None:
+    meta = json.loads(_meta_text(good_model))
+    meta["image_shape"] = [10**30, 20]
+    model = _with_meta(good_model, tmp_path, json.dumps(meta))
+    m, n = meta["part_shape"]
+    code, _, stderr = reconstruct(model, tmp_path)
+    assert (code, stderr) == (
+        1,
+        f"mlnmf: error: {model}: model metadata is inconsistent: an image of shape "
+        f"{10**30}x20 with channels 'gray' gives 1 matrix(es) of {10**30}x20, not 1 of {m}x{n}\n",
+    )
+
+
+# --------------------------------------------------------------------------- 10: special files
+
+
+def test_fifo_as_model_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "model.npz"
+    _os.mkfifo(fifo)
+    code, _, stderr = run_process("reconstruct", fifo, "-o", tmp_path / "r.png", timeout=60)
+    assert (code, stderr) == (
+        1,
+        f"mlnmf: error: {fifo}: is a named pipe (FIFO), not a regular file\n",
+    )
+    assert _tree(tmp_path) == {"model.npz"}
+
+
+def test_fifo_as_original_is_refused_without_blocking(good_model: Path, tmp_path: Path) -> None:
+    fifo = tmp_path / "original.png"
+    _os.mkfifo(fifo)
+    code, _, stderr = run_process(
+        "reconstruct", good_model, "--original", fifo, "-o", tmp_path / "r.png", timeout=60
+    )
+    assert (code, stderr) == (
+        1,
+        f"mlnmf: error: {fifo}: is a named pipe (FIFO), not a regular file\n",
+    )
+    assert _tree(tmp_path) == {"original.png"}
+
+
+def test_fifo_named_on_the_command_line_is_a_failed_input(tmp_path: Path) -> None:
+    good = gen.make_gray_png(tmp_path / "good.png", size=(24, 20))
+    fifo = tmp_path / "pipe.png"
+    _os.mkfifo(fifo)
+    out = tmp_path / "out"
+    code, _, stderr = run_process(
+        "decompose", fifo, good, "-o", out, "-q", "--ranks", "4,2", timeout=60
+    )
+    assert (code, stderr) == (
+        3,
+        f"mlnmf: error: {fifo}: is a named pipe (FIFO), not a regular file\n",
+    )
+    assert (out / "good" / "model.npz").is_file() and not (out / "pipe").exists()
+
+
+def test_fifo_with_an_image_suffix_inside_a_folder_is_reported(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    gen.make_gray_png(folder / "a.png", size=(24, 20))
+    _os.mkfifo(folder / "b.png")
+    out = tmp_path / "out"
+    code, _, stderr = decompose(folder, "-o", out, "--ranks", "4,2")
+    assert (code, stderr) == (
+        3,
+        f"mlnmf: error: {folder / 'b.png'}: is a named pipe (FIFO), not a regular file\n",
+    )
+    assert (out / "a" / "model.npz").is_file() and not (out / "b").exists()
+
+
+def _photos(tmp_path: Path) -> Path:
+    """A folder ``photos`` holding one image, ``a.png``."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    gen.make_gray_png(folder / "a.png", size=(24, 20))
+    return folder
+
+
+def test_out_equal_to_the_input_folder(tmp_path: Path) -> None:
+    folder = _photos(tmp_path)
+    code, _, stderr = decompose(folder, "-o", folder, "--ranks", "4,2")
+    assert (code, stderr) == (0, "")
+    assert (folder / "a" / "model.npz").is_file()
+    # A second run over the same folder, recursively: the result folder is not an input.
+    code, _, stderr = decompose(folder, "-o", folder, "-R", "--ranks", "4,2", "--skip-existing")
+    assert (code, stderr) == (0, "")
+    assert [r["input"] for r in summary_csv(folder)] == [str(folder / "a.png")]
+
+
+def test_out_a_parent_of_the_input_folder(tmp_path: Path) -> None:
+    folder = _photos(tmp_path)
+    code, _, stderr = decompose(folder, "-o", tmp_path, "--ranks", "4,2")
+    assert (code, stderr) == (0, "")
+    assert (tmp_path / "a" / "model.npz").is_file()
+    assert (folder / "a.png").is_file()
+
+
+def test_result_folder_that_would_replace_inputs_is_refused(tmp_path: Path) -> None:
+    """-o over the inputs: photos.png's result folder OUT/photos is the input folder photos;
+    with --force it would have replaced the user's images."""
+    folder = _photos(tmp_path)
+    image = gen.make_gray_png(tmp_path / "photos.png", size=(24, 20))
+    code, _, stderr = decompose(image, folder, "-o", tmp_path, "--ranks", "4,2", "--force")
+    assert (code, stderr) == (
+        3,
+        f"mlnmf: error: {image}: its result folder {tmp_path / 'photos'} would hold or replace "
+        "inputs of this batch (choose another --out)\n",
+    )
+    assert {p.name for p in folder.iterdir()} == {"a.png"}
+    assert (tmp_path / "a" / "model.npz").is_file()
+
+
+def test_result_folders_under_an_input_folder_are_not_inputs(tmp_path: Path) -> None:
+    folder = _photos(tmp_path)
+    assert decompose(folder, "-o", folder / "results", "--ranks", "4,2")[0] == 0
+    out = tmp_path / "out"
+    code, _, stderr = decompose(folder, "-o", out, "-R", "--ranks", "4,2")
+    assert (code, stderr) == (0, "")
+    assert [r["input"] for r in summary_csv(out)] == [str(folder / "a.png")]
+
+
+def test_unreadable_file_named_on_the_command_line_is_a_failed_input(tmp_path: Path) -> None:
+    good = gen.make_gray_png(tmp_path / "good.png", size=(24, 20))
+    bad = gen.make_gray_png(tmp_path / "bad.png", size=(24, 20))
+    bad.chmod(0)
+    out = tmp_path / "out"
+    code, _, stderr = run_process(
+        "decompose", bad, good, "-o", out, "-q", "--ranks", "4,2", unprivileged=True
+    )
+    assert (code, stderr) == (3, f"mlnmf: error: {bad}: permission denied\n")
+    assert (out / "good" / "model.npz").is_file() and not (out / "bad").exists()
+    code, _, stderr = run_process("decompose", bad, "-o", out, "-q", unprivileged=True)
+    assert (code, stderr) == (1, f"mlnmf: error: {bad}: permission denied\n")
+
+
+def test_unreadable_subfolder_under_recursive_is_reported(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    (folder / "closed").mkdir(parents=True)
+    gen.make_gray_png(folder / "a.png", size=(24, 20))
+    gen.make_gray_png(folder / "closed" / "b.png", size=(24, 20))
+    (folder / "closed").chmod(0)
+    out = tmp_path / "out"
+    try:
+        code, _, stderr = run_process(
+            "decompose", folder, "-R", "-o", out, "-q", "--ranks", "4,2", unprivileged=True
+        )
+    finally:
+        (folder / "closed").chmod(0o755)
+    assert (code, stderr) == (
+        3,
+        f"mlnmf: error: {folder / 'closed'}: cannot list this folder (permission denied)\n",
+    )
+    assert (out / "a" / "model.npz").is_file()
+
+
+def test_symlinked_subfolder_under_recursive_is_followed(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    gen.make_gray_png(elsewhere / "b.png", size=(24, 20))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    gen.make_gray_png(folder / "a.png", size=(24, 20))
+    (folder / "link").symlink_to(elsewhere)
+    out = tmp_path / "out"
+    code, _, stderr = decompose(folder, "-R", "-o", out, "--ranks", "4,2")
+    assert (code, stderr) == (0, "")
+    assert (out / "b" / "model.npz").is_file()
+
+
+def test_symlink_loop_under_recursive_is_reported_not_followed(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    gen.make_gray_png(folder / "sub" / "a.png", size=(24, 20))
+    (folder / "sub" / "back").symlink_to(folder)
+    out = tmp_path / "out"
+    code, _, stderr = decompose(folder, "-R", "-o", out, "--ranks", "4,2")
+    assert (code, stderr) == (
+        3,
+        f"mlnmf: error: {folder / 'sub' / 'back'}: symbolic link to {folder}, "
+        "a folder already listed; not followed again\n",
+    )
+    assert [r["status"] for r in summary_csv(out)] == ["ok", "failed"]
+
+
+def test_broken_symlink_with_an_image_suffix_is_reported(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    gen.make_gray_png(folder / "a.png", size=(24, 20))
+    (folder / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    out = tmp_path / "out"
+    code, _, stderr = decompose(folder, "-o", out, "--ranks", "4,2")
+    assert (code, stderr) == (3, f"mlnmf: error: {folder / 'gone.png'}: broken symbolic link\n")
+    assert (out / "a" / "model.npz").is_file()
+
+
+_SIGNAL_DURING_SUMMARY = """
+signal.signal(signal.SIGINT, signal.{disposition})
+real = os.replace
+def replace(src, dst, *args, **kwargs):
+    if str(dst).endswith("summary.json"):
+        os.kill(os.getpid(), signal.{which})
+    return real(src, dst, *args, **kwargs)
+os.replace = replace
+"""
+
+
+@pytest.mark.parametrize("which", ["SIGTERM", "SIGHUP", "SIGINT"])
+def test_stop_signal_while_the_summary_is_written(which: str, tmp_path: Path) -> None:
+    """SIGTERM or SIGHUP outside the batch loop (here in the middle of writing
+    summary.json) is an interrupt like Ctrl-C: exit 130, one line, no temporary file;
+    the summary files, held together, are finished first and describe the result."""
+    image = gen.make_gray_png(tmp_path / "img.png", size=(24, 20))
+    out = tmp_path / "out"
+    setup = _SIGNAL_DURING_SUMMARY.format(disposition="default_int_handler", which=which)
+    code, _, stderr = run_process(
+        "decompose", image, "-o", out, "-q", "--ranks", "4,2", setup=setup
+    )
+    assert (code, stderr) == (130, "mlnmf: error: interrupted\n")
+    assert (out / "img" / "model.npz").is_file()
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["input"] for r in summary["results"]] == [str(image)]
+    assert (out / "summary.csv").is_file() and (out / "index.html").is_file()
+
+
+def test_ignored_ctrl_c_stays_ignored(tmp_path: Path) -> None:
+    """A background job or nohup ignores SIGINT: the run does not re-enable it."""
+    image = gen.make_gray_png(tmp_path / "img.png", size=(24, 20))
+    out = tmp_path / "out"
+    setup = _SIGNAL_DURING_SUMMARY.format(disposition="SIG_IGN", which="SIGINT")
+    code, _, stderr = run_process(
+        "decompose", image, "-o", out, "-q", "--ranks", "4,2", setup=setup
+    )
+    assert (code, stderr) == (0, "")
+    assert (out / "summary.json").is_file() and (out / "img" / "model.npz").is_file()
+
+
+def test_compare_with_result_folders_whose_reports_are_odd(tmp_path: Path) -> None:
+    """A saved model's report.json only adds notes: nested past JSON's depth or a named
+    pipe, it is ignored (it was a RecursionError, and a hang)."""
+    a = gen.make_gray_png(tmp_path / "a.png", size=(24, 20))
+    b = gen.make_gray_png(tmp_path / "b.png", size=(24, 20), seed=1)
+    out = tmp_path / "out"
+    assert decompose(a, b, "-o", out, "--ranks", "4,2")[0] == 0
+    (out / "a" / "report.json").write_text("[" * 100_000 + "]" * 100_000)
+    (out / "b" / "report.json").unlink()
+    _os.mkfifo(out / "b" / "report.json")
+    cmp = tmp_path / "cmp"
+    code, _, stderr = run_process(
+        "compare", out / "a", out / "b", "-c", "ranks=4,2", "-o", cmp, "-q", timeout=120
+    )
+    assert code == 0 and stderr.startswith("verdict: ") and stderr.count("\n") == 1
+    assert (cmp / "compare.json").is_file()
+
+
+def test_recursive_listing_of_a_tree_deeper_than_the_python_stack(tmp_path: Path) -> None:
+    """Listing does not recurse: a tree deeper than the stack allows is listed whole
+    (the stack is lowered here so that the tree stays small enough to delete)."""
+    from mlnmf_cli import batch
+
+    folder = tmp_path / "in"
+    deepest = folder
+    for _ in range(300):
+        deepest = deepest / "a"
+        deepest.mkdir(parents=deepest.parent == folder)
+    image = gen.make_gray_png(deepest / "x.png", size=(24, 20))
+    depth = len(__import__("inspect").stack())
+    limit = _sys.getrecursionlimit()
+    _sys.setrecursionlimit(depth + 150)
+    try:
+        items = batch.expand_inputs([folder], recursive=True)
+    finally:
+        _sys.setrecursionlimit(limit)
+    assert [(item.path, item.name, item.problem) for item in items] == [(image, "x", None)]
+
+
+def test_control_characters_in_a_name_keep_the_error_on_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "two\nlines\there.png"
+    out = tmp_path / "out"
+    code, _, stderr = decompose(missing, "-o", out)
+    escaped = str(missing).replace("\n", "\\n").replace("\t", "\\t")
+    assert (code, stderr) == (1, f"mlnmf: error: {escaped}: no such file or folder\n")
+    assert not (out / "two").exists()

@@ -422,3 +422,96 @@ def test_a_safe_name_is_kept_and_any_other_gets_a_stable_hash(stem: bytes) -> No
     assert name == storage.safe_name(text)
     if name != text:
         assert name[-9] == "-" and all(c in "0123456789abcdef" for c in name[-8:])
+
+
+# --------------------------------------------------------------------------- model metadata
+# (paths helper, issue 11: any metadata and any array headers give a clean refusal or a model)
+
+_JSON_LEAVES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**30), 10**30),
+    st.sampled_from([0, 1, 2, 3, 5, 6, 64, 65, 2**31, 2**63]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.sampled_from(["gray", "stack", "separate", "GRAY", ""]),
+)
+_JSON = st.recursive(
+    _JSON_LEAVES,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+_META_KEYS = st.sampled_from(
+    ["n_parts", "depth", "image_shape", "part_shape", "channels", "parameters", "value_range"]
+)
+
+
+def _grey_arrays() -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(VALID_MODELS["grey"]), allow_pickle=False) as npz:
+        return {key: npz[key] for key in npz.files}
+
+
+def _write_npz(
+    path: Path, arrays: dict[str, np.ndarray], raw: dict[str, bytes] | None = None
+) -> None:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for key, value in arrays.items():
+            buf = io.BytesIO()
+            np.save(buf, value)
+            zf.writestr(f"{key}.npy", buf.getvalue())
+        for key, data in (raw or {}).items():
+            zf.writestr(f"{key}.npy", data)
+
+
+@FUZZ
+@given(
+    edits=st.dictionaries(_META_KEYS, _JSON, max_size=4),
+    dropped=st.sets(_META_KEYS, max_size=2),
+    whole=st.none() | _JSON,
+    nesting=st.sampled_from([0, 0, 0, 50, 5_000, 200_000]),
+)
+def test_model_metadata_anything(
+    edits: dict, dropped: set[str], whole: object, nesting: int, scratch: Path
+) -> None:
+    """Metadata of any JSON (NaN, Infinity, huge integers, wrong types, deep nesting) or
+    replaced outright: the model loads self-consistently or is refused in one line."""
+    arrays = _grey_arrays()
+    if whole is not None:
+        meta: object = whole
+    else:
+        meta = json.loads(str(arrays["meta"]))
+        assert isinstance(meta, dict)
+        meta.update(edits)
+        for key in dropped:
+            meta.pop(key, None)
+    text = json.dumps(meta)
+    if nesting:
+        text = "[" * nesting + text + "]" * nesting
+    arrays["meta"] = np.asarray(text)
+    path = scratch / "meta.npz"
+    _write_npz(path, arrays)
+    check_model(path)
+
+
+@FUZZ
+@given(
+    key=st.sampled_from(["part0_W1", "part0_H1", "part0_W2", "part0_H2", "meta", "junk"]),
+    shape=st.lists(st.integers(0, 10**6), max_size=3).map(tuple),
+    descr=st.sampled_from(["<f4", "<f8", ">f8", "<i8", "|u1", "<U9", "|O", "<c8"]),
+    body=st.integers(0, 256),
+)
+def test_model_array_headers_that_lie(
+    key: str, shape: tuple[int, ...], descr: str, body: int, scratch: Path
+) -> None:
+    """An array whose header declares any shape and dtype over a short body: refused from
+    its header alone (never allocated), or a model that loads."""
+    header = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape!r}, }}"
+    header += " " * (63 - (len(header) + 10) % 64) + "\n"
+    npy = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode()
+    arrays = _grey_arrays()
+    arrays.pop(key, None)
+    path = scratch / "headers.npz"
+    _write_npz(path, arrays, {key: npy + bytes(body)})
+    check_model(path)

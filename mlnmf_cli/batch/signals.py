@@ -34,7 +34,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
-    """Within the block Ctrl-C and SIGTERM wait (they arrive when it ends): a few
+    """Within the block Ctrl-C, SIGTERM and SIGHUP wait (they arrive when it ends): a few
     short writes that belong together (the summary files) are never cut apart.
 
     Only the main thread can block them for the process; elsewhere this does nothing.
@@ -42,7 +42,7 @@ def signals_deferred() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    deferred = {signal.SIGINT, signal.SIGTERM}
+    deferred = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, deferred)
     try:
         yield

@@ -3,15 +3,22 @@
 A command only parses, calls the library and renders; it raises
 :class:`~mlnmf_cli.errors.MlnmfError` (or lets the library's through) and
 :class:`_Group` prints ``mlnmf: error: <message>`` and exits with
-:func:`exit_code` of it. Adding a command: a module in ``mlnmf_cli/cli/``
+:func:`exit_code` of it. The same holds for what escapes a command:
+Ctrl-C, SIGTERM or SIGHUP anywhere (``interrupted``, 130; during start-up
+:mod:`.startup` says so), running out of memory and a path the system refuses
+(1). Adding a command: a module in ``mlnmf_cli/cli/``
 with ``@app.command()``, imported in ``mlnmf_cli/cli/__init__.py``; import
 NumPy-heavy modules inside the command's body (``mlnmf --help`` stays light).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from enum import IntEnum
 from typing import Annotated, Any
 
@@ -19,6 +26,7 @@ import typer
 from typer.core import TyperGroup
 
 from mlnmf_cli import __version__
+from mlnmf_cli.cli import startup
 from mlnmf_cli.cli.output import error_line
 from mlnmf_cli.errors import MlnmfError, ParameterError
 
@@ -31,13 +39,77 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130
 
 
-def exit_code(exc: MlnmfError) -> ExitCode:
-    """Bad options or parameters are usage errors (2); every other error is 1."""
-    return ExitCode.USAGE if isinstance(exc, ParameterError) else ExitCode.ERROR
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM that reached the app (a command's own handling aside)."""
+
+
+FAILURES = (MlnmfError, Interrupted, MemoryError, OSError)
+"""What :class:`_Group` turns into one line and :func:`exit_code`; anything else is a bug."""
+
+
+def exit_code(exc: BaseException) -> ExitCode:
+    """Bad options or parameters are usage errors (2), an interrupt is 130, every other
+    error (out of memory, a file the system refused) is 1."""
+    if isinstance(exc, ParameterError):
+        return ExitCode.USAGE
+    if isinstance(exc, Interrupted):
+        return ExitCode.INTERRUPTED
+    return ExitCode.ERROR
+
+
+def error_message(exc: BaseException) -> str:
+    """The one line (without ``mlnmf: error: ``) that reports ``exc``."""
+    if isinstance(exc, Interrupted):
+        return "interrupted"
+    if isinstance(exc, MemoryError):
+        detail = " ".join(str(exc).split())
+        return "out of memory" + (f" ({detail})" if detail else "")
+    if isinstance(exc, OSError):
+        reason = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+        name = exc.filename
+        if isinstance(name, bytes):
+            name = os.fsdecode(name)
+        return f"{name}: {reason}" if name is not None else reason
+    return " ".join(str(exc).split())
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """Within the block Ctrl-C, SIGTERM and SIGHUP all raise KeyboardInterrupt (main
+    thread only); a signal the parent ignores (``nohup``, a background job) stays ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous: dict[int, Any] = {}
+    for signum in startup.STOP_SIGNALS:
+        if signal.getsignal(signum) != signal.SIG_IGN:
+            handler: Any = signal.default_int_handler if signum == signal.SIGINT else _interrupt
+            previous[signum] = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, startup.restored(signum, handler))
 
 
 class _Group(TyperGroup):
-    """Turns library errors and Click's usage errors into the same single line."""
+    """Turns library errors, interrupts and Click's usage errors into the same single line."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().make_context(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise Interrupted from None
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise Interrupted from None
 
     def main(
         self,
@@ -48,35 +120,47 @@ class _Group(TyperGroup):
         windows_expand_args: bool = True,
         **extra: Any,
     ) -> Any:
-        try:
-            rv = super().main(
-                args,
-                prog_name,
-                complete_var,
-                False,
-                windows_expand_args=windows_expand_args,
-                **extra,
-            )
-            code = rv if isinstance(rv, int) else 0
-        except MlnmfError as exc:
-            error_line(str(exc))
-            code = exit_code(exc)
-        except typer.TyperException as exc:  # Click's errors, vendored by Typer
-            if type(exc).__name__ == "NoArgsIsHelpError":
-                exc.show()  # type: ignore[attr-defined]
-                code = ExitCode.USAGE
-            else:
-                code = getattr(exc, "exit_code", ExitCode.ERROR)
-                ctx = getattr(exc, "ctx", None)
-                hint = (
-                    f" (see '{ctx.command_path} --help')" if ctx and code == ExitCode.USAGE else ""
-                )
-                error_line(exc.format_message() + hint)
-        except typer.Abort:
-            code = ExitCode.INTERRUPTED
+        with _signals_interrupt():
+            code = self._run(args, prog_name, complete_var, windows_expand_args, extra)
         if standalone_mode:
             sys.exit(int(code))
         return code
+
+    def _run(
+        self,
+        args: Sequence[str] | None,
+        prog_name: str | None,
+        complete_var: str | None,
+        windows_expand_args: bool,
+        extra: dict[str, Any],
+    ) -> int:
+        try:
+            try:
+                rv = super().main(
+                    args,
+                    prog_name,
+                    complete_var,
+                    False,
+                    windows_expand_args=windows_expand_args,
+                    **extra,
+                )
+                return rv if isinstance(rv, int) else 0
+            except KeyboardInterrupt:  # between Click's handling and ours
+                raise Interrupted from None
+        except FAILURES as exc:
+            error_line(error_message(exc))
+            return exit_code(exc)
+        except typer.TyperException as exc:  # Click's errors, vendored by Typer
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                exc.show()  # type: ignore[attr-defined]
+                return ExitCode.USAGE
+            code = getattr(exc, "exit_code", ExitCode.ERROR)
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx and code == ExitCode.USAGE else ""
+            error_line(exc.format_message() + hint)
+            return int(code)
+        except typer.Abort:
+            return ExitCode.INTERRUPTED
 
 
 app = typer.Typer(

@@ -34,7 +34,10 @@ def decompose(
     inputs: Annotated[
         list[Path],
         typer.Argument(
-            metavar="INPUT", help="Image files and folders of images.", show_default=False
+            metavar="INPUT",
+            help="Image files and folders of images.",
+            show_default=False,
+            readable=False,
         ),
     ],
     *,

@@ -96,13 +96,15 @@ def _configs(
     return configs or [excfg.parse_config("")]
 
 
-def _size(value: str | None, option: str) -> tuple[int, int] | None:
+def _size(value: str | None, option: str, max_pixels: int | None) -> tuple[int, int] | None:
     if value is None:
         return None
     try:
-        return excfg.parse_size(value)
+        size = excfg.parse_size(value)
+        experiments.check_size(size, max_pixels)
     except ParameterError as exc:
         raise OptionUsage(f"{option} {exc}") from None
+    return size
 
 
 def _check_verdict_depth(depth: int, configs: Sequence[experiments.Config]) -> None:
@@ -135,6 +137,7 @@ def compare(
             metavar="INPUT",
             help="Image files, folders of images, result folders or model.npz files (two or more).",
             show_default=False,
+            readable=False,
         ),
     ],
     config: ConfigSpecs = None,
@@ -161,7 +164,7 @@ def compare(
 ) -> None:
     """Decompose every input with every configuration and measure how alike their features and coefficients are."""
     configs = _configs(config, excfg.LIKE_SEED_IMAGE_RANKS if like_seed else None)
-    size = _size(resize, "--resize")
+    size = _size(resize, "--resize", max_pixels)
     _check_verdict_depth(verdict_depth, configs)
     planned = experiments.planned_files(len(configs), experiments.depths_of(configs))
     if Path(out).is_dir():
@@ -230,6 +233,7 @@ def random_test(
         typer.Option(
             metavar="IMAGE",
             help="A real image compared with the random ones (resized, made grey).",
+            readable=False,
         ),
     ] = None,
     repeats: Annotated[
@@ -252,6 +256,7 @@ def random_test(
     measure: Measure = "subspace",
     null_draws: NullDraws = excfg.DEFAULT_NULL_DRAWS,
     verdict_depth: VerdictDepth = 1,
+    max_pixels: MaxPixels = None,
     out: Annotated[
         Path,
         typer.Option("--out", "-o", metavar="FOLDER", help="Folder for images and results."),
@@ -265,7 +270,11 @@ def random_test(
         raise OptionUsage("--like-seed and --config contradict each other; choose one")
     configs = _configs(config, excfg.LIKE_SEED_RANDOM_RANKS if like_seed else None)
     default_size = excfg.LIKE_SEED_RANDOM_SIZE if like_seed else (128, 128)
-    shape = _size(size, "--size") or default_size
+    shape = _size(size, "--size", max_pixels) or default_size
+    try:
+        experiments.check_size(shape, max_pixels, count)
+    except ParameterError as exc:
+        raise OptionUsage(f"--count {count}: {exc}") from None
     _check_verdict_depth(verdict_depth, configs)
     try:
         excfg.check_fits(configs, shape, f"the {shape[0]}x{shape[1]} images of --size")
@@ -287,6 +296,7 @@ def random_test(
         test = experiments.random_test(
                 out, configs, count=count, size=shape, distribution=distribution, seed=seed,
                 repeats=repeats, control=control, measure=measure, draws=null_draws,
+                max_pixels=max_pixels,
                 step=lambda text: progress.update(task, description=f"decomposing {text}"),
             )  # fmt: skip
         progress.update(task, description="writing pictures")

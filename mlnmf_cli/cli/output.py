@@ -34,11 +34,16 @@ def _console(width: int | None, columns: str | None) -> Console:
     return Console(stderr=True, highlight=False, width=width)
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), 127)} | {9: "\\t", 10: "\\n", 13: "\\r"}
+"""Control characters (a newline in a file name) as escapes: an error stays one line."""
+
+
 def error_line(message: str) -> None:
     """One red line on stderr; never wrapped, never read as markup."""
     from rich.text import Text
 
-    console().print(Text(f"mlnmf: error: {message}", style="red"), soft_wrap=True)
+    text = f"mlnmf: error: {message.translate(_CONTROL)}"
+    console().print(Text(text, style="red"), soft_wrap=True)
 
 
 def line(text: str, **style: Any) -> None:

@@ -18,7 +18,12 @@ from mlnmf_cli.cli.output import line, pct
 def reconstruct(
     model: Annotated[
         Path,
-        typer.Argument(metavar="MODEL", help="A model.npz or a result folder.", show_default=False),
+        typer.Argument(
+            metavar="MODEL",
+            help="A model.npz or a result folder.",
+            show_default=False,
+            readable=False,
+        ),
     ],
     depth: Annotated[
         int | None,
@@ -41,7 +46,11 @@ def reconstruct(
     ] = None,
     original: Annotated[
         Path | None,
-        typer.Option(metavar="IMAGE", help="Compare with this image: relative error and PSNR."),
+        typer.Option(
+            metavar="IMAGE",
+            help="Compare with this image: relative error and PSNR.",
+            readable=False,
+        ),
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing output file.")

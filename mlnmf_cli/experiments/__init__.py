@@ -39,7 +39,7 @@ _MODULES = {
         "Config", "like_seed_config", "parse_config", "parse_size", "value_text",
     ),
     "subjects": (
-        "Subject", "check_shapes", "is_model_input", "load_subjects", "model_mismatch",
+        "Subject", "check_shapes", "check_size", "is_model_input", "load_subjects", "model_mismatch",
         "resize_image",
     ),
     "runs": ("Factors", "Run", "Step", "run_grid", "top_column_share"),

@@ -17,7 +17,7 @@ from mlnmf_cli.experiments.config import DEFAULT_NULL_DRAWS, DISTRIBUTIONS, Conf
 from mlnmf_cli.experiments.outputs import depths_of, planned_files, write_outputs
 from mlnmf_cli.experiments.runs import Step
 from mlnmf_cli.experiments.statistics import similarity_rows, verdicts
-from mlnmf_cli.experiments.subjects import load_subjects
+from mlnmf_cli.experiments.subjects import check_size, load_subjects
 
 
 def random_pixels(
@@ -117,6 +117,7 @@ def random_test(
     """
     if repeats < 1:
         raise ParameterError(f"repeats must be at least 1, got {repeats}")
+    check_size(size, max_pixels, count)
     start = time.perf_counter()
     names = random_image_names(count, repeats)
     results, all_paths = [], []

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -15,6 +17,7 @@ from mlnmf_cli import imageio, pipeline, storage
 from mlnmf_cli.batch.inputs import expand_inputs
 from mlnmf_cli.errors import InputError, MlnmfError, ParameterError
 from mlnmf_cli.experiments.config import CONFIG_KEYS, Config, value_text
+from mlnmf_cli.files import open_regular_file
 from mlnmf_cli.options import Options
 
 
@@ -49,10 +52,33 @@ class Subject:
         return [(height, width)] * 3
 
 
+def check_size(size: tuple[int, int], max_pixels: int | None, count: int = 1) -> None:
+    """Refuse an image size (``--resize``, ``--size``) with more pixels than ``max_pixels``
+    (default: Pillow's limit, the one image decoding uses), before anything is made;
+    ``count`` images of that size (random-test holds them all) share the limit."""
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    pixels = size[0] * size[1]
+    if limit is None:
+        return
+    if pixels > limit:
+        raise ParameterError(
+            f"{size[0]}x{size[1]} means {pixels} pixels per image, more than the "
+            f"limit of {limit} (raise it with --max-pixels)"
+        )
+    if count * pixels > limit:
+        raise ParameterError(
+            f"{count} images of {size[0]}x{size[1]} mean {count * pixels} pixels, more than "
+            f"the limit of {limit} (raise it with --max-pixels)"
+        )
+
+
 def is_model_input(path: Path) -> bool:
     path = Path(path)
-    if path.is_dir():
-        return (path / "model.npz").is_file()
+    try:
+        if stat.S_ISDIR(os.stat(path).st_mode):
+            return os.path.isfile(path / "model.npz")
+    except OSError:
+        pass
     return path.suffix.lower() == ".npz"
 
 
@@ -71,6 +97,8 @@ def load_subjects(
     (three equal channels) so that every input gives matrices of one shape.
     Raises :class:`InputError` whose message starts with the input's path.
     """
+    if resize is not None:
+        check_size(resize, max_pixels)
     paths: list[Path] = []
     for raw in inputs:
         path = Path(raw)
@@ -109,7 +137,7 @@ def _load_subject(
 ) -> Subject:
     if is_model_input(path):
         model_file = pipeline.model_path(path)
-        model = storage.load_model(model_file)
+        model = storage.load_model(model_file, max_pixels=max_pixels)
         if resize is not None and tuple(model.meta["image_shape"][:2]) != resize:
             shape = "x".join(str(s) for s in model.meta["image_shape"][:2])
             raise InputError(
@@ -127,10 +155,19 @@ def _load_subject(
     return subject
 
 
+_REPORT_LIMIT = 16 << 20
+"""Bytes of a result folder's report.json read at most (a real one is a few kilobytes)."""
+
+
 def _read_report(folder: Path) -> dict[str, Any] | None:
+    """The report beside a saved model, if there is a sound one (it only adds notes)."""
     try:
-        report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        with open_regular_file(folder / "report.json", "a report") as fh:
+            text = fh.read(_REPORT_LIMIT + 1)
+        if len(text) > _REPORT_LIMIT:
+            return None
+        report = json.loads(text.decode("utf-8"))
+    except (OSError, ValueError, RecursionError, MlnmfError):
         return None
     return report if isinstance(report, dict) else None
 
