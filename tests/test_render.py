@@ -6,6 +6,7 @@ from PIL import Image
 
 from mlnmf_cli import render
 from mlnmf_cli.errors import ParameterError
+from mlnmf_cli.render import figure
 
 WHITE = (255, 255, 255)
 SEQ_MAX = tuple(int(c) for c in render.sequential_colors(np.array(1.0)))
@@ -236,8 +237,8 @@ def test_heatmap_checks_its_arguments() -> None:
 
 # --- the decomposition figure ----------------------------------------------------
 
-BAR = render._BAR
-GREY_NA = render._NOT_APPLICABLE
+BAR = figure.BAR_COLOUR
+GREY_NA = figure.NOT_APPLICABLE
 
 
 def boxes(image: Image.Image, colour: tuple[int, ...]) -> list[tuple[int, int]]:
