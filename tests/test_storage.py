@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import stat
@@ -304,7 +305,7 @@ def test_a_failed_replacement_keeps_the_old_result(
             raise OSError(errno.EIO, "Input/output error")
         real(src, dst)
 
-    monkeypatch.setattr(storage.os, "replace", replace)
+    monkeypatch.setattr(os, "replace", replace)
     with pytest.raises(OutputError, match="Input/output error"):
         with storage.staged_folder(target, replace=True) as tmp:
             (tmp / "report.json").write_text("new")
@@ -318,7 +319,7 @@ def test_a_file_system_without_flock_runs_unlocked(
     def no_flock(fd: int, op: int) -> None:
         raise OSError(errno.ENOLCK, "No locks available")
 
-    monkeypatch.setattr(storage.fcntl, "flock", no_flock)
+    monkeypatch.setattr(fcntl, "flock", no_flock)
     with storage.output_lock(tmp_path, wait=0):
         storage.write_text(tmp_path / "a.txt", "x")
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
