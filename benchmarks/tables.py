@@ -894,6 +894,370 @@ def _verdict_words(verdict: str | None) -> str:
     return "; ".join(w for w in (words, beat.group(1) if beat else "") if w) or verdict
 
 
+# ---------------------------------------------------------------- experiments: generated claims
+#
+# The sentences of docs/experiments.md "What the numbers show" and of the README that quote
+# figures: every number read from experiments.json, so that a rerun cannot contradict them.
+
+
+def _f2(x: Any) -> str:
+    return num(x, ".2f")
+
+
+def _config_label(r: Results, key: str, fine_tune: bool) -> str | None:
+    for c in items(r, "experiments", key, "configs"):
+        if get(c, "parameters", "fine_tune") is fine_tune:
+            return str(get(c, "label"))
+    return None
+
+
+def _depth_means(r: Results, key: str, config: str | None) -> dict[int, dict[str, float]]:
+    """Per depth, the mean over the inputs of every numeric field of the runs' depths."""
+    sums: dict[int, dict[str, list[float]]] = {}
+    for run in items(r, "experiments", key, "runs"):
+        if config is not None and str(get(run, "config")) != config:
+            continue
+        for d in items(run, "depths"):
+            depth = get(d, "depth")
+            if not isinstance(depth, int) or not isinstance(d, dict):
+                continue
+            for field, value in d.items():
+                if _is_num(value):
+                    sums.setdefault(depth, {}).setdefault(str(field), []).append(value)
+    return {
+        depth: {f: sum(v) / len(v) for f, v in fields.items()} for depth, fields in sums.items()
+    }
+
+
+def _sim(r: Results, key: str, config: str | None, depth: int, kind: str) -> Any:
+    for e in items(r, "experiments", key, "similarities"):
+        if (
+            (config is None or str(get(e, "config")) == config)
+            and get(e, "depth") == depth
+            and get(e, "kind") == kind
+        ):
+            return e
+    return None
+
+
+_SAMPLE_SETUPS = (
+    ("samples", True, "our default (fine-tuned)"),
+    ("samples", False, "our greedy pipeline"),
+    ("samples_like_seed", None, "the seed's setup"),
+)
+
+
+def _sample_setups(r: Results) -> list[tuple[str, str | None, str]]:
+    out = []
+    for key, fine_tune, name in _SAMPLE_SETUPS:
+        config = None if fine_tune is None else _config_label(r, key, fine_tune)
+        if fine_tune is None or config is not None:
+            out.append((key, config, name))
+    return out
+
+
+def _between(values: Iterable[Any]) -> str:
+    """ "between -0.011 and 0.004" for numbers that may be negative."""
+    xs = [v for v in values if _is_num(v)]
+    return f"between {min(xs):.3f} and {max(xs):.3f}" if xs else DASH
+
+
+@renderer("experiments-random-claim")
+def experiments_random_claim(r: Results) -> str:
+    rows = []
+    for key, setup in (("random", "ours"), ("random_like_seed", "like the seed")):
+        for s in items(r, "experiments", key, "summary"):
+            rows.append((setup, s))
+    means = [get(s, "corrected", "mean") for _, s in rows]
+    lows = [(setup, s) for setup, s in rows if _is_num(get(s, "corrected", "low"))]
+    outside = [
+        (setup, s)
+        for setup, s in lows
+        if _is_num(get(s, "corrected", "high"))
+        and not get(s, "corrected", "low") <= 0 <= get(s, "corrected", "high")
+    ]
+    text = (
+        f"Over {num(get(r, 'experiments', 'repeats'), 'd')} repeats, with our pipeline and with "
+        f"the seed's setup, above chance lies {_between(means)} "
+        f"({len(means)} numbers: every depth, features and coefficients); "
+        f"{len(lows) - len(outside)} of {len(lows)} 95% intervals contain 0"
+    )
+    if outside:
+        words = [
+            f"{setup}, depth {get(s, 'depth')} {get(s, 'kind')}, "
+            f"{_interval(get(s, 'corrected'), 2)}, "
+            + ("below chance" if get(s, "corrected", "high") < 0 else "above chance")
+            for setup, s in outside
+        ]
+        text += f"; the exceptions: {'; '.join(words)}"
+    gaps = [
+        abs(get(s, "control", "mean") - get(s, "null", "mean"))
+        for _, s in rows
+        if _is_num(get(s, "control", "mean")) and _is_num(get(s, "null", "mean"))
+    ]
+    if gaps:
+        text += (
+            f". The control photograph (camera) against the random images is within "
+            f"{max(gaps):.3f} of the null in every row"
+        )
+    return text + ".\n"
+
+
+@renderer("experiments-samples-claim")
+def experiments_samples_claim(r: Results) -> str:
+    corrected: dict[str, list[Any]] = {"features": [], "coefficients": []}
+    raw: dict[str, list[Any]] = {"features": [], "coefficients": []}
+    per = []
+    for key, config, name in _sample_setups(r):
+        f = _sim(r, key, config, 1, "features")
+        c = _sim(r, key, config, 1, "coefficients")
+        for kind, e in (("features", f), ("coefficients", c)):
+            corrected[kind].append(get(e, "corrected"))
+            raw[kind].append(get(e, "across", "mean"))
+        verdict = next(
+            (
+                get(v, "verdict")
+                for v in items(r, "experiments", key, "verdicts")
+                if config is None or str(get(v, "config")) == config
+            ),
+            None,
+        )
+        per.append(
+            f"{name} {_f2(get(f, 'corrected'))} vs {_f2(get(c, 'corrected'))} "
+            f"({_verdict_words(verdict)})"
+        )
+    return (
+        f"At depth 1, above chance: features {span(corrected['features'], _f2)}, coefficients "
+        f"{span(corrected['coefficients'], _f2)} over the three setups (raw similarity: features "
+        f"{span(raw['features'], _f2)}, coefficients {span(raw['coefficients'], _f2)}). Features "
+        f"against coefficients, corrected for chance: {'; '.join(per) or DASH}.\n"
+    )
+
+
+@renderer("experiments-self-claim")
+def experiments_self_claim(r: Results) -> str:
+    parts = []
+    for key, config, name in _sample_setups(r):
+        depths = sorted(
+            {
+                get(e, "depth")
+                for e in items(r, "experiments", key, "similarities")
+                if isinstance(get(e, "depth"), int)
+                and (config is None or str(get(e, "config")) == config)
+            }
+        )
+        said = []
+        for depth in depths[:1] + depths[-1:] if len(depths) > 1 else depths:
+            f = _sim(r, key, config, depth, "features")
+            c = _sim(r, key, config, depth, "coefficients")
+            said.append(
+                f"{_f2(get(f, 'self', 'mean'))} / {_f2(get(c, 'self', 'mean'))} at depth {depth}"
+            )
+        f1 = _sim(r, key, config, 1, "features")
+        c1 = _sim(r, key, config, 1, "coefficients")
+        parts.append(
+            f"{name}: {', '.join(said) or DASH} (two different photographs at depth 1: "
+            f"{_f2(get(f1, 'across', 'mean'))} / {_f2(get(c1, 'across', 'mean'))})"
+        )
+    text = f"Self baselines (features / coefficients): {'; '.join(parts) or DASH}."
+    rand = {
+        str(get(s, "kind")): s
+        for s in items(r, "experiments", "random", "summary")
+        if get(s, "depth") == 1
+    }
+    if rand:
+        f, c = rand.get("features"), rand.get("coefficients")
+        text += (
+            f" Random pixels, our pipeline, depth 1: two runs on one image "
+            f"{_f2(get(f, 'self', 'mean'))} / {_f2(get(c, 'self', 'mean'))}, two different images "
+            f"{_f2(get(f, 'across', 'mean'))} / {_f2(get(c, 'across', 'mean'))} (null "
+            f"{_f2(get(f, 'null', 'mean'))} / {_f2(get(c, 'null', 'mean'))})."
+        )
+    return text + "\n"
+
+
+def _errors_words(means: dict[int, dict[str, float]], field: str) -> str:
+    return ", ".join(pct(get(means, d, field)) for d in sorted(means)) or DASH
+
+
+@renderer("experiments-errors-claim")
+def experiments_errors_claim(r: Results) -> str:
+    greedy = _depth_means(r, "samples", _config_label(r, "samples", False))
+    tuned = _depth_means(r, "samples", _config_label(r, "samples", True))
+    seed = _depth_means(r, "samples_like_seed", None)
+    text = (
+        f"Mean over the three samples, depths {', '.join(str(d) for d in sorted(greedy)) or DASH}: "
+        f"greedy error {_errors_words(greedy, 'relative_error')} against SVD floors "
+        f"{_errors_words(greedy, 'svd_floor')}; with the default fine-tuning "
+        f"{_errors_words(tuned, 'relative_error')}"
+    )
+    if tuned and greedy:
+        last = max(tuned)
+        gap = get(tuned, last, "relative_error")
+        floor = get(tuned, last, "svd_floor")
+        if _is_num(gap) and _is_num(floor):
+            text += f" (depth {last}: {100 * (gap - floor):.1f} points above its floor)"
+    text += "."
+    if seed:
+        cells = []
+        for d in sorted(seed):
+            e, f = get(seed, d, "relative_error"), get(seed, d, "svd_floor")
+            ratio = f", {e / f:.1f} times it" if _is_num(e) and _is_num(f) and f else ""
+            cells.append(
+                f"{pct(e)} at depth {d} (rank {num(get(seed, d, 'rank'), '.0f')}, floor {pct(f)}"
+                f"{ratio})"
+            )
+        shares = [get(seed, d, "top_feature_share") for d in sorted(seed)]
+        ours = [get(greedy, d, "top_feature_share") for d in sorted(greedy)[:1]]
+        text += (
+            f" The seed's setup (its SVD start, no iterations): {'; '.join(cells)}; its largest "
+            f"feature column holds {span(shares, pct)} of the features' energy, against "
+            f"{span(ours, pct)} for our depth-1 features."
+        )
+    return text + "\n"
+
+
+@renderer("experiments-summary")
+def experiments_summary(r: Results) -> str:
+    """README: the experiments' headline figures in three sentences."""
+    rand = [
+        get(s, "corrected", "mean")
+        for key in ("random", "random_like_seed")
+        for s in items(r, "experiments", key, "summary")
+    ]
+    feats, coefs, words = [], [], []
+    for key, config, _ in _sample_setups(r):
+        feats.append(get(_sim(r, key, config, 1, "features"), "corrected"))
+        coefs.append(get(_sim(r, key, config, 1, "coefficients"), "corrected"))
+        verdict = next(
+            (
+                get(v, "verdict")
+                for v in items(r, "experiments", key, "verdicts")
+                if config is None or str(get(v, "config")) == config
+            ),
+            None,
+        )
+        words.append(_verdict_words(verdict))
+    more = sum("features more alike" in w for w in words)
+    seed = _depth_means(r, "samples_like_seed", None)
+    ours = _depth_means(r, "samples", _config_label(r, "samples", False))
+    last = max(seed, default=None)
+    e, f = get(seed, last, "relative_error"), get(seed, last, "svd_floor")
+    times_floor = f"{e / f:.1f}" if _is_num(e) and _is_num(f) and f else DASH
+    return (
+        f"Random pixels: above chance {_between(rand)} at every depth, in both setups. "
+        f"Photographs at depth 1: features {span(feats, _f2)} and coefficients "
+        f"{span(coefs, _f2)} above chance; features more alike than coefficients in {more} of "
+        f"{len(words)} setups. The seed's setup: its largest feature column holds "
+        f"{span((get(seed, d, 'top_feature_share') for d in seed), pct)} of the features' energy "
+        f"(ours: {span((get(ours, d, 'top_feature_share') for d in sorted(ours)[:1]), pct)} at "
+        f"depth 1), and its depth-{last} error is {pct(e)}, {times_floor} times its SVD floor.\n"
+    )
+
+
+# ---------------------------------------------------------------- like-seed spread (bench_like_seed.py)
+
+
+def _mmm(stat: Any) -> str:
+    return " / ".join(num(get(stat, k), ".4f") for k in ("min", "median", "max"))
+
+
+@renderer("like-seed-spread")
+def like_seed_spread(r: Results) -> str:
+    rows = []
+    for case in items(r, "like_seed", "cases"):
+        runs = get(case, "runs")
+        for d in items(case, "depths"):
+            rows.append(
+                [
+                    get(case, "case", default=DASH),
+                    ",".join(str(k) for k in items(case, "ranks")) or DASH,
+                    num(get(d, "depth"), "d"), num(get(d, "rank"), "d"),
+                    _mmm(get(d, "writeup")), _mmm(get(d, "ours")),
+                    f"{num(get(d, 'ours_inside_writeup_range'), 'd')} of {num(runs, 'd')}",
+                ]
+            )  # fmt: skip
+    table = md_table(
+        ["case", "ranks", "depth", "rank", "write-up min / median / max",
+         "ours min / median / max", "ours inside the write-up's range"],
+        "llrrrrr",
+        rows,
+    )  # fmt: skip
+    return table + "\n" + like_seed_summary(r, detail=True)
+
+
+@renderer("like-seed-summary")
+def like_seed_summary(r: Results, detail: bool = False) -> str:
+    """How many of our like-seed errors beyond depth 1 fall inside the write-up's spread."""
+    cases = items(r, "like_seed", "cases")
+    inside = total = higher = deeper = 0
+    per = []
+    for case in cases:
+        runs = get(case, "runs")
+        got = 0
+        n = 0
+        for d in items(case, "depths"):
+            if get(d, "depth") == 1 or not _is_num(get(d, "ours_inside_writeup_range")):
+                continue
+            if not _is_num(runs):
+                continue
+            got += get(d, "ours_inside_writeup_range")
+            n += runs
+            deeper += 1
+            w, o = get(d, "writeup", "median"), get(d, "ours", "median")
+            higher += _is_num(w) and _is_num(o) and o > w
+        inside, total = inside + got, total + n
+        per.append(f"{get(case, 'case', default=DASH)} {got} of {n}")
+    if not total:
+        return f"The like-seed spread is not in the results ({DASH}).\n"
+    env = get(r, "like_seed", "environment", default={})
+    text = (
+        f"Beyond depth 1, {inside} of {total} of our like-seed errors fall inside the range of "
+        f"the write-up's own runs ({'; '.join(per)}); our median is above the write-up's in "
+        f"{higher} of {deeper} rows"
+    )
+    if not detail:
+        return text + " (`benchmarks/bench_like_seed.py`, docs/experiments.md).\n"
+    depth1 = [
+        get(d, "ours_inside_writeup_range") == get(c, "runs")
+        for c in cases
+        for d in items(c, "depths")
+        if get(d, "depth") == 1
+    ]
+    return (
+        text + f". At depth 1 every run of ours is inside the write-up's range in "
+        f"{sum(depth1)} of {len(depth1)} cases. (Write-up: {get(r, 'like_seed', 'writeup_seeds', default=DASH)}; "
+        f"ours: {get(r, 'like_seed', 'our_seeds', default=DASH)}; SciPy "
+        f"{get(env, 'scipy', default=DASH)}, {day(get(r, 'like_seed', default={}))}, commit "
+        f"{str(get(env, 'git_commit', default=DASH))[:10]}.)\n"
+    )
+
+
+@renderer("like-seed-start")
+def like_seed_start(r: Results) -> str:
+    """The diagnosis: the write-up's layer 1 fixed, its layer-2 starts against our tie-break."""
+    s = get(r, "like_seed", "start_versus_input", default={})
+    runs = items(s, "runs")
+    rows = [
+        [num(get(x, "layer1_seed"), "d"), _mmm(get(x, "writeup")), _mmm(get(x, "ours"))]
+        for x in runs
+    ]
+    above = sum(
+        _is_num(get(x, "ours", "median"))
+        and _is_num(get(x, "writeup", "max"))
+        and get(x, "ours", "median") > get(x, "writeup", "max")
+        for x in runs
+    )
+    head = ["layer-1 run", "write-up layer-2 starts: min / median / max",
+            "ours on the same input: min / median / max"]  # fmt: skip
+    return (
+        f"{get(s, 'case', default=DASH)}, one layer-1 output of the write-up at a time:\n\n"
+        + md_table(head, "rrr", rows)
+        + f"\nOur median lies above the write-up's largest error in {above} of {len(runs)} "
+        "layer-1 runs.\n"
+    )
+
+
 def experiments_markdown(r: Results) -> str:
     """What `make experiments` prints: every experiments table, given that run's results."""
     results = {"experiments": r}

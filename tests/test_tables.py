@@ -127,3 +127,81 @@ def test_renderers_survive_results_of_another_schema() -> None:
         changed = _mutate(results, random.Random(seed))
         for name, render in tables.RENDERERS.items():
             assert isinstance(render(changed), str), (seed, name)  # type: ignore[arg-type]
+
+
+LIKE_SEED = {
+    "like_seed": {
+        "cases": [
+            {"case": "grey", "runs": 4, "depths": [
+                {"depth": 1, "ours_inside_writeup_range": 4,
+                 "writeup": {"median": 0.1}, "ours": {"median": 0.1}},
+                {"depth": 2, "ours_inside_writeup_range": 3,
+                 "writeup": {"min": 0.2, "median": 0.3, "max": 0.4},
+                 "ours": {"min": 0.25, "median": 0.35, "max": 0.45}},
+            ]},
+            {"case": "colour", "runs": 4, "depths": [
+                {"depth": 2, "ours_inside_writeup_range": 1,
+                 "writeup": {"median": 0.3}, "ours": {"median": 0.2}},
+            ]},
+        ]
+    }
+}  # fmt: skip
+
+
+def test_like_seed_counts_only_the_depths_with_ties() -> None:
+    text = tables.RENDERERS["like-seed-summary"](LIKE_SEED)
+    assert text.startswith("Beyond depth 1, 4 of 8 of our like-seed errors fall inside")
+    assert "(grey 3 of 4; colour 1 of 4); our median is above the write-up's in 1 of 2 rows" in text
+    table = tables.RENDERERS["like-seed-spread"](LIKE_SEED)
+    assert (
+        "| grey | — | 2 | — | 0.2000 / 0.3000 / 0.4000 | 0.2500 / 0.3500 / 0.4500 | 3 of 4 |"
+        in table
+    )
+
+
+def _random_entry(depth: int, kind: str, low: float, high: float) -> dict[str, object]:
+    return {"config": "defaults", "depth": depth, "kind": kind,
+            "corrected": {"mean": (low + high) / 2, "low": low, "high": high},
+            "null": {"mean": 0.5}, "control": {"mean": 0.503}}  # fmt: skip
+
+
+def test_an_interval_off_zero_is_named_with_its_side() -> None:
+    results = {
+        "experiments": {
+            "repeats": 10,
+            "random": {"summary": [_random_entry(1, "features", -0.01, 0.01),
+                                   _random_entry(3, "features", -0.02, -0.01)]},
+            "random_like_seed": {"summary": [_random_entry(1, "coefficients", 0.01, 0.03)]},
+        }
+    }  # fmt: skip
+    text = tables.RENDERERS["experiments-random-claim"](results)
+    assert "above chance lies between -0.015 and 0.020 (3 numbers" in text
+    assert "1 of 3 95% intervals contain 0" in text
+    assert "ours, depth 3 features, -0.015 [-0.020, -0.010], below chance" in text
+    assert "like the seed, depth 1 coefficients, 0.020 [0.010, 0.030], above chance" in text
+    assert "within 0.003 of the null in every row" in text
+
+
+def test_error_claims_are_means_over_the_inputs() -> None:
+    def run(config: str, errors: list[float]) -> dict[str, object]:
+        return {"config": config, "depths": [
+            {"depth": d + 1, "rank": 4 >> d, "relative_error": e, "svd_floor": 0.01 * (d + 1),
+             "top_feature_share": 0.25} for d, e in enumerate(errors)]}  # fmt: skip
+
+    results = {
+        "experiments": {
+            "samples": {
+                "configs": [
+                    {"label": "tuned", "parameters": {"fine_tune": True}},
+                    {"label": "greedy", "parameters": {"fine_tune": False}},
+                ],
+                "runs": [run("tuned", [0.1, 0.2]), run("tuned", [0.3, 0.4]),
+                         run("greedy", [0.1, 0.5]), run("greedy", [0.1, 0.7])],
+            },
+        }
+    }  # fmt: skip
+    text = tables.RENDERERS["experiments-errors-claim"](results)
+    assert "greedy error 10.0%, 60.0% against SVD floors 1.0%, 2.0%" in text
+    assert (
+        "with the default fine-tuning 20.0%, 30.0% (depth 2: 28.0 points above its floor)" in text
+    )
