@@ -363,7 +363,60 @@ def engine_sweeps(r: Results) -> str:
             f" The cost of an iteration does not rise steadily with the cap in {_and(steady)}: "
             "single cells of this table move with the machine's load."
         )
+    text += _same_sweeps(r, caps) + _caps_within_targets(r, caps, dtypes)
     return md_table(head, "l" + "r" * (len(head) - 1), rows) + "\n" + text + "\n"
+
+
+def _same_sweeps(r: Results, caps: Sequence[Any]) -> str:
+    """Caps at or above the sweeps the cost bound asks for on the matrix run the same
+    computation: their differences are the machine's noise."""
+    bound = max(
+        (
+            s
+            for x in items(r, "engine", "single_layer")
+            if any(get(x, "matrix") == get(c, "matrix") for c in caps)
+            for s in items(x, "sweeps_per_factor")
+            if isinstance(s, int)
+        ),
+        default=None,
+    )
+    if bound is None:
+        return ""
+    same = [
+        c for c in caps if isinstance(get(c, "max_sweeps"), int) and get(c, "max_sweeps") >= bound
+    ]
+    values = list(dict.fromkeys(str(get(c, "max_sweeps")) for c in same))
+    if len(values) < 2:
+        return ""
+    return (
+        f" Caps {_and(values)} run the same computation here (the cost bound asks for at most "
+        f"{bound} sweeps per factor on this shape), so the spread of their times "
+        f"({span((get(c, 'ratio') for c in same), lambda v: num(v, '.2f'))}) is the machine's "
+        "noise."
+    )
+
+
+def _caps_within_targets(r: Results, caps: Sequence[Any], dtypes: Sequence[str]) -> str:
+    ratio_t = get(r, "engine", "targets", "ratio_photo")
+    iter_t = get(r, "engine", "targets", "per_iter_512")
+    if not (_is_num(ratio_t) and _is_num(iter_t)):
+        return ""
+    said = []
+    for d in dtypes:
+        ok = [
+            str(get(c, "max_sweeps"))
+            for c in caps
+            if str(get(c, "dtype")) == d
+            and _is_num(get(c, "ratio"))
+            and _is_num(get(c, "per_iter_ratio"))
+            and get(c, "ratio") <= ratio_t
+            and get(c, "per_iter_ratio") <= iter_t
+        ]
+        said.append(f"{d}: {', '.join(ok) or 'none'}")
+    return (
+        f" Caps within both targets (time {num(ratio_t, 'g')} of scikit-learn's, an iteration "
+        f"{times(iter_t, 'g')} the products): {'; '.join(said)}."
+    )
 
 
 @renderer("engine-encode")

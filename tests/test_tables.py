@@ -205,3 +205,27 @@ def test_error_claims_are_means_over_the_inputs() -> None:
     assert (
         "with the default fine-tuning 20.0%, 30.0% (depth 2: 28.0 points above its floor)" in text
     )
+
+
+def test_caps_above_the_cost_bound_are_called_the_same_computation() -> None:
+    caps = [
+        {"matrix": "m", "dtype": "float32", "max_sweeps": c, "ratio": t, "per_iter_ratio": p,
+         "n_iter": n}
+        for c, t, p, n in ((1, 0.5, 1.5, 90), (2, 0.2, 2.5, 40), (6, 0.15, 4.0, 20),
+                           (8, 0.1, 3.5, 20))
+    ]  # fmt: skip
+    results = {
+        "engine": {
+            "targets": {"ratio_photo": 0.25, "per_iter_512": 3.0},
+            "defaults": {"max_sweeps": 6},
+            "single_layer": [{"matrix": "m", "sweeps_per_factor": [6, 5]}],
+            "sweep_tradeoff": caps,
+        }
+    }
+    text = tables.RENDERERS["engine-sweeps"](results)
+    assert "| 6 (default) | 4.0x | 0.15 | 20 |" in text
+    assert "soonest: float32: cap 8 (0.10)" in text
+    assert "does not rise steadily with the cap in float32" in text
+    assert "Caps 6 and 8 run the same computation here" in text
+    assert "(0.10-0.15) is the machine's noise" in text
+    assert "the products): float32: 2." in text
