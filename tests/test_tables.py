@@ -16,15 +16,37 @@ import tables  # noqa: E402
 
 ENGINE = {
     "engine": {
+        "targets": {"ratio_photo": 0.25, "per_iter_512": 3.0, "deep_time": 1.5,
+                    "deep_vs_single": 1.01, "depth_vs_greedy": 1.05},
+        "defaults": {"max_sweeps": 6, "deep_weight": 2.0, "middle_weight": 0.25},
         "single_layer": [
-            {"matrix": "grey 8x8", "rank": 2, "dtype": "float32", "sklearn_seconds": 1.0,
-             "mlnmf_seconds": 0.25, "mlnmf_n_iter": 7, "ratio": 0.25, "per_iter_ratio": 1.5,
-             "plain_hals_iter_ratio": 1.25}
+            {"matrix": "grey 8x8", "kind": "photo", "tuned_on": False, "rank": 2,
+             "dtype": "float32", "sklearn_seconds": 1.0, "mlnmf_seconds": 0.25,
+             "mlnmf_n_iter": 7, "reached": True, "ratio": 0.25, "ratio_target": 0.25,
+             "ratio_met": True},
+            {"matrix": "grey 8x8", "kind": "photo", "tuned_on": False, "rank": 2,
+             "dtype": "float64", "sklearn_seconds": 1.0, "mlnmf_seconds": 0.5,
+             "mlnmf_n_iter": 9, "reached": False, "sklearn_error": 0.1, "mlnmf_error": 0.2,
+             "ratio": 0.5, "ratio_target": 0.25, "ratio_met": False},
         ],
         "deep": [
-            {"image": "grey", "shape": [8, 8], "ranks": [4, 2], "greedy_errors": [0.1, 0.3],
-             "fine_tuned_errors": [0.2, 0.25], "svd_floors": [0.05, 0.2]}
+            {"image": "grey", "dtype": "float32", "ranks": [4, 2],
+             "full_greedy_errors": [0.1, 0.3], "fine_tuned_errors": [0.102, 0.25],
+             "depth_over_full_greedy": [1.02, 0.8333], "svd_floors": [0.05, 0.2],
+             "depth_met": True, "deepest_over_sklearn_rank16": 1.02, "deepest_met": False,
+             "no_dead_met": True, "time_ratio": 1.2, "time_met": True},
         ],
+        "frontier": {
+            "by_weight": [
+                {"middle_weight": 0.25, "deep_weight": 2.0, "worst_shallow_ratio": 1.03,
+                 "worst_deepest_over_sklearn_rank16": 1.08},
+                {"middle_weight": 0.25, "deep_weight": 4.0, "worst_shallow_ratio": 1.06,
+                 "worst_deepest_over_sklearn_rank16": 1.06},
+                {"middle_weight": 0.25, "deep_weight": "inf", "worst_shallow_ratio": 2.5,
+                 "worst_deepest_over_sklearn_rank16": 1.005, "runs_with_dead_components": 1,
+                 "runs": 4},
+            ]
+        },
     }
 }  # fmt: skip
 
@@ -34,14 +56,45 @@ def test_only_the_marked_region_changes() -> None:
     new = tables.render_text(text, ENGINE)
     assert new.startswith("before 1.23\n<!-- table:engine-speed -->\n| matrix |")
     assert new.endswith("<!-- /table -->\nafter 4.56\n")
-    assert "| grey 8x8 | 2 | float32 | 1.000 s | 0.250 s (7 it) | 0.25 | 1.50x | 1.25x |" in new
+    assert "| grey 8x8 | no | 2 | float32 | 1.000 s | 0.250 s (7 it) | 0.250 | 0.25 | yes |" in new
     assert "old | table" not in new
     assert tables.render_text(new, ENGINE) == new  # a second run changes nothing
 
 
-def test_fine_tuning_sentence_follows_the_data() -> None:
-    text = tables.RENDERERS["engine-deep-summary"](ENGINE)
-    assert "the error at depth 1 rises and at depth 2 it falls" in text
+def test_a_run_short_of_the_reference_error_is_said_and_counts_as_not_met() -> None:
+    table = tables.RENDERERS["engine-speed"](ENGINE)
+    assert "0.500 s (9 it), stopped at 0.2000 > 0.1000 | 0.500 | 0.25 | no |" in table
+    text = tables.RENDERERS["engine-speed-summary"](ENGINE)
+    assert "Photos: 1 of 2 runs reach" in text
+    assert "is not met, worst 0.50 (grey 8x8 float64)" in text
+    assert (
+        "Stopped short of scikit-learn's error (counted as not met): grey 8x8 (1 of 2 runs)" in text
+    )
+
+
+def test_targets_are_met_only_when_every_run_meets_them() -> None:
+    met = tables.RENDERERS["engine-deep-summary"](ENGINE)
+    assert "Every depth within 1.05x its greedy error" in met
+    assert "in 1 of 1 runs, met, worst 1.020x at depth 1 (grey float32)" in met
+    assert "the 1.01x target is met in 0 of 1 runs, not met" in met
+    assert "at depth 1 in 0 of 1 and depth 2 in 1 of 1 runs" in met
+    time = tables.RENDERERS["engine-deep-time"](ENGINE)
+    assert "1 of 1 runs, met." in time
+
+
+def test_the_default_weights_are_checked_against_the_frontier() -> None:
+    text = tables.RENDERERS["engine-frontier"](ENGINE)
+    assert "| 0.25 | 2 (default) | 1.030x |" in text
+    assert (
+        "every shallower depth within 1.05x in every run is 2; the default deep weight is 2, that one."
+        in text
+    )
+    assert "reach 2.50x its greedy error and leaves a dead component in 1 of 4 runs" in text
+    other = {
+        "engine": {**ENGINE["engine"], "defaults": {"deep_weight": 4.0, "middle_weight": 0.25}}
+    }
+    text = tables.RENDERERS["engine-frontier"](other)
+    assert "| 0.25 | 4 (default) |" in text and "the default deep weight is 4." in text
 
 
 def test_missing_and_malformed_results_render_dashes() -> None:
@@ -50,7 +103,7 @@ def test_missing_and_malformed_results_render_dashes() -> None:
         for name, render in tables.RENDERERS.items():
             assert isinstance(render(results), str), name
     row = tables.RENDERERS["engine-speed"](broken).splitlines()[2]
-    assert row == "| m | — | — | — | — (— it) | — | — | — |"
+    assert row == "| m | — | — | — | — | — (— it) | — | — | — |"
 
 
 def test_an_unknown_table_name_is_one_clear_error() -> None:
@@ -74,3 +127,105 @@ def test_renderers_survive_results_of_another_schema() -> None:
         changed = _mutate(results, random.Random(seed))
         for name, render in tables.RENDERERS.items():
             assert isinstance(render(changed), str), (seed, name)  # type: ignore[arg-type]
+
+
+LIKE_SEED = {
+    "like_seed": {
+        "cases": [
+            {"case": "grey", "runs": 4, "depths": [
+                {"depth": 1, "ours_inside_writeup_range": 4,
+                 "writeup": {"median": 0.1}, "ours": {"median": 0.1}},
+                {"depth": 2, "ours_inside_writeup_range": 3,
+                 "writeup": {"min": 0.2, "median": 0.3, "max": 0.4},
+                 "ours": {"min": 0.25, "median": 0.35, "max": 0.45}},
+            ]},
+            {"case": "colour", "runs": 4, "depths": [
+                {"depth": 2, "ours_inside_writeup_range": 1,
+                 "writeup": {"median": 0.3}, "ours": {"median": 0.2}},
+            ]},
+        ]
+    }
+}  # fmt: skip
+
+
+def test_like_seed_counts_only_the_depths_with_ties() -> None:
+    text = tables.RENDERERS["like-seed-summary"](LIKE_SEED)
+    assert text.startswith("Beyond depth 1, 4 of 8 of our like-seed errors fall inside")
+    assert "(grey 3 of 4; colour 1 of 4); our median is above the write-up's in 1 of 2 rows" in text
+    table = tables.RENDERERS["like-seed-spread"](LIKE_SEED)
+    assert (
+        "| grey | — | 2 | — | 0.2000 / 0.3000 / 0.4000 | 0.2500 / 0.3500 / 0.4500 | 3 of 4 |"
+        in table
+    )
+
+
+def _random_entry(depth: int, kind: str, low: float, high: float) -> dict[str, object]:
+    return {"config": "defaults", "depth": depth, "kind": kind,
+            "corrected": {"mean": (low + high) / 2, "low": low, "high": high},
+            "null": {"mean": 0.5}, "control": {"mean": 0.503}}  # fmt: skip
+
+
+def test_an_interval_off_zero_is_named_with_its_side() -> None:
+    results = {
+        "experiments": {
+            "repeats": 10,
+            "random": {"summary": [_random_entry(1, "features", -0.01, 0.01),
+                                   _random_entry(3, "features", -0.02, -0.01)]},
+            "random_like_seed": {"summary": [_random_entry(1, "coefficients", 0.01, 0.03)]},
+        }
+    }  # fmt: skip
+    text = tables.RENDERERS["experiments-random-claim"](results)
+    assert "above chance lies between -0.015 and 0.020 (3 numbers" in text
+    assert "1 of 3 95% intervals contain 0" in text
+    assert "ours, depth 3 features, -0.015 [-0.020, -0.010], below chance" in text
+    assert "like the seed, depth 1 coefficients, 0.020 [0.010, 0.030], above chance" in text
+    assert "within 0.003 of the null in every row" in text
+
+
+def test_error_claims_are_means_over_the_inputs() -> None:
+    def run(config: str, errors: list[float]) -> dict[str, object]:
+        return {"config": config, "depths": [
+            {"depth": d + 1, "rank": 4 >> d, "relative_error": e, "svd_floor": 0.01 * (d + 1),
+             "top_feature_share": 0.25} for d, e in enumerate(errors)]}  # fmt: skip
+
+    results = {
+        "experiments": {
+            "samples": {
+                "configs": [
+                    {"label": "tuned", "parameters": {"fine_tune": True}},
+                    {"label": "greedy", "parameters": {"fine_tune": False}},
+                ],
+                "runs": [run("tuned", [0.1, 0.2]), run("tuned", [0.3, 0.4]),
+                         run("greedy", [0.1, 0.5]), run("greedy", [0.1, 0.7])],
+            },
+        }
+    }  # fmt: skip
+    text = tables.RENDERERS["experiments-errors-claim"](results)
+    assert "greedy error 10.0%, 60.0% against SVD floors 1.0%, 2.0%" in text
+    assert (
+        "with the default fine-tuning 20.0%, 30.0% (depth 2: 28.0 points above its floor)" in text
+    )
+
+
+def test_caps_above_the_cost_bound_are_called_the_same_computation() -> None:
+    caps = [
+        {"matrix": "m", "dtype": "float32", "max_sweeps": c, "ratio": t, "per_iter_ratio": p,
+         "n_iter": n}
+        for c, t, p, n in ((1, 0.5, 1.5, 90), (2, 0.2, 2.5, 40), (6, 0.15, 4.0, 20),
+                           (8, 0.1, 3.5, 20))
+    ]  # fmt: skip
+    results = {
+        "engine": {
+            "targets": {"ratio_photo": 0.25, "per_iter_512": 3.0},
+            "defaults": {"max_sweeps": 6},
+            "single_layer": [{"matrix": "m", "sweeps_per_factor": [6, 5]}],
+            "sweep_tradeoff": caps,
+        }
+    }
+    text = tables.RENDERERS["engine-sweeps"](results)
+    assert "| 6 (default) | 4.0x | 0.15 | 20 |" in text
+    assert "soonest: float32: cap 8 (0.10)" in text
+    assert "does not rise steadily with the cap in float32" in text
+    assert "Caps 6 and 8 run the same computation here" in text
+    assert "(0.10-0.15) is the machine's noise" in text
+    assert "the products): float32: 2." in text
