@@ -33,9 +33,9 @@ $(VENV)/.stamp-%: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.stamp-runtime
 	$(ONE_THREAD) $(BIN)/mlnmf decompose sample_images/camera.png --layers 3 --ranks 64,32,16 --out out --force
 	@echo
-	@echo "Pictures are in out/camera/: summary.png, original.png, reconstruction.png,"
-	@echo "reconstruction_depth{1,2,3}.png, features_layer{1,2,3}.png, coefficients_layer{1,2,3}.png;"
-	@echo "the numbers are in out/camera/report.json."
+	@echo "Open out/index.html (the report page) or out/camera/summary.png. The pictures are in"
+	@echo "out/camera/ (original.png, reconstruction_depth{1,2,3}.png, features_layer{1,2,3}.png,"
+	@echo "coefficients_layer{1,2,3}.png, ...); the numbers are in out/camera/report.json."
 	@echo
 	@echo "mlnmf is installed in $(VENV). To run it, activate the environment first:"
 	@echo "    . $(VENV)/bin/activate"
