@@ -202,7 +202,7 @@ def per_iteration(
     stamps: list[float] = []
     _single.solve(
         X, W, H, method="nmf", solver="hals", max_iter=n_iter, tol=-1.0, target_error=None,
-        callback=lambda s, i, e: stamps.append(time.perf_counter()), stage="layer1",
+        callback=lambda s, i, e, f: stamps.append(time.perf_counter()), stage="layer1",
         max_sweeps=max_sweeps,
     )  # fmt: skip
     # The median of the single iterations: a time slice lost to another process

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from mlnmf_cli.engine import (
     METHODS,
     SOLVERS,
     DeepResult,
+    Model,
     NMFResult,
     _linalg,
     _single,
@@ -680,7 +682,7 @@ def test_callback_sees_every_stage(rand_matrix: np.ndarray) -> None:
         max_iter=5,
         tol=0,
         fine_tune_iter=4,
-        callback=lambda *a: seen.append(a),
+        callback=lambda s, i, e: seen.append((s, i, e)),
     )
     stages = [s for s, _, _ in seen]
     assert stages == ["layer1"] * 5 + ["layer2"] * 5 + ["layer3"] * 5 + ["fine-tune"] * 4
@@ -688,6 +690,30 @@ def test_callback_sees_every_stage(rand_matrix: np.ndarray) -> None:
     layer1 = [e for s, _, e in seen if s == "layer1"]
     assert layer1 == list(d.layers[0].history[1:])
     assert all(isinstance(e, float) for _, _, e in seen)
+
+
+def test_a_callback_with_a_fourth_argument_sees_the_current_factors(
+    rand_matrix: np.ndarray,
+) -> None:
+    X = rand_matrix
+    seen: dict[tuple[str, int], tuple[float, object]] = {}
+
+    def watch(stage: str, it: int, err: float, factors: Any) -> None:
+        seen[stage, it] = (err, factors())
+
+    d = factorize_deep(X, [6, 3], max_iter=6, tol=0, fine_tune_iter=3, callback=watch)
+    # A layer's factors give the error reported with them (the best iterate so far).
+    err, (W, H) = seen["layer1", 4]
+    assert rel_err(X, W, H) == pytest.approx(err, rel=1e-9)
+    assert rel_err(X, W, H) == pytest.approx(d.layers[0].history[4], rel=1e-9)
+    # Fine-tuning shows the whole model; its deepest reconstruction has the reported error.
+    err, model = seen["fine-tune", 3]
+    assert isinstance(model, Model)
+    R = model.reconstruct(2)
+    assert np.linalg.norm(X - R) / np.linalg.norm(X) == pytest.approx(err, rel=1e-6)
+    # Copies: the run goes on unchanged.
+    W[...] = 0
+    assert np.any(d.layers[0].W)
 
 
 def test_callback_can_stop_a_stage(rand_matrix: np.ndarray) -> None:

@@ -24,8 +24,10 @@ from mlnmf_cli.engine.options import (
     Callback,
     EngineOptions,
     Integer,
+    Notify,
     check_rank,
     check_ranks,
+    notifier,
 )
 from mlnmf_cli.errors import ParameterError
 
@@ -118,7 +120,7 @@ def _rescaled(res: NMFResult, a: int, b: int) -> NMFResult:
 
 
 def _factorize_checked(
-    X: np.ndarray, rank: int, opts: EngineOptions, callback: Callback, stage: str
+    X: np.ndarray, rank: int, opts: EngineOptions, callback: Notify | None, stage: str
 ) -> NMFResult:
     start = time.perf_counter()
     rng = np.random.default_rng(opts.seed)
@@ -200,9 +202,10 @@ def factorize(
     """
     opts = _options(options, params)
     _check_callback(callback)
+    notify = notifier(callback)
     A, exponent = _to_unit_scale(check_matrix(X, opts.method))
     r = check_rank(rank, A.shape, opts.init)
-    res = _factorize_checked(A, r, opts, callback, "layer1")
+    res = _factorize_checked(A, r, opts, notify, "layer1")
     return _rescaled(res, *_split(exponent))
 
 
@@ -243,6 +246,7 @@ def factorize_deep(
     """
     opts = _options(options, params)
     _check_callback(callback)
+    notify = notifier(callback)
     Integer(1, optional=True).check("layers", layers)
     A, exponent = _to_unit_scale(check_matrix(X, opts.method))
     rs = check_ranks(ranks, A.shape, opts.init, layers)
@@ -256,7 +260,7 @@ def factorize_deep(
     greedy_tol = max(opts.tol, GREEDY_TOL) if opts.fine_tune and opts.tol > 0 else opts.tol
     layer_opts = dataclasses.replace(opts, tol=greedy_tol)
     for li, r in enumerate(rs):
-        res = _factorize_checked(current, r, layer_opts, callback, f"layer{li + 1}")
+        res = _factorize_checked(current, r, layer_opts, notify, f"layer{li + 1}")
         results.append(res)
         W, H = res.W.copy(), res.H.copy()
         if opts.normalize:
@@ -282,7 +286,7 @@ def factorize_deep(
             max_iter=opts.fine_tune_iter,
             tol=float(opts.tol),
             target_error=None if opts.target_error is None else float(opts.target_error),
-            callback=callback,
+            callback=notify,
             normalize=opts.normalize,
             extrapolate=opts.extrapolate,
         )

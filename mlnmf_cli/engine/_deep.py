@@ -39,13 +39,14 @@ import numpy as np
 from mlnmf_cli.engine._linalg import relative_error_from_products, squared_norm
 from mlnmf_cli.engine._single import (
     DELTA,
-    Callback,
     Momentum,
     RowSweeper,
     _extrapolate,
     _least_squares,
     n_sweeps,
 )
+from mlnmf_cli.engine.model import Model
+from mlnmf_cli.engine.options import Notify
 
 APG_STEPS = 30
 TOL_FACTOR = 0.1
@@ -233,7 +234,7 @@ def fine_tune(
     max_iter: int,
     tol: float,
     target_error: float | None,
-    callback: Callback,
+    callback: Notify | None,
     normalize: bool,
     greedy_errors: list[float] | None = None,
     deep_weight: float = DEEP_WEIGHT,
@@ -345,7 +346,16 @@ def fine_tune(
         out.objective.append(obj)
         out.depth_errors = list(errs)
         out.n_iter = it
-        stop = bool(callback("fine-tune", it, errs[-1])) if callback is not None else False
+        stop = (
+            callback(
+                "fine-tune",
+                it,
+                errs[-1],
+                lambda: Model([W.copy() for W in Ws], [H.copy() for H in Hs]),
+            )
+            if callback is not None
+            else False
+        )
         if target_error is not None and errs[-1] <= target_error:
             out.converged = True
             break

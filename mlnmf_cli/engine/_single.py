@@ -11,11 +11,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from mlnmf_cli.engine._linalg import relative_error_from_products, squared_norm
+from mlnmf_cli.engine.options import Notify
 from mlnmf_cli.errors import ParameterError
 
 ALPHA = 0.5
@@ -27,8 +27,6 @@ PATIENCE = 5
 # against scikit-learn (benchmarks/bench_engine.py) sweeps past the 6th did not
 # cut the iterations to a given error on any benchmark matrix, only added time.
 MAX_SWEEPS = 6
-
-Callback = Callable[[str, int, float], Any] | None
 
 
 class RowSweeper:
@@ -244,7 +242,7 @@ def solve(
     max_iter: int,
     tol: float,
     target_error: float | None,
-    callback: Callback,
+    callback: Notify | None,
     stage: str,
     alpha: float = ALPHA,
     delta: float = DELTA,
@@ -339,10 +337,15 @@ def solve(
         err = relative_error_from_products(normX2, WtX, H, WtW, HHt, X, Wt.T)
         out.errors.append(err)
         out.n_iter = it
-        if _should_stop(out, it, err, tol, target_error, callback, stage):
+        if _should_stop(out, it, err, tol, target_error, callback, stage, _copies(Wt, H)):
             break
     out.W, out.H = np.ascontiguousarray(Wt.T), H
     return out
+
+
+def _copies(Wt: np.ndarray, H: np.ndarray) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
+    """What a callback's ``factors()`` returns during a layer: copies of (W, H)."""
+    return lambda: (Wt.T.copy(), H.copy())
 
 
 def _should_stop(
@@ -351,8 +354,9 @@ def _should_stop(
     err: float,
     tol: float,
     target_error: float | None,
-    callback: Callback,
+    callback: Notify | None,
     stage: str,
+    factors: Callable[[], tuple[np.ndarray, np.ndarray]],
 ) -> bool:
     """Report the iteration; decide whether to stop (sets ``out.converged``).
 
@@ -360,7 +364,7 @@ def _should_stop(
     improvement per iteration, averaged over the last PATIENCE iterations
     (fewer at the start), is at most ``tol``.
     """
-    stop = bool(callback(stage, it, err)) if callback is not None else False
+    stop = callback(stage, it, err, factors) if callback is not None else False
     k = min(it, PATIENCE)
     old = out.errors[-1 - k]
     if (
@@ -383,7 +387,7 @@ def _solve_extrapolated(
     max_iter: int,
     tol: float,
     target_error: float | None,
-    callback: Callback,
+    callback: Notify | None,
     stage: str,
     alpha: float,
     delta: float,
@@ -450,7 +454,7 @@ def _solve_extrapolated(
             best = min(err_n, err_y)
         out.errors.append(best)
         out.n_iter = it
-        if _should_stop(out, it, best, tol, target_error, callback, stage):
+        if _should_stop(out, it, best, tol, target_error, callback, stage, _copies(bestW, bestH)):
             break
     out.W, out.H = np.ascontiguousarray(bestW.T), bestH
 

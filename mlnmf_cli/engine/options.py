@@ -26,10 +26,41 @@ METHODS = ("nmf", "semi")
 SOLVERS = ("hals", "mu")
 INITS = ("nndsvda", "nndsvd", "random", "svd")
 
-Callback = Callable[[str, int, float], Any] | None
+Callback = Callable[..., Any] | None
 """``callback(stage, iteration, error)`` after each iteration of a layer ("layer1",
 ..., "layerL") or of the joint fine-tuning ("fine-tune"); a True return stops that
-stage. ``error`` is the stage's relative error (float)."""
+stage. ``error`` is the stage's relative error (float).
+
+A callback that takes a fourth argument (without a default, or ``*args``) is called as
+``callback(stage, iteration, error, factors)``: ``factors()`` returns copies of the
+current factors, ``(W, H)`` of the layer (its input is the previous layer's
+coefficients) or, while fine-tuning, the whole :class:`~mlnmf_cli.engine.model.Model`;
+they are at the engine's working scale (the data's, unless its magnitude is beyond
+2**±16, see :func:`~mlnmf_cli.engine.factorize`). Nothing is copied unless it is called.
+"""
+
+Notify = Callable[[str, int, float, Callable[[], Any]], bool]
+"""The engine's side of a callback: always four arguments (see :func:`notifier`)."""
+
+
+def notifier(callback: Callback) -> Notify | None:
+    """The user's ``callback`` as the engine calls it, with or without the factors."""
+    if callback is None:
+        return None
+    import inspect
+
+    try:
+        params = list(inspect.signature(callback).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    # A fourth positional parameter without a default, or *args, asks for the factors.
+    wants_factors = any(p.kind == p.VAR_POSITIONAL for p in params) or (
+        len(positional) >= 4 and positional[3].default is inspect.Parameter.empty
+    )
+    if wants_factors:
+        return lambda stage, it, err, factors: bool(callback(stage, it, err, factors))
+    return lambda stage, it, err, factors: bool(callback(stage, it, err))
 
 
 # --------------------------------------------------------------------------- errors
