@@ -82,6 +82,13 @@ def truncated_svd(
         Ub, s, Vt = np.linalg.svd(B, full_matrices=False)
         U = (Q @ Ub)[:, :k]
         s, Vt = s[:k], Vt[:k]
+    if U.shape[1] < k:
+        # The range finder drops directions X does not have (rank below k): the
+        # missing triplets are zero, as an exact SVD's would be.
+        pad = k - U.shape[1]
+        U = np.hstack([U, np.zeros((m, pad))])
+        s = np.concatenate([s, np.zeros(pad)])
+        Vt = np.vstack([Vt, np.zeros((pad, n))])
     idx = np.argmax(np.abs(U), axis=0)
     signs = np.where(U[idx, np.arange(U.shape[1])] < 0, -1.0, 1.0)
     return U * signs, s, Vt * signs[:, None]
