@@ -254,6 +254,11 @@ def save_model(
 
 def load_model(path: Path) -> SavedModel:
     """Read and check a ``model.npz``; nothing in it is unpickled or executed."""
+    return _check_model(read_npz(path))
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file, read with ``allow_pickle=False``; one-line errors."""
     path = Path(path)
     try:
         with open(path, "rb") as fh:
@@ -269,7 +274,7 @@ def load_model(path: Path) -> SavedModel:
         raise InputError(f"not a valid model file ({exc})") from exc
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, RuntimeError) as exc:
         raise InputError(f"not a valid model file (truncated or corrupt: {exc})") from exc
-    return _check_model(arrays)
+    return arrays
 
 
 def _check_model(arrays: Mapping[str, np.ndarray]) -> SavedModel:
@@ -290,6 +295,11 @@ def _check_model(arrays: Mapping[str, np.ndarray]) -> SavedModel:
         raise InputError(f"model metadata is not valid JSON ({exc.msg})") from exc
     if not isinstance(meta, dict):
         raise InputError("model metadata is not a JSON object")
+    if meta.get("kind") == "collection":
+        raise InputError(
+            "this is a collection model from 'mlnmf learn' (its atoms are whole images); "
+            "rebuild images with it by 'mlnmf encode MODEL IMAGE...'"
+        )
     try:
         n_parts = int(meta["n_parts"])
         depth = int(meta["depth"])

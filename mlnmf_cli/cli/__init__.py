@@ -3,7 +3,7 @@
 Each command lives in its own module; importing them registers them on ``app``.
 """
 
-from mlnmf_cli.cli import decompose, experiments  # noqa: F401  (registers the commands)
+from mlnmf_cli.cli import decompose, experiments, learn  # noqa: F401  (registers the commands)
 from mlnmf_cli.cli.common import app
 
 
