@@ -154,8 +154,12 @@ def learn(
     elif stride is not None:
         _usage("--stride needs --patches", "--stride")
     _existing(out, force, skip_existing, quiet, as_json)
+    # No bar when stderr is not a terminal: a log gets the error lines and the table only.
     progress = progress_bar(
-        quiet, TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}")
+        quiet or not console.is_terminal,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[detail]}"),
     )
     try:
         with _sigterm_as_interrupt(), progress:

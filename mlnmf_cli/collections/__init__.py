@@ -12,7 +12,8 @@ From arrays::
 ``learn`` takes every engine option of ``factorize_deep`` (method, solver,
 init, fine_tune, seed, ...) plus ``dtype``; its result holds the engine's
 deep model in ``.result`` (``Ws``, ``Hs``, ``reconstruct(depth)``,
-``effective_features(depth)``).
+``effective_features(depth)``). ``mlnmf_cli.collections.swimmer`` generates
+the swimmer collection, a check with a known answer.
 """
 
 from __future__ import annotations
@@ -23,9 +24,8 @@ import numpy as np
 
 from mlnmf_cli import pipeline
 from mlnmf_cli.collections.dictionary import Encoded, Learned, encode_matrix, learn_matrix
-from mlnmf_cli.collections.swimmer import swimmer
 
-__all__ = ["Encoded", "Learned", "encode", "learn", "swimmer"]
+__all__ = ["Encoded", "Learned", "encode", "learn"]
 
 
 def learn(X: Any, ranks: tuple[int, ...] | list[int], **options: Any) -> Learned:

@@ -91,7 +91,7 @@ class Learned:
 
     def depth_errors(self) -> list[dict[str, Any]]:
         """Per depth: rank, relative error, PSNR, greedy error and the rank's SVD floor."""
-        rows = self._decomposition().depth_errors()
+        rows: list[dict[str, Any]] = list(self._decomposition().depth_errors())
         for row in rows:
             errs = self.column_errors(int(row["depth"]))
             row["median_image_error"] = float(np.median(errs))

@@ -162,7 +162,7 @@ def assemble_patches(columns: np.ndarray, shape: tuple[int, ...], spec: PatchSpe
     count = np.zeros(shape[:2], dtype=np.float64)
     ph, pw = spec.size
     patch_shape = (ph, pw, *shape[2:])
-    for k, (y, x) in enumerate(patch_grid(shape[:2], spec)):
+    for k, (y, x) in enumerate(patch_grid((int(shape[0]), int(shape[1])), spec)):
         total[y : y + ph, x : x + pw] += columns[:, k].reshape(patch_shape)
         count[y : y + ph, x : x + pw] += 1.0
     return total / (count if len(shape) == 2 else count[:, :, None])
@@ -218,7 +218,8 @@ def load_collection(
                 f"a collection needs at least 2 images, got 1 ({loaded[0][0]}); "
                 "to learn from one image use --patches HxW, or decompose it with 'mlnmf decompose'"
             )
-    blocks, names = [], []
+    blocks: list[np.ndarray] = []
+    names: list[str] = []
     for name, image in loaded:
         pixels = pixels_for(image, mode)
         try:

@@ -51,7 +51,8 @@ class CollectionModel:
         p = self.meta.get("patches")
         if p is None:
             return None
-        return PatchSpec(tuple(p["size"]), tuple(p["stride"]))  # type: ignore[arg-type]
+        (h, w), (sy, sx) = p["size"], p["stride"]
+        return PatchSpec((int(h), int(w)), (int(sy), int(sx)))
 
 
 def model_meta(collection: Collection, learned: Learned) -> dict[str, Any]:
@@ -395,10 +396,9 @@ def write_encode(
         "errors": [{"input": r["input"], "error": r["error"]} for r in rows if r["error"]],
     }
     with storage.staged_folder(out, replace=replace) as tmp:
-        names, suffixed = [], []
+        suffixed: list[str] = []
         for item in items:
             if item.error is None:
-                names.append(item.input)
                 suffixed.extend(item.input + s for s in item.suffixes)
         if encoded is not None:
             table, fields = code_rows(suffixed, encoded.H, encoded.relative_errors)
@@ -414,7 +414,7 @@ def write_encode(
             storage.write_bytes(tmp / "codes.npz", buf.getvalue())
             folder = tmp / "reconstructions"
             folder.mkdir()
-            pairs = []
+            pairs: list[list[tuple[Image.Image, str]]] = []
             for item in items:
                 if item.name in images:
                     pic = imageio.to_pil(np.clip(images[item.name], 0.0, 1.0))
