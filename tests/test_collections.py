@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mlnmf_cli import pipeline, storage
+from mlnmf_cli import storage
 from mlnmf_cli.collections import dictionary, encode, learn, loading, outputs, swimmer
 from mlnmf_cli.collections.nnls import nnls
 from mlnmf_cli.errors import InputError, ParameterError
@@ -227,7 +227,7 @@ def test_patch_and_stride_parsing() -> None:
 
 def learned_model(tmp_path: Path) -> tuple[loading.Collection, dictionary.Learned, Path]:
     c = loading.load_collection([grey_set(tmp_path / "set", count=6)])
-    learned = dictionary.learn_matrix(c.X, pipeline.Options(ranks=(4, 2)))
+    learned = dictionary.learn_matrix(c.X, dictionary.Options(ranks=(4, 2)))
     path = tmp_path / "model.npz"
     outputs.save_model(path, outputs.model_meta(c, learned), learned.Ws, learned.Hs)
     return c, learned, path

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from mlnmf_cli import storage
 from mlnmf_cli.cli import app
-from mlnmf_cli.collections import dictionary
+from mlnmf_cli.collections import _shared
 
 ENV = {"NO_COLOR": "1", "COLUMNS": "200", "TERM": "dumb"}
 LEARN_FILES = {
@@ -130,11 +130,11 @@ def test_images_of_different_sizes_need_size(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["--ranks", "9"], 1, "asks for 9 components but the collection has only 3 images"),
+        (["--ranks", "9"], 2, "asks for 9 components but the collection has only 3 images"),
         (
             ["--ranks", "2", "--channels", "separate"],
             2,
-            "separate is not available for a collection",
+            "'separate' is not one of 'gray', 'stack'",
         ),
         (["--ranks", "2", "--stride", "2"], 2, "--stride needs --patches"),
         (["--ranks", "2", "--size", "ten"], 2, "size must be HEIGHTxWIDTH"),
@@ -208,7 +208,7 @@ def test_interrupted_learn_writes_nothing(
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(dictionary, "_factorize", interrupted)
+    monkeypatch.setattr(_shared, "factorize_deep", interrupted)
     code, _, err = run("learn", grey_folder, "--ranks", "4", "--out", tmp_path / "m")
     assert code == 130 and "interrupted; nothing was written" in err
     assert list(tmp_path.iterdir()) == []
@@ -303,3 +303,25 @@ def test_encode_with_no_usable_input_writes_nothing(
     assert "missing.png: no such file or folder" in err
     assert "no input could be encoded; nothing was written" in err
     assert not (tmp_path / "e").exists()
+
+
+def test_colour_and_grey_mixed_is_a_usage_error_until_channels_chosen(tmp_path: Path) -> None:
+    folder = parts_set(tmp_path / "set", count=3)
+    Image.fromarray(np.full((10, 12, 3), 100, np.uint8), "RGB").save(folder / "rgb.png")
+    code, _, err = run("learn", folder, "--ranks", "2", "--out", tmp_path / "m")
+    assert code == 2 and "mixes colour and grey images: choose --channels gray" in err
+    code, _, err = run(
+        "learn", folder, "--ranks", "2", "--channels", "gray", "--out", tmp_path / "m", "-q"
+    )
+    assert code == 0, err
+
+
+def test_shipped_swimmer_collection_is_the_generated_one() -> None:
+    from mlnmf_cli.collections.swimmer import swimmer
+
+    folder = Path(__file__).resolve().parent.parent / "sample_images" / "collections" / "swimmer"
+    images, names = swimmer()
+    assert sorted(p.stem for p in folder.glob("*.png")) == sorted(names)
+    for k in (0, 77, 255):
+        with Image.open(folder / f"{names[k]}.png") as im:
+            np.testing.assert_array_equal(np.asarray(im) / 255.0, images[k])

@@ -6,16 +6,12 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, Literal, NoReturn
 
 import typer
-from rich.progress import BarColumn, TextColumn
-from rich.table import Table
-from rich.text import Text
 
 from mlnmf_cli import engine
 from mlnmf_cli.cli.common import (
-    Channels,
     Dtype,
     FineTune,
     FineTuneIter,
@@ -50,9 +46,21 @@ SkipExisting = Annotated[
 AsJson = Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")]
 Recursive = Annotated[bool, typer.Option("--recursive", "-R", help="Descend into subfolders.")]
+Channels = Annotated[
+    Literal["gray", "stack"] | None,
+    typer.Option(
+        help="gray (luminance) or stack (colour atoms: each column holds R, G and B). "
+        "[default: stack if all images are colour, gray if all are grey]"
+    ),
+]
 Inputs = Annotated[
     list[Path], typer.Argument(help="Image files and folders of images.", show_default=False)
 ]
+
+
+def _fail(exc: MlnmfError, prefix: str = "") -> NoReturn:
+    """Bad options or parameters are usage errors (2); every other error is 1."""
+    fail(prefix + str(exc), ExitCode.USAGE if isinstance(exc, ParameterError) else ExitCode.ERROR)
 
 
 def _usage(message: str, option: str) -> NoReturn:
@@ -70,6 +78,8 @@ def _existing(out: Path, force: bool, skip_existing: bool, quiet: bool, as_json:
             if as_json:
                 sys.stdout.write(json.dumps({"output": str(out), "skipped": True}) + "\n")
             if not quiet:
+                from rich.text import Text
+
                 console.print(Text(f"{out} exists; kept it (--skip-existing)"), soft_wrap=True)
             raise typer.Exit(int(ExitCode.OK))
         fail(f"{out}: already exists (use --force to replace it or --skip-existing to keep it)")
@@ -130,6 +140,8 @@ def learn(
     quiet: Quiet = False,
 ) -> None:
     """Learn one multilayer dictionary over a collection of images (each image a column)."""
+    from rich.progress import BarColumn, TextColumn
+
     from mlnmf_cli.collections import dictionary as learning
     from mlnmf_cli.collections import loading, outputs
 
@@ -138,12 +150,6 @@ def learn(
         fine_tune_iter=fine_tune_iter, normalize=normalize, refit=refit, max_iter=max_iter, tol=tol,
         target_error=target_error, dtype=dtype, seed=seed, channels=channels, max_pixels=max_pixels,
     )  # fmt: skip
-    if channels == "separate":
-        _usage(
-            "separate is not available for a collection (one dictionary for all images): "
-            "use gray (luminance) or stack (colour atoms)",
-            "--channels",
-        )
     resize = _parse(loading.parse_size, size, "--size")
     spec = None
     if patches is not None:
@@ -190,10 +196,8 @@ def learn(
             report = outputs.write_learn(out, collection, learned, replace=force)
     except KeyboardInterrupt:
         _interrupted(f"nothing was written to {out}")
-    except ParameterError as exc:
-        fail(str(exc))
     except MlnmfError as exc:
-        fail(str(exc))
+        _fail(exc)
     except MemoryError:
         fail(
             "not enough memory to learn from this collection (try smaller ranks, --size or --dtype float32)"
@@ -225,6 +229,8 @@ def _parse(parser: Any, value: str | None, option: str) -> Any:
 
 
 def _learn_table(report: dict[str, Any], out: Path) -> None:
+    from rich.table import Table
+
     shape = "x".join(map(str, report["image_shape"]))
     table = Table(
         title=f"mlnmf learn -> {out}  ({report['columns']} columns of {shape}, {report['channels']})",
@@ -277,7 +283,7 @@ def encode(
     try:
         saved = outputs.load_model(path)
     except MlnmfError as exc:
-        fail(f"{path}: {exc}")
+        _fail(exc, f"{path}: ")
     if depth is not None and depth > saved.depth:
         _usage(f"the model has {saved.depth} layer(s), got --depth {depth}", "--depth")
     _existing(out, force, skip_existing, quiet, as_json)
@@ -310,7 +316,7 @@ def encode(
     except KeyboardInterrupt:
         _interrupted(f"nothing was written to {out}")
     except MlnmfError as exc:
-        fail(str(exc))
+        _fail(exc)
     if as_json:
         envelope = {k: v for k, v in report.items() if k != "versions"}
         sys.stdout.write(json.dumps(envelope, indent=2) + "\n")
@@ -321,6 +327,9 @@ def encode(
 
 
 def _encode_table(report: dict[str, Any], out: Path) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(
         title=f"mlnmf encode -> {out}  (depth {report['depth']}, rank {report['rank']})",
         title_justify="left",

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from mlnmf_cli import pipeline
+from mlnmf_cli.collections._shared import Options
 from mlnmf_cli.collections.dictionary import Encoded, Learned, encode_matrix, learn_matrix
 
 __all__ = ["Encoded", "Learned", "encode", "learn"]
@@ -30,7 +30,7 @@ __all__ = ["Encoded", "Learned", "encode", "learn"]
 
 def learn(X: Any, ranks: tuple[int, ...] | list[int], **options: Any) -> Learned:
     """Learn a multilayer dictionary over the columns of X (pixels x images)."""
-    return learn_matrix(np.asarray(X), pipeline.Options(ranks=tuple(ranks), **options))
+    return learn_matrix(np.asarray(X), Options(ranks=tuple(ranks), **options))
 
 
 def encode(Ws: Any, X: Any, depth: int | None = None, **kwargs: Any) -> Encoded:

@@ -1,7 +1,8 @@
 """Learning one multilayer dictionary over a collection, and encoding new columns with it.
 
-Arrays in, results out: no files. The engine is called in :func:`_factorize`
-only, so a change of the engine's options or model type is one edit here.
+Arrays in, results out: no files. The engine is called through
+:mod:`._shared` only, so a change of the engine's options or model type is one
+edit there.
 """
 
 from __future__ import annotations
@@ -13,22 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from mlnmf_cli import engine, pipeline
+from mlnmf_cli.collections import _shared
+from mlnmf_cli.collections._shared import Options
 from mlnmf_cli.collections.nnls import nnls
 from mlnmf_cli.engine import metrics
 from mlnmf_cli.errors import ParameterError
 
 Progress = Callable[[str, int, float], Any]
-
-
-def _factorize(X: np.ndarray, options: pipeline.Options, callback: Progress | None) -> Any:
-    """The one engine call: X (pixels x images) in the working dtype, the deep result out."""
-    return engine.factorize_deep(
-        X.astype(np.dtype(options.dtype), copy=False),
-        options.ranks,
-        callback=callback,
-        **options.engine_kwargs(),
-    )
 
 
 def check_ranks(shape: tuple[int, int], ranks: Sequence[int], what: str = "images") -> None:
@@ -51,7 +43,7 @@ class Learned:
     """A dictionary learned over the columns of X, with what its report needs."""
 
     X: np.ndarray
-    options: pipeline.Options
+    options: Options
     result: Any  # engine.DeepResult (the engine's model type)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -78,20 +70,9 @@ class Learned:
         """Each image's own relative error at ``depth``."""
         return column_errors(self.X, self.reconstruction(depth))
 
-    def _decomposition(self) -> pipeline.Decomposition:
-        # The single-image report's per-depth and per-layer numbers apply as they are
-        # to the collection's matrix: reuse them rather than compute them twice.
-        return pipeline.Decomposition(
-            image=None,  # type: ignore[arg-type]
-            options=self.options,
-            channels="gray",
-            target=self.X,
-            parts=[self.result],
-        )
-
     def depth_errors(self) -> list[dict[str, Any]]:
         """Per depth: rank, relative error, PSNR, greedy error and the rank's SVD floor."""
-        rows: list[dict[str, Any]] = list(self._decomposition().depth_errors())
+        rows = _shared.depth_rows(self.X, self.options, self.result)
         for row in rows:
             errs = self.column_errors(int(row["depth"]))
             row["median_image_error"] = float(np.median(errs))
@@ -99,7 +80,7 @@ class Learned:
         return rows
 
     def layer_stats(self) -> list[dict[str, Any]]:
-        return self._decomposition().layer_stats()
+        return _shared.layer_rows(self.X, self.options, self.result)
 
 
 def column_errors(X: np.ndarray, R: np.ndarray) -> np.ndarray:
@@ -110,16 +91,14 @@ def column_errors(X: np.ndarray, R: np.ndarray) -> np.ndarray:
     return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.where(num > 0, np.inf, 0.0))
 
 
-def learn_matrix(
-    X: np.ndarray, options: pipeline.Options, progress: Progress | None = None
-) -> Learned:
+def learn_matrix(X: np.ndarray, options: Options, progress: Progress | None = None) -> Learned:
     """Learn a multilayer dictionary over the columns of X (pixels x images)."""
     X = np.asarray(X)
     if X.ndim != 2:
         raise ParameterError(f"X must be a 2-D matrix (pixels x images), got shape {X.shape}")
     check_ranks(X.shape, options.ranks)
     start = time.perf_counter()
-    result = _factorize(X, options, progress)
+    result = _shared.factorize_deep(X, options, progress)
     seconds = {
         "factorize": time.perf_counter() - start,
         "greedy": float(result.seconds["greedy"]),

@@ -16,11 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from mlnmf_cli import imageio, pipeline
+from mlnmf_cli import imageio
+from mlnmf_cli.collections._shared import expand_inputs, parse_size, resize_image
 from mlnmf_cli.errors import InputError, MlnmfError, ParameterError
-
-# The resizing and HxW parsing that `compare --resize` uses (one home for both).
-from mlnmf_cli.experiments import parse_size, resize_image
 
 COLLECTION_CHANNELS = ("gray", "stack")
 
@@ -187,7 +185,7 @@ def load_collection(
     :class:`~mlnmf_cli.errors.MlnmfError` when no usable matrix results: no image
     at all, one image (without patches), sizes that differ, a channel mix.
     """
-    items = pipeline.expand_inputs(paths, recursive=recursive, exclude=exclude)
+    items = expand_inputs(paths, recursive=recursive, exclude=exclude)
     failed: list[dict[str, str]] = []
     loaded: list[tuple[str, imageio.LoadedImage]] = []
     notes: list[str] = []
@@ -312,7 +310,7 @@ def load_for_model(
     from mlnmf_cli.collections.outputs import EncodeInput
 
     out = []
-    for item in pipeline.expand_inputs(paths, recursive=recursive, exclude=exclude):
+    for item in expand_inputs(paths, recursive=recursive, exclude=exclude):
         entry = EncodeInput(input=str(item.path), name=item.name, error=item.problem)
         if item.problem is None:
             try:

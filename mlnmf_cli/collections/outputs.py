@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from mlnmf_cli import imageio, render, storage
+from mlnmf_cli.collections._shared import pixel_errors
 from mlnmf_cli.collections.dictionary import Encoded, Learned, sparsity
 from mlnmf_cli.collections.loading import Collection, PatchSpec, assemble_patches
 from mlnmf_cli.errors import InputError
@@ -336,8 +337,6 @@ def encode_results(
     items: Sequence[EncodeInput], encoded: Encoded | None, model: CollectionModel
 ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
     """Per input: a JSON row, and the rebuilt pixels of those that succeeded."""
-    from mlnmf_cli.pipeline import pixel_errors
-
     rows, images = [], {}
     j = 0
     for item in items:
