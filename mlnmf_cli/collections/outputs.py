@@ -284,7 +284,8 @@ def write_learn(
         for d, depth_row in enumerate(report["depths"], start=1):
             atoms = atoms_image(learned.features(d), shape)
             storage.save_image(tmp / f"features_depth{d}.png", atoms)
-            features.append((atoms, f"atoms W1..W{d} ({depth_row['rank']})"))
+            chain = "W1" if d == 1 else f"W1..W{d}"
+            features.append((atoms, f"atoms {chain} (rank {depth_row['rank']})"))
             coefficients.append((render.coefficients_image(learned.Hs[d - 1]), f"codes H{d}"))
             mosaics.append(
                 (
