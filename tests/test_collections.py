@@ -298,3 +298,18 @@ def test_new_images_must_match_the_models_channels_and_size(tmp_path: Path) -> N
         imageio.load_image(tmp_path / "big.png"), {**meta, "resize": [8, 10]}
     )
     assert pixels.shape == (8, 10) and notes == ["resized from 9x10"]
+
+
+def test_rank_above_the_datas_rank_is_factored_not_crashed() -> None:
+    """The swimmer has rank 13 and is learned at rank 17: the randomized SVD behind
+    NNDSVD(a) used to return only 13 triplets (IndexError); the missing ones are zero."""
+    from mlnmf_cli.engine._linalg import truncated_svd
+
+    rng = np.random.default_rng(5)
+    X = rng.random((300, 3)) @ rng.random((3, 200))
+    U, s, Vt = truncated_svd(X, 10, np.random.default_rng(0))
+    assert U.shape == (300, 10) and s.shape == (10,) and Vt.shape == (10, 200)
+    assert np.allclose(s[3:], 0.0, atol=1e-8 * s[0])
+    np.testing.assert_allclose((U * s) @ Vt, X, atol=1e-8)
+    learned = learn(X, ranks=(10,), dtype="float64")
+    assert learned.depth_errors()[0]["relative_error"] < 1e-3
