@@ -313,3 +313,18 @@ def test_rank_above_the_datas_rank_is_factored_not_crashed() -> None:
     np.testing.assert_allclose((U * s) @ Vt, X, atol=1e-8)
     learned = learn(X, ranks=(10,), dtype="float64")
     assert learned.depth_errors()[0]["relative_error"] < 1e-3
+
+
+def test_each_images_error_is_the_same_computed_a_block_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = np.random.default_rng(6)
+    X = rng.random((20, 50))
+    learned = learn(X, ranks=(5, 3))
+    direct = np.linalg.norm(X - learned.reconstruction(2), axis=0) / np.linalg.norm(X, axis=0)
+    monkeypatch.setattr(dictionary, "_BLOCK_ELEMENTS", 60)  # 3 columns a block
+    blocked = dictionary.learn_matrix(X, learned.options)
+    np.testing.assert_allclose(blocked.column_errors(2), direct, rtol=1e-6)
+    np.testing.assert_allclose(
+        learned.reconstruction(2, [4, 7]), learned.reconstruction(2)[:, [4, 7]]
+    )

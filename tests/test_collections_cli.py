@@ -325,3 +325,22 @@ def test_shipped_swimmer_collection_is_the_generated_one() -> None:
     for k in (0, 77, 255):
         with Image.open(folder / f"{names[k]}.png") as im:
             np.testing.assert_array_equal(np.asarray(im) / 255.0, images[k])
+
+
+def test_interrupted_encode_writes_nothing(
+    learned: tuple[Path, str], grey_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, _ = learned
+    calls = []
+    real = storage.save_image
+
+    def save_then_stop(path: Path, image: object) -> None:
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real(path, image)
+
+    monkeypatch.setattr(storage, "save_image", save_then_stop)
+    code, _, err = run("encode", model, grey_folder, "--out", tmp_path / "e")
+    assert code == 130 and "interrupted; nothing was written" in err
+    assert list(tmp_path.iterdir()) == []

@@ -21,6 +21,7 @@ from mlnmf_cli.engine import metrics
 from mlnmf_cli.errors import ParameterError
 
 Progress = Callable[[str, int, float], Any]
+_BLOCK_ELEMENTS = 1 << 20  # model pixels made at a time when measuring each image's error
 
 
 def check_ranks(shape: tuple[int, int], ranks: Sequence[int], what: str = "images") -> None:
@@ -46,6 +47,7 @@ class Learned:
     options: Options
     result: Any  # engine.DeepResult (the engine's model type)
     seconds: dict[str, float] = field(default_factory=dict)
+    _column_errors: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def depth(self) -> int:
@@ -60,15 +62,30 @@ class Learned:
         return list(self.result.Hs)
 
     def features(self, depth: int) -> np.ndarray:
-        """W1 ... W_depth: the atoms at that depth, one column each."""
+        """W1 ... W_depth (float64): the atoms at that depth, one column each."""
         return np.asarray(self.result.effective_features(depth), dtype=np.float64)
 
-    def reconstruction(self, depth: int) -> np.ndarray:
-        return self.features(depth) @ np.asarray(self.Hs[depth - 1], dtype=np.float64)
+    def reconstruction(self, depth: int, columns: Any = slice(None)) -> np.ndarray:
+        """The model's pixels at ``depth`` (float64), of the ``columns`` asked for."""
+        H = np.asarray(self.Hs[depth - 1][:, columns], dtype=np.float64)
+        return self.features(depth) @ H
 
     def column_errors(self, depth: int) -> np.ndarray:
-        """Each image's own relative error at ``depth``."""
-        return column_errors(self.X, self.reconstruction(depth))
+        """Each image's own relative error at ``depth``, a block of columns at a time."""
+        if depth in self._column_errors:
+            return self._column_errors[depth]
+        n = self.X.shape[1]
+        step = max(1, _BLOCK_ELEMENTS // max(1, self.X.shape[0]))
+        errors = np.concatenate(
+            [
+                column_errors(
+                    self.X[:, j : j + step], self.reconstruction(depth, slice(j, j + step))
+                )
+                for j in range(0, n, step)
+            ]
+        )
+        self._column_errors[depth] = errors
+        return errors
 
     def depth_errors(self) -> list[dict[str, Any]]:
         """Per depth: rank, relative error, PSNR, greedy error and the rank's SVD floor."""

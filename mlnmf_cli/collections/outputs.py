@@ -268,12 +268,13 @@ def write_learn(
         save_model(tmp / "model.npz", model_meta(collection, learned), learned.Ws, learned.Hs)
         shown = shown_columns(collection.n_columns)
         rows: list[list[tuple[Image.Image, str]]] = []
-        recons = {d: learned.reconstruction(d) for d in range(1, L + 1)}
+        # Only the columns shown are rebuilt: never the whole collection's pixels.
+        recons = {d: learned.reconstruction(d, shown) for d in range(1, L + 1)}
         errors = {d: learned.column_errors(d) for d in range(1, L + 1)}
-        for j in shown:
+        for i, j in enumerate(shown):
             row = [(column_image(collection.X[:, j], shape), Path(collection.names[j]).name)]
             row += [
-                (column_image(recons[d][:, j], shape), f"depth {d}: {100 * errors[d][j]:.1f}%")
+                (column_image(recons[d][:, i], shape), f"depth {d}: {100 * errors[d][j]:.1f}%")
                 for d in range(1, L + 1)
             ]
             rows.append(row)
@@ -289,7 +290,7 @@ def write_learn(
             coefficients.append((render.coefficients_image(learned.Hs[d - 1]), f"codes H{d}"))
             mosaics.append(
                 (
-                    mosaic([column_image(recons[d][:, j], shape) for j in shown]),
+                    mosaic([column_image(recons[d][:, i], shape) for i in range(len(shown))]),
                     f"depth {d} (rank {depth_row['rank']}): error {100 * depth_row['relative_error']:.1f}%",
                 )
             )
