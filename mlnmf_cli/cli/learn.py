@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 
@@ -58,9 +57,9 @@ Inputs = Annotated[
 ]
 
 
-def _fail(exc: MlnmfError, prefix: str = "") -> NoReturn:
+def _fail(exc: MlnmfError) -> NoReturn:
     """Bad options or parameters are usage errors (2); every other error is 1."""
-    fail(prefix + str(exc), ExitCode.USAGE if isinstance(exc, ParameterError) else ExitCode.ERROR)
+    fail(str(exc), ExitCode.USAGE if isinstance(exc, ParameterError) else ExitCode.ERROR)
 
 
 def _usage(message: str, option: str) -> NoReturn:
@@ -142,8 +141,7 @@ def learn(
     """Learn one multilayer dictionary over a collection of images (each image a column)."""
     from rich.progress import BarColumn, TextColumn
 
-    from mlnmf_cli.collections import dictionary as learning
-    from mlnmf_cli.collections import loading, outputs
+    from mlnmf_cli.collections import loading, run
 
     options = build_options(
         ranks, layers, method=method, solver=solver, init=init, fine_tune=fine_tune,
@@ -170,15 +168,6 @@ def learn(
     try:
         with _sigterm_as_interrupt(), progress:
             task = progress.add_task("loading", total=None, detail="")
-            t0 = time.perf_counter()
-            collection = loading.load_collection(
-                inputs, channels=channels, size=resize, patches=spec, recursive=recursive,
-                max_pixels=max_pixels, exclude=out.resolve(),
-                on_image=lambda name: progress.update(task, detail=name),
-            )  # fmt: skip
-            load_seconds = time.perf_counter() - t0
-            for failure in collection.failed:
-                error_line(f"{failure['input']}: {failure['error']}")
 
             def on_progress(stage: str, iteration: int, error: float) -> None:
                 cap = options.fine_tune_iter if stage == "fine-tune" else options.max_iter
@@ -190,30 +179,18 @@ def learn(
                     detail=f"{iteration}/{cap}  error {100 * error:.2f}%",
                 )
 
-            learned = learning.learn_matrix(collection.X, options, on_progress)
-            learned.seconds["load"] = load_seconds
-            progress.update(task, description="writing", total=None, detail=str(out))
-            report = outputs.write_learn(out, collection, learned, replace=force)
+            report = run.learn_files(
+                inputs, options, out, size=resize, patches=spec, recursive=recursive,
+                replace=force, on_image=lambda name: progress.update(task, detail=name),
+                on_failed=lambda name, error: error_line(f"{name}: {error}"),
+                on_progress=on_progress,
+            )  # fmt: skip
     except KeyboardInterrupt:
         _interrupted(f"nothing was written to {out}")
     except MlnmfError as exc:
         _fail(exc)
-    except MemoryError:
-        fail(
-            "not enough memory to learn from this collection (try smaller ranks, --size or --dtype float32)"
-        )
-    summary = {
-        "version": report["version"],
-        "output": str(out),
-        "columns": report["columns"],
-        "succeeded": report["inputs"],
-        "failed": len(report["failed"]),
-        "errors": report["failed"],
-        "relative_error": report["relative_error"],
-        "depths": report["depths"],
-    }
     if as_json:
-        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        sys.stdout.write(json.dumps(run.learn_summary(report, out), indent=2) + "\n")
     if not quiet:
         _learn_table(report, out)
     raise typer.Exit(int(ExitCode.PARTIAL if report["failed"] else ExitCode.OK))
@@ -276,43 +253,20 @@ def encode(
     quiet: Quiet = False,
 ) -> None:
     """Codes of new images with a learned dictionary held fixed; errors and reconstructions."""
-    from mlnmf_cli.collections import dictionary as learning
-    from mlnmf_cli.collections import loading, outputs
+    from mlnmf_cli.collections import run
 
-    path = outputs.model_path(model)
     try:
-        saved = outputs.load_model(path)
+        path, saved = run.open_model(model)
     except MlnmfError as exc:
-        _fail(exc, f"{path}: ")
-    if depth is not None and depth > saved.depth:
-        _usage(f"the model has {saved.depth} layer(s), got --depth {depth}", "--depth")
+        _fail(exc)
     _existing(out, force, skip_existing, quiet, as_json)
-    seconds: dict[str, float] = {}
     try:
         with _sigterm_as_interrupt():
-            t0 = time.perf_counter()
-            items = loading.load_for_model(
-                inputs, saved.meta, saved.patches, recursive=recursive, max_pixels=max_pixels,
-                exclude=out.resolve(),
+            report = run.encode_files(
+                path, saved, inputs, out, depth=depth, max_iter=max_iter, tol=tol,
+                recursive=recursive, max_pixels=max_pixels, replace=force,
+                on_failed=lambda name, error: error_line(f"{name}: {error}"),
             )  # fmt: skip
-            seconds["load"] = time.perf_counter() - t0
-            for item in items:
-                if item.error is not None:
-                    error_line(f"{item.input}: {item.error}")
-            good = [item.columns for item in items if item.error is None]
-            if not good:
-                fail("no input could be encoded; nothing was written")
-            import numpy as np
-
-            t1 = time.perf_counter()
-            encoded = learning.encode_matrix(
-                saved.Ws, np.concatenate(good, axis=1), depth, max_iter=max_iter, tol=tol
-            )
-            seconds["encode"] = time.perf_counter() - t1
-            parameters = {"depth": encoded.depth, "max_iter": max_iter, "tol": tol}
-            report = outputs.write_encode(
-                out, path, saved, items, encoded, parameters, seconds, replace=force
-            )
     except KeyboardInterrupt:
         _interrupted(f"nothing was written to {out}")
     except MlnmfError as exc:
@@ -322,8 +276,7 @@ def encode(
         sys.stdout.write(json.dumps(envelope, indent=2) + "\n")
     if not quiet:
         _encode_table(report, out)
-    code = ExitCode.PARTIAL if report["failed"] else ExitCode.OK
-    raise typer.Exit(int(code))
+    raise typer.Exit(int(ExitCode.PARTIAL if report["failed"] else ExitCode.OK))
 
 
 def _encode_table(report: dict[str, Any], out: Path) -> None:
