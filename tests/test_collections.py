@@ -8,6 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import fuzz_settings
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
 from mlnmf_cli import storage
@@ -328,3 +331,27 @@ def test_each_images_error_is_the_same_computed_a_block_at_a_time(
     np.testing.assert_allclose(
         learned.reconstruction(2, [4, 7]), learned.reconstruction(2)[:, [4, 7]]
     )
+
+
+@fuzz_settings(25)
+@given(
+    m=st.integers(1, 12),
+    r=st.integers(1, 6),
+    n=st.integers(1, 5),
+    seed=st.integers(0, 2**31 - 1),
+    signed=st.booleans(),
+)
+def test_nnls_meets_the_optimality_conditions(
+    m: int, r: int, n: int, seed: int, signed: bool
+) -> None:
+    """KKT of min ||X - W H||, H >= 0: the gradient W^T (W H - X) is >= 0, and 0 where H > 0."""
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((m, r)) if signed else rng.random((m, r))
+    X = rng.standard_normal((m, n))
+    res = nnls(W, X, tol=0.0, max_iter=3000)
+    H = res.H
+    grad = W.T @ (W @ H - X)
+    scale = 1e-6 * (1.0 + np.abs(W.T @ X).max())
+    assert (H >= 0).all()
+    assert (grad >= -scale).all()
+    assert np.abs(grad[H > 1e-9]).max(initial=0.0) <= scale * 10
