@@ -136,7 +136,8 @@ def test_learn_and_encode_from_arrays() -> None:
         np.linalg.norm(X - enc.reconstruction)
         <= np.linalg.norm(X - learned.reconstruction(1)) + 1e-9
     )
-    deep = encode(learned.Ws, X[:, :3])
+    deep = encode(learned, X[:, :3])
+    np.testing.assert_array_equal(encode(learned.result, X[:, :3]).H, deep.H)
     assert deep.depth == 2 and deep.H.shape == (2, 3)
     with pytest.raises(ParameterError, match="depth must be between 1 and 2"):
         encode(learned.Ws, X, depth=3)

@@ -7,7 +7,7 @@ From arrays::
 
     from mlnmf_cli.collections import learn, encode
     learned = learn(X, ranks=(49, 25, 9))        # X: pixels x images, >= 0
-    codes = encode(learned.Ws, X_new, depth=3)   # NNLS with W1 W2 W3 held fixed
+    codes = encode(learned, X_new, depth=3)      # NNLS with W1 W2 W3 held fixed
 
 ``learn`` takes every engine option of ``factorize_deep`` (method, solver,
 init, fine_tune, seed, ...) plus ``dtype``; its result holds the engine's
@@ -33,6 +33,10 @@ def learn(X: Any, ranks: tuple[int, ...] | list[int], **options: Any) -> Learned
     return learn_matrix(np.asarray(X), Options(ranks=tuple(ranks), **options))
 
 
-def encode(Ws: Any, X: Any, depth: int | None = None, **kwargs: Any) -> Encoded:
-    """Codes H >= 0 of the columns of X with W1 ... W_depth fixed (default: deepest)."""
-    return encode_matrix(list(Ws), np.asarray(X), depth, **kwargs)
+def encode(model: Any, X: Any, depth: int | None = None, **kwargs: Any) -> Encoded:
+    """Codes H >= 0 of the columns of X with W1 ... W_depth fixed (default: deepest).
+
+    ``model`` is anything with ``Ws`` (a :class:`Learned`, the engine's deep
+    result, a collection model read from disk) or the list W1 ... WL itself.
+    """
+    return encode_matrix(list(getattr(model, "Ws", model)), np.asarray(X), depth, **kwargs)

@@ -3,7 +3,8 @@
 min_{H >= 0} ||X - W H||_F, solved by HALS on the rows of H with W^T W and
 W^T X computed once (Cichocki & Phan 2009). W may have any sign (a Semi-NMF
 dictionary); only H is constrained. :func:`nnls` is the one function to swap
-for the engine's own fixed-W solver.
+for the engine's own fixed-W solver when it lands (``encode(X, W, H0=...)`` on
+the engine branch: H from it, the per-column errors as below).
 """
 
 from __future__ import annotations
