@@ -344,3 +344,15 @@ def test_interrupted_encode_writes_nothing(
     code, _, err = run("encode", model, grey_folder, "--out", tmp_path / "e")
     assert code == 130 and "interrupted; nothing was written" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unwritable_output_place_fails_before_any_work(
+    grey_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    called = []
+    monkeypatch.setattr(_shared, "factorize_deep", lambda *a, **k: called.append(1))
+    code, _, err = run("learn", grey_folder, "--ranks", "2", "--out", blocker / "model")
+    assert code == 1 and "output path exists and is not a directory" in err
+    assert called == []

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal, NoReturn
 
 import typer
 
-from mlnmf_cli import engine
+from mlnmf_cli import engine, storage
 from mlnmf_cli.cli.common import (
     Dtype,
     FineTune,
@@ -82,10 +82,11 @@ def _existing(out: Path, force: bool, skip_existing: bool, quiet: bool, as_json:
                 console.print(Text(f"{out} exists; kept it (--skip-existing)"), soft_wrap=True)
             raise typer.Exit(int(ExitCode.OK))
         fail(f"{out}: already exists (use --force to replace it or --skip-existing to keep it)")
+    # Checked before any work: the result folder is made beside it at the end.
     try:
-        out.resolve().parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        fail(f"{out.parent}: cannot create the folder ({exc.strerror or exc})")
+        storage.prepare_output_dir(out.resolve().parent)
+    except MlnmfError as exc:
+        _fail(exc)
 
 
 def _interrupted(what: str) -> NoReturn:
