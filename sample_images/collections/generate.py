@@ -24,7 +24,9 @@ TILE = 32
 def write_swimmer(folder: Path) -> None:
     images, names = swimmer()
     for image, name in zip(images, names, strict=True):
-        Image.fromarray((image * 255).astype(np.uint8), "L").save(folder / f"{name}.png", optimize=True)
+        Image.fromarray((image * 255).astype(np.uint8), "L").save(
+            folder / f"{name}.png", optimize=True
+        )
 
 
 def write_tiles(folder: Path) -> None:
