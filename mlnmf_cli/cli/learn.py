@@ -14,7 +14,6 @@ from mlnmf_cli.cli.common import (
     Dtype,
     FineTune,
     FineTuneIter,
-    Init,
     Layers,
     MaxIter,
     MaxPixels,
@@ -35,6 +34,7 @@ from mlnmf_cli.cli.common import (
     progress_bar,
 )  # fmt: skip
 from mlnmf_cli.cli.decompose import _sigterm_as_interrupt
+from mlnmf_cli.collections import LEARN_DEFAULTS
 from mlnmf_cli.errors import ExitCode, MlnmfError, ParameterError
 
 Force = Annotated[bool, typer.Option("--force", help="Replace an existing output folder.")]
@@ -50,6 +50,13 @@ Channels = Annotated[
     typer.Option(
         help="gray (luminance) or stack (colour atoms: each column holds R, G and B). "
         "[default: stack if all images are colour, gray if all are grey]"
+    ),
+]
+LearnInit = Annotated[
+    Literal[engine.INITS],  # type: ignore[valid-type]
+    typer.Option(
+        help="Initialisation; nndsvd here (decompose: nndsvda), measured better on "
+        "collections (docs/collections.md)."
     ),
 ]
 Inputs = Annotated[
@@ -118,7 +125,7 @@ def learn(
     ] = None,
     method: Method = engine.DEFAULTS["method"],
     solver: Solver = engine.DEFAULTS["solver"],
-    init: Init = engine.DEFAULTS["init"],
+    init: LearnInit = LEARN_DEFAULTS["init"],
     fine_tune: FineTune = True,
     fine_tune_iter: FineTuneIter = engine.DEFAULTS["fine_tune_iter"],
     normalize: Normalize = True,
