@@ -55,6 +55,7 @@ bench: $(VENV)/.stamp-bench
 	$(BIN)/python benchmarks/bench_engine.py
 	$(BIN)/python benchmarks/bench_batch.py
 	$(BIN)/python benchmarks/bench_cli.py
+	$(BIN)/python benchmarks/bench_collections.py
 
 experiments: $(VENV)/.stamp-bench
 	$(BIN)/python benchmarks/run_experiments.py
