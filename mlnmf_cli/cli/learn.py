@@ -138,6 +138,25 @@ def learn(
     skip_existing: SkipExisting = False,
     as_json: AsJson = False,
     quiet: Quiet = False,
+    memory: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Memory budget in MB: a larger collection is decoded once into a cache on disk "
+            "and factorised a block of images at a time. [default: 1/4 of the available memory]",
+        ),
+    ] = None,
+    cache: Annotated[
+        Path | None,
+        typer.Option(help="Folder for the block cache. [default: beside the output folder]"),
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MLNMF_SCHEDULER",
+            help="Dask scheduler address: the blocks are factorised on its workers.",
+        ),
+    ] = None,
 ) -> None:
     """Learn one multilayer dictionary over a collection of images (each image a column)."""
     from rich.progress import BarColumn, TextColumn
@@ -180,12 +199,24 @@ def learn(
                     detail=f"{iteration}/{cap}  error {100 * error:.2f}%",
                 )
 
-            report = run.learn_files(
-                inputs, options, out, size=resize, patches=spec, recursive=recursive,
-                replace=force, on_image=lambda name: progress.update(task, detail=name),
-                on_failed=lambda name, error: error_line(f"{name}: {error}"),
-                on_progress=on_progress,
-            )  # fmt: skip
+            if memory is None and cache is None and scheduler is None:
+                report = run.learn_files(
+                    inputs, options, out, size=resize, patches=spec, recursive=recursive,
+                    replace=force, on_image=lambda name: progress.update(task, detail=name),
+                    on_failed=lambda name, error: error_line(f"{name}: {error}"),
+                    on_progress=on_progress,
+                )  # fmt: skip
+            else:
+                from mlnmf_cli.collections import streaming
+
+                report = streaming.learn_streamed(
+                    inputs, options, out, memory_mb=memory, cache=cache, scheduler=scheduler,
+                    size=resize, patches=spec, recursive=recursive, replace=force,
+                    on_image=lambda name: progress.update(task, detail=name),
+                    on_failed=lambda name, error: error_line(f"{name}: {error}"),
+                    on_progress=on_progress,
+                    on_block=lambda b, nb: progress.update(task, detail=f"block {b}/{nb}"),
+                )  # fmt: skip
     except KeyboardInterrupt:
         _interrupted(f"nothing was written to {out}")
     except MlnmfError as exc:
