@@ -199,7 +199,16 @@ def learn(
                     detail=f"{iteration}/{cap}  error {100 * error:.2f}%",
                 )
 
-            if memory is None and cache is None and scheduler is None:
+            from mlnmf_cli.collections import streaming
+
+            if (
+                memory is None
+                and cache is None
+                and scheduler is None
+                and streaming.fits_in_memory(
+                    inputs, size=resize, patches=spec, recursive=recursive, exclude=out.resolve()
+                )
+            ):
                 report = run.learn_files(
                     inputs, options, out, size=resize, patches=spec, recursive=recursive,
                     replace=force, on_image=lambda name: progress.update(task, detail=name),
@@ -207,8 +216,6 @@ def learn(
                     on_progress=on_progress,
                 )  # fmt: skip
             else:
-                from mlnmf_cli.collections import streaming
-
                 report = streaming.learn_streamed(
                     inputs, options, out, memory_mb=memory, cache=cache, scheduler=scheduler,
                     size=resize, patches=spec, recursive=recursive, replace=force,

@@ -37,6 +37,14 @@ def _import() -> Any:
     return distributed
 
 
+def connect(scheduler: str) -> Any:
+    """A client of ``scheduler`` (as ``decompose --scheduler``: timeout, version check)."""
+    _import()
+    from mlnmf_cli.batch import connect as batch_connect
+
+    return batch_connect(scheduler)
+
+
 def _load(path: str, rows: int, cols: int, dtype: str, j0: int, j1: int) -> dict[str, np.ndarray]:
     from pathlib import Path
 
@@ -77,8 +85,6 @@ class DaskBlocks:
         client: Any = None,
     ) -> None:
         self.dd = _import()
-        from mlnmf_cli.batch import connect
-
         self.scheduler = scheduler
         self.client = client if client is not None else connect(scheduler)
         self.own_client = client is None

@@ -60,6 +60,49 @@ def default_memory_mb() -> int:
         return 1024
 
 
+IN_MEMORY_BYTES = 24  # bytes per value an in-memory learn needs (X in float64, the
+# engine's copy and its temporaries), measured on the benchmark's collections
+
+
+def estimated_values(
+    paths: Sequence[Path],
+    *,
+    size: tuple[int, int] | None,
+    patches: loading.PatchSpec | None,
+    recursive: bool,
+    exclude: Path | None,
+) -> int:
+    """Values of X (pixels x columns) from the images' headers alone (nothing decoded):
+    an upper bound (3 channels per pixel unless every header says grey)."""
+    from PIL import Image
+
+    total = 0
+    for item in expand_inputs(paths, recursive=recursive, exclude=exclude):
+        if item.problem is not None:
+            continue
+        try:
+            with Image.open(item.path) as im:
+                w, h = im.size
+                ch = 1 if im.mode in ("1", "L", "I", "F", "I;16", "P") else 3
+        except Exception:  # the loader reports it
+            continue
+        if size is not None:
+            h, w = size
+        if patches is None:
+            total += h * w * ch
+        else:
+            (ph, pw), (sy, sx) = patches.size, patches.stride
+            if h >= ph and w >= pw:
+                total += ((h - ph) // sy + 2) * ((w - pw) // sx + 2) * ph * pw * ch
+    return total
+
+
+def fits_in_memory(paths: Sequence[Path], memory_mb: int | None = None, **kwargs: Any) -> bool:
+    """Whether a plain in-memory ``learn`` of these inputs stays within the budget."""
+    budget = (memory_mb if memory_mb is not None else default_memory_mb()) * MB
+    return estimated_values(paths, **kwargs) * IN_MEMORY_BYTES <= budget
+
+
 # --------------------------------------------------------------------------- decoding
 
 
@@ -215,6 +258,11 @@ def learn_streamed(
         raise ParameterError(f"--memory must be a positive number of MB, got {memory_mb}")
     dtype = np.dtype(options.dtype)
     start = time.perf_counter()
+    client = None
+    if scheduler is not None:  # reached (or refused) before any image is decoded
+        from mlnmf_cli.collections import distributed
+
+        client = distributed.connect(scheduler)
     folder = cache_folder(out, cache)
     ex: Any = None
     try:
@@ -249,9 +297,7 @@ def learn_streamed(
             return report
         check_streamable(options.method, options.solver, options.init)
         if scheduler is not None:
-            from mlnmf_cli.collections import distributed
-
-            ex = distributed.DaskBlocks(scheduler, X, plan.block, on_block=on_block)
+            ex = distributed.DaskBlocks(scheduler, X, plan.block, on_block=on_block, client=client)
         else:
             ex = LocalBlocks(folder, X, plan.block, on_block=on_block)
         t0 = time.perf_counter()
@@ -270,6 +316,8 @@ def learn_streamed(
     finally:
         if ex is not None:
             ex.close()
+        if client is not None:
+            client.close()
         shutil.rmtree(folder, ignore_errors=True)
 
 
