@@ -367,9 +367,42 @@ def test_dask_task_failure_is_an_error_not_a_model(cluster: object, tmp_path: Pa
     f = blocks.BlockFile(tmp_path / "X.npy", 16, 200, np.float64, create=True)
     f.write(0, matrix(16, 200))
     ex = distributed.DaskBlocks(lc.scheduler_address, f, 64, client=client)
-    with pytest.raises(MlnmfError, match="a Dask worker failed during pass 1"):
+    with pytest.raises(MlnmfError, match=r"a Dask worker failed during pass 1 .*3 times"):
         ex.run(_explode, ["X"])
     f.close()
+
+
+def test_a_worker_killed_mid_run_costs_a_retry_not_the_answer(
+    cluster: object, tmp_path: Path
+) -> None:
+    import signal
+
+    from mlnmf_cli.collections import distributed
+
+    lc, client = cluster  # type: ignore[misc]
+    X = matrix(32, 600)
+    local, H_local = blocked(X, 100, tmp_path / "local", max_iter=12, fine_tune_iter=4, tol=0.0)
+    f = blocks.BlockFile(tmp_path / "X.npy", 32, 600, X.dtype, create=True)
+    f.write(0, X)
+    victim = next(iter(client.run(os.getpid).values()))
+    box: dict[str, object] = {}
+
+    def kill_once(b: int, nb: int) -> None:
+        if box["ex"].passes == 8 and "killed" not in box:  # type: ignore[attr-defined]
+            box["killed"] = True
+            os.kill(victim, signal.SIGKILL)
+
+    ex = distributed.DaskBlocks(lc.scheduler_address, f, 100, client=client, on_block=kill_once)
+    box["ex"] = ex
+    res = blocks.learn_blocked(
+        ex, 32, 600, (8, 4), max_iter=12, fine_tune_iter=4, tol=0.0, dtype=X.dtype
+    )
+    Hs = [ex.file(name).read(0, 600) for name in res.H_names]
+    assert box.get("killed") and ex.retried >= 1
+    for a, b in zip(res.Ws + Hs, local.Ws + H_local, strict=True):
+        assert rel(a, b) < 1e-6
+    ex.close()
+    client.wait_for_workers(2, timeout=60)
 
 
 def _explode(block: dict, j0: int) -> tuple[dict, tuple]:

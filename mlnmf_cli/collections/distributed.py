@@ -7,9 +7,13 @@ pass only the small arguments travel to the workers (scattered once) and the
 partial sums (r x m and r x r) come back, added pairwise as a tree. The numbers
 are those of :class:`.blocks.LocalBlocks` up to the order of that sum.
 
-A worker lost mid-run: Dask recomputes a lost block from its lineage when it
-can (deterministically: the same numbers); when it cannot, the run stops with a
-one-line error and nothing is written. ``dask[distributed]`` is imported only here.
+A worker lost mid-run: every pass also writes the blocks it changed into the
+cache (a second copy per matrix, alternating, so the last complete version is
+never overwritten). When a pass fails, every block is reloaded from the last
+complete version and the pass is run again (at most :data:`RETRIES` times): the
+passes are deterministic, so the numbers are those of an undisturbed run. When
+that fails too, the run stops with a one-line error and nothing is written.
+``dask[distributed]`` is imported only here.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import operator
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +30,7 @@ from mlnmf_cli.collections.blocks import BlockFile, Partials, add_partials, bloc
 from mlnmf_cli.errors import InputError, MlnmfError
 
 LOST_TIMEOUT = 30.0  # seconds without any worker before a pass is given up
+RETRIES = 2  # times a failed pass is run again from the saved blocks
 
 
 def _import() -> Any:
@@ -45,31 +51,47 @@ def connect(scheduler: str) -> Any:
     return batch_connect(scheduler)
 
 
-def _load(path: str, rows: int, cols: int, dtype: str, j0: int, j1: int) -> dict[str, np.ndarray]:
+def _open(path: str, rows: int, cols: int, dtype: str, create: bool) -> BlockFile:
     from pathlib import Path
 
     try:
-        f = BlockFile(Path(path), rows, cols, dtype, create=False)
+        return BlockFile(Path(path), rows, cols, dtype, create=create)
     except MlnmfError:
         raise InputError(
-            f"{path}: a Dask worker cannot read the block cache (the cache folder must be "
+            f"{path}: a Dask worker cannot use the block cache (the cache folder must be "
             "on a filesystem every worker sees at the same path; choose one with --cache)"
         ) from None
-    try:
-        return {"X": np.ascontiguousarray(f.read(j0, j1))}
-    finally:
-        f.close()
+
+
+def _load(files: dict[str, tuple[str, int, int, str]], j0: int, j1: int) -> dict[str, np.ndarray]:
+    """A block's state: its columns of every matrix, from the cache files."""
+    state = {}
+    for name, (path, rows, cols, dtype) in files.items():
+        f = _open(path, rows, cols, dtype, create=False)
+        try:
+            state[name] = np.ascontiguousarray(f.read(j0, j1))
+        finally:
+            f.close()
+    return state
 
 
 def _apply(
-    state: dict[str, np.ndarray], j0: int, fn: Callable[..., Any], args: tuple[Any, ...]
-) -> tuple[dict[str, np.ndarray], Partials]:
+    state: dict[str, np.ndarray],
+    j0: int,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    targets: dict[str, str],
+    cols: int,
+) -> tuple[dict[str, np.ndarray], Partials, list[str]]:
+    """Run a pass on one block; save the columns it changed to ``targets[name]``."""
     updates, partials = fn(state, j0, *args)
-    return {**state, **updates}, partials
-
-
-def _column_block(state: dict[str, np.ndarray], name: str) -> np.ndarray:
-    return state[name]
+    for name, value in updates.items():
+        f = _open(targets[name], value.shape[0], cols, value.dtype.str, create=True)
+        try:
+            f.write(j0, value)
+        finally:
+            f.close()
+    return {**state, **updates}, partials, sorted(updates)
 
 
 class DaskBlocks:
@@ -95,27 +117,39 @@ class DaskBlocks:
         self.edges = block_edges(self.n, step)
         self.on_block = on_block
         self.passes = 0
-        self.shapes: dict[str, tuple[int, Any]] = {"X": (X.rows, X.dtype)}
+        self.retried = 0
+        self.shapes: dict[str, tuple[int, np.dtype]] = {"X": (X.rows, X.dtype)}
+        self.version: dict[str, int] = {}  # saved versions per matrix (X: none)
         self.local: dict[str, BlockFile] = {}
+        self._reload()
+
+    def _path(self, name: str, version: int) -> str:
+        if name == "X":
+            return str(self.X.path)
+        return str(self.folder / f"{name}.{version % 2}.npy")
+
+    def _reload(self) -> None:
+        """Every block's state from the last complete version of each matrix."""
+        files = {
+            name: (self._path(name, self.version.get(name, 0)), rows, self.n, dtype.str)
+            for name, (rows, dtype) in self.shapes.items()
+            if name == "X" or name in self.version
+        }
         self.states = [
-            self.client.submit(_load, str(X.path), X.rows, X.cols, X.dtype.str, j0, j1, pure=False)
-            for j0, j1 in self.edges
+            self.client.submit(_load, files, j0, j1, pure=False) for j0, j1 in self.edges
         ]
 
     def add(self, name: str, rows: int, dtype: Any) -> None:
         self.shapes[name] = (rows, np.dtype(dtype))
 
     def _wait(self, future: Any, what: str) -> Any:
-        """The future's result; a lost cluster or a failed task is one line."""
+        """The future's result; a cluster without workers for LOST_TIMEOUT is an error."""
         lonely_since: float | None = None
         while True:
             try:
                 return future.result(timeout=2.0)
-            except MlnmfError:
-                raise
             except TimeoutError:
-                workers = self.client.scheduler_info().get("workers", {})
-                if workers:
+                if self.client.scheduler_info().get("workers", {}):
                     lonely_since = None
                     continue
                 lonely_since = lonely_since or time.monotonic()
@@ -124,22 +158,39 @@ class DaskBlocks:
                         f"the Dask cluster at {self.scheduler} has had no workers for "
                         f"{LOST_TIMEOUT:g} s during {what}; nothing was written"
                     ) from None
-            except Exception as exc:
-                raise MlnmfError(
-                    f"a Dask worker failed during {what} ({type(exc).__name__}: {exc}); "
-                    "the run was stopped and nothing was written"
-                ) from None
 
     def run(self, fn: Callable[..., Any], needs: Sequence[str], *args: Any) -> Partials:
         self.passes += 1
+        what = f"pass {self.passes}"
+        for attempt in range(RETRIES + 1):
+            try:
+                return self._run_once(fn, args, what)
+            except MlnmfError:
+                raise
+            except Exception as exc:
+                if attempt == RETRIES:
+                    raise MlnmfError(
+                        f"a Dask worker failed during {what} ({type(exc).__name__}: {exc}), "
+                        f"{RETRIES + 1} times; the run was stopped and nothing was written"
+                    ) from None
+                self.retried += 1
+                self._reload()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _run_once(self, fn: Callable[..., Any], args: tuple[Any, ...], what: str) -> Partials:
         client = self.client
         [shared] = client.scatter([args], broadcast=True, hash=False)
+        targets = {
+            name: self._path(name, self.version.get(name, 0) + 1)
+            for name in self.shapes
+            if name != "X"
+        }
         done = [
-            client.submit(_apply, st, j0, fn, shared, pure=False)
+            client.submit(_apply, st, j0, fn, shared, targets, self.n, pure=False)
             for st, (j0, _) in zip(self.states, self.edges, strict=True)
         ]
-        self.states = [client.submit(operator.getitem, f, 0, pure=False) for f in done]
         parts = [client.submit(operator.getitem, f, 1, pure=False) for f in done]
+        changed = client.submit(operator.getitem, done[0], 2, pure=False)
         if self.on_block is not None:
             for k, _ in enumerate(self.dd.as_completed(done), start=1):
                 self.on_block(k, len(done))
@@ -149,20 +200,18 @@ class DaskBlocks:
                 for i in range(0, len(parts) - 1, 2)
             ]
             parts = pairs + ([parts[-1]] if len(parts) % 2 else [])
-        total = self._wait(parts[0], f"pass {self.passes}")
+        total = self._wait(parts[0], what)
+        for name in self._wait(changed, what):
+            self.version[name] = self.version.get(name, 0) + 1
+        self.states = [client.submit(operator.getitem, f, 0, pure=False) for f in done]
         return add_partials(None, total)
 
     def file(self, name: str) -> BlockFile:
-        """The blocks of ``name`` brought back into a local cache file, one at a time."""
+        """The last complete version of ``name``, saved in the cache by the workers."""
         if name not in self.local:
             rows, dtype = self.shapes[name]
-            f = BlockFile(self.folder / f"{name}.npy", rows, self.n, dtype, create=True)
-            for st, (j0, _) in zip(self.states, self.edges, strict=True):
-                block = self._wait(
-                    self.client.submit(_column_block, st, name, pure=False), f"fetching {name}"
-                )
-                f.write(j0, block)
-            self.local[name] = f
+            path = Path(self._path(name, self.version.get(name, 0)))
+            self.local[name] = BlockFile(path, rows, self.n, dtype, create=False)
         return self.local[name]
 
     def close(self) -> None:
