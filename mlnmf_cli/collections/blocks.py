@@ -158,12 +158,12 @@ def plan_blocks(m: int, n: int, ranks: Sequence[int], itemsize: int, memory: int
     """Columns per block: ``memory`` covers one block's arrays plus the small matrices.
 
     Per column: the block of X, its float64 temporaries in the error pass (about
-    3 more copies at the working precision) and a few copies of each layer's
+    4 more copies at the working precision) and a few copies of each layer's
     codes; fixed: the r x m sums and the range finder's m x q matrices, in float64.
     """
     r1 = int(ranks[0])
     q = min(r1 + OVERSAMPLE, m, n)
-    per_column = 4 * itemsize * m + 8 * 8 * sum(int(r) for r in ranks)
+    per_column = 5 * itemsize * m + 8 * 8 * sum(int(r) for r in ranks)
     fixed = 8 * m * (6 * q + 8 * sum(int(r) for r in ranks)) + 8 * 16 * r1 * r1
     block = (memory - fixed) // per_column
     if block < MIN_BLOCK:
@@ -325,12 +325,29 @@ def _orth(Y: np.ndarray) -> np.ndarray:
 # (new columns, partial sums) out. Products in the data's dtype, sums in float64.
 
 
+SUB_ELEMENTS = 1 << 17  # float64 temporaries of a pass are made this many values at a time
+
+
+def sub_blocks(rows: int, cols: int) -> list[tuple[int, int]]:
+    """Column ranges of a block holding about :data:`SUB_ELEMENTS` values each."""
+    return block_edges(cols, max(1, SUB_ELEMENTS // max(1, rows)))
+
+
+def _sq_sum(Xb: np.ndarray) -> tuple[float, float]:
+    """(sum of squares, sum) of a block in float64, a sub-block at a time."""
+    sq = total = 0.0
+    for a, b in sub_blocks(*Xb.shape):
+        x = Xb[:, a:b].astype(np.float64)
+        sq += float(np.vdot(x, x))
+        total += float(x.sum())
+    return sq, total
+
+
 def pass_range(block: dict[str, np.ndarray], j0: int, src: str, seed: int, layer: int,
                q: int) -> tuple[dict[str, np.ndarray], Partials]:  # fmt: skip
     Xb = block[src]
     Om = omega(seed, layer, j0, j0 + Xb.shape[1], q, Xb.dtype)
-    x64 = Xb.astype(np.float64)
-    return {}, (Xb @ Om, float(np.vdot(x64, x64)), float(x64.sum()))
+    return {}, (Xb @ Om, *_sq_sum(Xb))
 
 
 def pass_power(
@@ -448,27 +465,34 @@ def pass_errors(
 ) -> tuple[dict[str, np.ndarray], Partials]:
     """Per depth: squared residual, clipped squared error, the codes' L1 and squared L2
     sums, the layer's own squared residual and its input's; each column's error per
-    depth goes to "E"."""
+    depth goes to "E". Float64 temporaries are made a sub-block at a time."""
     Xb = block[src]
-    x64 = Xb.astype(np.float64)
-    colnorm = np.einsum("ij,ij->j", x64, x64)
-    out: list[Any] = [float(colnorm.sum())]
-    rel = np.empty((len(names), Xb.shape[1]))
-    A = np.eye(Xb.shape[0])
-    prev = x64
-    for d, name in enumerate(names):
-        A = A @ Ws[d]
-        H = block[name].astype(np.float64)
-        R = x64 - A @ H
-        col = np.einsum("ij,ij->j", R, R)
-        C = np.clip(x64 - R, 0.0, 1.0) - x64
+    L = len(names)
+    As = [chain(Ws[: d + 1]) for d in range(L)]
+    sums = np.zeros(1 + 6 * L)
+    rel = np.empty((L, Xb.shape[1]))
+    for a, b in sub_blocks(*Xb.shape):
+        x64 = Xb[:, a:b].astype(np.float64)
+        colnorm = np.einsum("ij,ij->j", x64, x64)
+        sums[0] += float(colnorm.sum())
         safe = np.where(colnorm > 0, np.sqrt(colnorm), 1.0)
-        rel[d] = np.where(colnorm > 0, np.sqrt(col) / safe, np.where(col > 0, np.inf, 0.0))
-        Rl = prev - Ws[d] @ H
-        out += [float(col.sum()), float(np.vdot(C, C)), float(np.abs(H).sum()),
-                float(np.vdot(H, H)), float(np.vdot(Rl, Rl)), float(np.vdot(prev, prev))]  # fmt: skip
-        prev = H
-    return {"E": rel}, tuple(out)
+        prev = x64
+        for d, name in enumerate(names):
+            H = block[name][:, a:b].astype(np.float64)
+            R = As[d] @ H  # the model's pixels
+            np.subtract(x64, R, out=R)
+            col = np.einsum("ij,ij->j", R, R)
+            np.subtract(x64, R, out=R)  # the model again
+            np.clip(R, 0.0, 1.0, out=R)
+            R -= x64
+            rel[d, a:b] = np.where(colnorm > 0, np.sqrt(col) / safe, np.where(col > 0, np.inf, 0.0))
+            Rl = prev - Ws[d] @ H
+            sums[1 + 6 * d : 7 + 6 * d] += (
+                float(col.sum()), float(np.vdot(R, R)), float(np.abs(H).sum()),
+                float(np.vdot(H, H)), float(np.vdot(Rl, Rl)), float(np.vdot(prev, prev)),
+            )  # fmt: skip
+            prev = H
+    return {"E": rel}, tuple(float(v) for v in sums)
 
 
 # --------------------------------------------------------------------------- the solver

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ import numpy as np
 
 from mlnmf_cli import imageio, render, storage
 from mlnmf_cli.collections import dictionary, loading, outputs
-from mlnmf_cli.collections._shared import Options, expand_inputs, resize_image
+from mlnmf_cli.collections._shared import Options, resize_image
 from mlnmf_cli.collections.blocks import (
     MB,
     BlockedResult,
@@ -60,6 +60,45 @@ def default_memory_mb() -> int:
         return 1024
 
 
+def iter_inputs(
+    paths: Sequence[Path], *, recursive: bool, exclude: Path | None
+) -> Iterator[tuple[str, str | None]]:
+    """(input, problem) in the order of ``expand_inputs``, keeping only the names of a
+    folder's files (a few dozen bytes each) rather than a record per file."""
+    from mlnmf_cli import imageio
+
+    excluded = str(exclude.resolve()) + os.sep if exclude is not None else None
+
+    def wanted(full: str, entry_name: str) -> bool:
+        if entry_name.startswith(".") or os.path.splitext(entry_name)[1].lower() not in (
+            imageio.IMAGE_SUFFIXES
+        ):
+            return False
+        if excluded and os.path.realpath(full).startswith(excluded):
+            return False
+        return os.path.isfile(full)
+
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            if recursive:
+                found = sorted(str(p) for p in path.glob("**/*") if wanted(str(p), p.name))
+            else:
+                found = sorted(str(path / e) for e in os.listdir(path) if wanted(str(path / e), e))
+            if not found:
+                hint = (
+                    ""
+                    if recursive or not any(p.is_dir() for p in path.iterdir())
+                    else " (use --recursive to look in subfolders)"
+                )
+                yield str(path), f"no images found in this folder{hint}"
+            yield from ((name, None) for name in found)
+        elif path.exists():
+            yield str(path), None
+        else:
+            yield str(path), "no such file or folder"
+
+
 IN_MEMORY_BYTES = 24  # bytes per value an in-memory learn needs (X in float64, the
 # engine's copy and its temporaries), measured on the benchmark's collections
 
@@ -77,11 +116,11 @@ def estimated_values(
     from PIL import Image
 
     total = 0
-    for item in expand_inputs(paths, recursive=recursive, exclude=exclude):
-        if item.problem is not None:
+    for name, problem in iter_inputs(paths, recursive=recursive, exclude=exclude):
+        if problem is not None:
             continue
         try:
-            with Image.open(item.path) as im:
+            with Image.open(name) as im:
                 w, h = im.size
                 ch = 1 if im.mode in ("1", "L", "I", "F", "I;16", "P") else 3
         except Exception:  # the loader reports it
@@ -122,7 +161,6 @@ def decode_to_cache(
 ) -> loading.Collection:
     """Decode every image once, appending its columns to ``folder/X.npy``; the same
     rules and failures as :func:`loading.load_collection`, one image in memory at a time."""
-    items = expand_inputs(paths, recursive=recursive, exclude=exclude)
     failed: list[dict[str, str]] = []
     notes: list[str] = []
     names: list[str] = []
@@ -145,15 +183,14 @@ def decode_to_cache(
 
     if mode is not None:
         loading.channel_mode([], mode)  # the same one-line refusal of "separate"
-    for item in items:
-        name = str(item.path)
+    for name, problem in iter_inputs(paths, recursive=recursive, exclude=exclude):
         if on_image is not None:
             on_image(name)
-        if item.problem is not None:
-            failed.append({"input": name, "error": item.problem})
+        if problem is not None:
+            failed.append({"input": name, "error": problem})
             continue
         try:
-            image = imageio.load_image(item.path, max_pixels=max_pixels)
+            image = imageio.load_image(name, max_pixels=max_pixels)
         except MlnmfError as exc:
             failed.append({"input": name, "error": str(exc)})
             continue
@@ -269,7 +306,7 @@ def learn_streamed(
         collection = decode_to_cache(
             inputs, folder, dtype=dtype, channels=options.channels, size=size, patches=patches,
             recursive=recursive, max_pixels=options.max_pixels, exclude=Path(out).resolve(),
-            chunk_bytes=max(MB, memory // 4), on_image=on_image,
+            chunk_bytes=max(MB, memory // 8), on_image=on_image,
         )  # fmt: skip
         for failure in collection.failed:
             if on_failed is not None:
@@ -325,9 +362,17 @@ def learn_streamed(
 
 
 def _write_npz(path: Path, small: dict[str, np.ndarray], big: dict[str, BlockFile],
-               step: int) -> None:  # fmt: skip
-    """An .npz like ``np.savez_compressed``, the large arrays streamed a block at a time."""
+               step: int, texts: dict[str, str]) -> None:  # fmt: skip
+    """An .npz like ``np.savez_compressed``, the large arrays streamed a block at a time
+    (and ``texts`` as 0-d unicode arrays, encoded a slice at a time: 4 bytes a character)."""
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+        for key, text in texts.items():  # non-empty JSON
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as fh:
+                np.lib.format.write_array_header_1_0(
+                    fh, {"descr": f"<U{len(text)}", "fortran_order": False, "shape": ()}
+                )
+                for i in range(0, len(text), 1 << 16):
+                    fh.write(text[i : i + (1 << 16)].encode("utf-32-le"))
         for key, arr in small.items():
             with zf.open(f"{key}.npy", "w", force_zip64=True) as fh:
                 np.lib.format.write_array(fh, np.asarray(arr), allow_pickle=False)
@@ -447,13 +492,12 @@ def write_streamed(
         }
         small = {
             "format_version": np.asarray(storage.MODEL_FORMAT_VERSION, dtype=np.int64),
-            "meta": np.asarray(json.dumps(meta, allow_nan=False)),
             **{
                 f"W{i + 1}": np.ascontiguousarray(W, dtype=X.dtype) for i, W in enumerate(result.Ws)
             },
         }
         big = {f"H{i + 1}": files[name] for i, name in enumerate(result.H_names)}
-        _write_npz(tmp / "model.npz", small, big, step)
+        _write_npz(tmp / "model.npz", small, big, step, {"meta": json.dumps(meta, allow_nan=False)})
         shown = outputs.shown_columns(n)
         originals = X.columns(shown)
         recons = {
