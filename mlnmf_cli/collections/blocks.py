@@ -184,9 +184,36 @@ BlockFn = Callable[..., tuple[dict[str, np.ndarray], Partials]]
 
 
 def add_partials(a: Partials | None, b: Partials) -> Partials:
+    """a + b term by term in float64 (a copy of b when a is None)."""
     if a is None:
         return tuple(np.array(x, dtype=np.float64, copy=True) for x in b)
-    return tuple(x + np.asarray(y, dtype=np.float64) for x, y in zip(a, b, strict=True))
+    return tuple(
+        np.asarray(x, dtype=np.float64) + np.asarray(y, dtype=np.float64)
+        for x, y in zip(a, b, strict=True)
+    )
+
+
+class TreeSum:
+    """Partial sums added as a balanced binary tree over the blocks in order, keeping
+    O(log blocks) of them: the same tree as the pairwise reduction on Dask
+    (``(p0 + p1) + (p2 + p3)``, ...), so both executors round alike."""
+
+    def __init__(self) -> None:
+        self.stack: list[tuple[int, Partials]] = []
+
+    def add(self, partials: Partials) -> None:
+        node = (0, partials)
+        while self.stack and self.stack[-1][0] == node[0]:
+            level, earlier = self.stack.pop()
+            node = (level + 1, add_partials(earlier, node[1]))
+        self.stack.append(node)
+
+    def total(self) -> Partials:
+        while len(self.stack) > 1:
+            lb, b = self.stack.pop()
+            la, a = self.stack.pop()
+            self.stack.append((max(la, lb) + 1, add_partials(a, b)))
+        return add_partials(None, self.stack[0][1])
 
 
 class LocalBlocks:
@@ -214,18 +241,17 @@ class LocalBlocks:
             )
 
     def run(self, fn: BlockFn, needs: Sequence[str], *args: Any) -> Partials:
-        total: Partials | None = None
+        total = TreeSum()
         self.passes += 1
         for b, (j0, j1) in enumerate(self.edges):
             block = {name: self.files[name].read(j0, j1) for name in needs}
             updates, partials = fn(block, j0, *args)
             for name, value in updates.items():
                 self.files[name].write(j0, value)
-            total = add_partials(total, partials)
+            total.add(partials)
             if self.on_block is not None:
                 self.on_block(b + 1, len(self.edges))
-        assert total is not None
-        return total
+        return total.total()
 
     def file(self, name: str) -> BlockFile:
         return self.files[name]

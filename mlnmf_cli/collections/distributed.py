@@ -69,7 +69,7 @@ def _load(files: dict[str, tuple[str, int, int, str]], j0: int, j1: int) -> dict
     for name, (path, rows, cols, dtype) in files.items():
         f = _open(path, rows, cols, dtype, create=False)
         try:
-            state[name] = np.ascontiguousarray(f.read(j0, j1))
+            state[name] = f.read(j0, j1)  # the layout a local pass reads
         finally:
             f.close()
     return state
@@ -91,7 +91,10 @@ def _apply(
             f.write(j0, value)
         finally:
             f.close()
-    return {**state, **updates}, partials, sorted(updates)
+    # Kept in the layout a local pass would read back (Fortran order): the same
+    # products, the same rounding, whichever executor runs the blocks.
+    kept = {name: np.asfortranarray(value) for name, value in updates.items()}
+    return {**state, **kept}, partials, sorted(updates)
 
 
 class DaskBlocks:
