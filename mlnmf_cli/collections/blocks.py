@@ -280,21 +280,30 @@ def hals(V: np.ndarray, P: np.ndarray, G: np.ndarray, sweeps: int, delta: float 
     """HALS sweeps over the rows of V (r x p, in place): V ~ argmin ||Xo - V^T U||, P = U Xo^T,
     G = U U^T. With ``delta`` > 0, stop once a sweep changes V by less than delta times
     the first sweep's change. A row whose G[k, k] is 0 (or below eps^2 of the largest)
-    takes a gradient step of length 1 / max G[k, k] instead."""
+    takes a gradient step of length 1 / max G[k, k] instead.
+
+    Row k becomes max(0, P[k] / d[k] - Gm[k] @ V) with Gm = G / d whose diagonal is
+    G[k, k] / d[k] - 1 (0 for an exact row): three calls per row, no temporaries.
+    """
     g = np.diagonal(G).astype(np.float64)
     top = float(g.max(initial=0.0))
     info = np.finfo(V.dtype)
     d = np.where(g <= top * info.eps * info.eps, top if top > info.tiny else 1.0, g)
-    d = d.astype(V.dtype)
+    Gm = (G / d[:, None]).astype(V.dtype)
+    np.fill_diagonal(Gm, (g / d - 1.0).astype(V.dtype))
+    Ps = (P / d[:, None]).astype(V.dtype)
+    buf = np.empty(V.shape[1], V.dtype)
     zero = V.dtype.type(0)
     first = 0.0
     s = 0
+    prev = np.empty_like(V) if delta > 0 else None
     for s in range(sweeps):
-        prev = V.copy() if delta > 0 else None
+        if prev is not None:
+            np.copyto(prev, V)
         for k in range(V.shape[0]):
-            step = (P[k] - G[k] @ V) / d[k]
-            step += V[k]
-            np.maximum(step, zero, out=V[k])
+            np.dot(Gm[k], V, out=buf)
+            np.subtract(Ps[k], buf, out=buf)
+            np.maximum(buf, zero, out=V[k])
         if prev is not None:
             prev -= V
             change = float(np.vdot(prev, prev))
@@ -484,6 +493,19 @@ def pass_finetune(
         B64 = B.astype(np.float64)
         out += [(Xb @ B.T).astype(np.float64), B64 @ B64.T]
     return {dst: H}, tuple(out)
+
+
+def pass_gram_errors(
+    block: dict[str, np.ndarray], j0: int, src: str, names: list[str], As: list[np.ndarray]
+) -> tuple[dict[str, np.ndarray], Partials]:
+    """Per depth d: <A_d^T X, H_d> and H_d H_d^T (A_d = W1...Wd), for ||X - A_d H_d||^2
+    from products: no pixel-sized temporary."""
+    Xb = block[src]
+    out: list[Any] = []
+    for A, name in zip(As, names, strict=True):
+        H = block[name].astype(np.float64)
+        out += [float(np.vdot((A.T.astype(Xb.dtype) @ Xb).astype(np.float64), H)), H @ H.T]
+    return {}, tuple(out)
 
 
 def pass_errors(
@@ -726,23 +748,24 @@ def learn_blocked(
             sweeps = REFIT_SWEEPS if refit and li > 0 and max_iter > 0 else 0
             ex.run(pass_refit, ["X", names[li]], "X", names[li], A, A.T @ A, scale, sweeps)
         src, rows = names[li], r
-    ex.add("E", len(ranks), np.float64)
-    errs = ex.run(pass_errors, ["X", *names], "X", names, Ws)
-    greedy = _depth_errors(errs, len(ranks))
+    As = [chain(Ws[: d + 1]) for d in range(len(ranks))]
+    sums = ex.run(pass_gram_errors, ["X", *names], "X", names, As)
+    normX2 = layers[0].normX2
+    greedy = [
+        math.sqrt(max(normX2 - 2 * sums[2 * d] + float(np.vdot(A.T @ A, sums[2 * d + 1])), 0.0)
+                  / normX2) if normX2 > 0 else 0.0
+        for d, A in enumerate(As)
+    ]  # fmt: skip
     t1 = time.perf_counter()
     result = BlockedResult(Ws=Ws, H_names=names, layers=layers, greedy_errors=greedy)
     result.converged = all(r.converged for r in layers)
     if fine_tune and fine_tune_iter > 0:
         _fine_tune(ex, result, names[-1], n, fine_tune_iter, tol, target_error, normalize,
                    callback, refit_sweeps=REFIT_SWEEPS)  # fmt: skip
+    ex.add("E", len(ranks), np.float64)
     result.final_partials = ex.run(pass_errors, ["X", *names], "X", names, result.Ws)
     result.seconds = {"greedy": t1 - t0, "fine_tune": time.perf_counter() - t1}
     return result
-
-
-def _depth_errors(errs: Partials, L: int) -> list[float]:
-    normX2 = errs[0]
-    return [math.sqrt(errs[1 + 6 * d] / normX2) if normX2 > 0 else 0.0 for d in range(L)]
 
 
 def _fine_tune(
