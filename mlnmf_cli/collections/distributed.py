@@ -3,7 +3,7 @@
 Each worker loads its own columns of the cache (``X.npy``: the cache folder must
 be visible to the workers at the same path, e.g. the same machine or a shared
 filesystem) and keeps its blocks of H_1 ... H_L in memory between passes. Per
-pass only the small arguments travel to the workers (scattered once) and the
+pass only the small arguments travel to the workers (with each block's task) and the
 partial sums (r x m and r x r) come back, added pairwise as a tree. The numbers
 are those of :class:`.blocks.LocalBlocks` up to the order of that sum.
 
@@ -75,8 +75,22 @@ def _load(files: dict[str, tuple[str, int, int, str]], j0: int, j1: int) -> dict
     return state
 
 
+def _state(prev: Any) -> dict[str, np.ndarray]:
+    """A block's state: as loaded, or the first item of a previous pass's result."""
+    return prev if isinstance(prev, dict) else prev[0]
+
+
+def _partials(item: Any) -> Partials:
+    """A pass's partial sums: a block's (second item of its result) or already added."""
+    return item[1] if len(item) == 3 and isinstance(item[0], dict) else item
+
+
+def _add(a: Any, b: Any) -> Partials:
+    return add_partials(_partials(a), _partials(b))
+
+
 def _apply(
-    state: dict[str, np.ndarray],
+    prev: Any,
     j0: int,
     fn: Callable[..., Any],
     args: tuple[Any, ...],
@@ -84,6 +98,7 @@ def _apply(
     cols: int,
 ) -> tuple[dict[str, np.ndarray], Partials, list[str]]:
     """Run a pass on one block; save the columns it changed to ``targets[name]``."""
+    state = _state(prev)
     updates, partials = fn(state, j0, *args)
     for name, value in updates.items():
         f = _open(targets[name], value.shape[0], cols, value.dtype.str, create=True)
@@ -182,31 +197,33 @@ class DaskBlocks:
 
     def _run_once(self, fn: Callable[..., Any], args: tuple[Any, ...], what: str) -> Partials:
         client = self.client
-        [shared] = client.scatter([args], broadcast=True, hash=False)
         targets = {
             name: self._path(name, self.version.get(name, 0) + 1)
             for name in self.shapes
             if name != "X"
         }
         done = [
-            client.submit(_apply, st, j0, fn, shared, targets, self.n, pure=False)
+            client.submit(_apply, st, j0, fn, args, targets, self.n, pure=False)
             for st, (j0, _) in zip(self.states, self.edges, strict=True)
         ]
-        parts = [client.submit(operator.getitem, f, 1, pure=False) for f in done]
+        parts = list(done)
         changed = client.submit(operator.getitem, done[0], 2, pure=False)
         if self.on_block is not None:
             for k, _ in enumerate(self.dd.as_completed(done), start=1):
                 self.on_block(k, len(done))
         while len(parts) > 1:
             pairs = [
-                client.submit(add_partials, parts[i], parts[i + 1], pure=False)
+                client.submit(_add, parts[i], parts[i + 1], pure=False)
                 for i in range(0, len(parts) - 1, 2)
             ]
             parts = pairs + ([parts[-1]] if len(parts) % 2 else [])
-        total = self._wait(parts[0], what)
+        total = self._wait(
+            parts[0] if len(parts) > 1 or len(done) > 1 else client.submit(_partials, parts[0]),
+            what,
+        )
         for name in self._wait(changed, what):
             self.version[name] = self.version.get(name, 0) + 1
-        self.states = [client.submit(operator.getitem, f, 0, pure=False) for f in done]
+        self.states = done  # the next pass takes each block's state from its result
         return add_partials(None, total)
 
     def file(self, name: str) -> BlockFile:

@@ -362,17 +362,21 @@ def learn_streamed(
 
 
 def _write_npz(path: Path, small: dict[str, np.ndarray], big: dict[str, BlockFile],
-               step: int, texts: dict[str, str]) -> None:  # fmt: skip
+               step: int, texts: dict[str, Any]) -> None:  # fmt: skip
     """An .npz like ``np.savez_compressed``, the large arrays streamed a block at a time
-    (and ``texts`` as 0-d unicode arrays, encoded a slice at a time: 4 bytes a character)."""
+    (and ``texts``, JSON-ready objects, as their JSON in 0-d unicode arrays)."""
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
-        for key, text in texts.items():  # non-empty JSON
+        for key, obj in texts.items():
+            # json.dumps(obj) as a 0-d unicode array, encoded twice piece by piece
+            # (once to count its characters) rather than held whole.
+            encoder = json.JSONEncoder(allow_nan=False)
+            length = sum(len(piece) for piece in encoder.iterencode(obj))
             with zf.open(f"{key}.npy", "w", force_zip64=True) as fh:
                 np.lib.format.write_array_header_1_0(
-                    fh, {"descr": f"<U{len(text)}", "fortran_order": False, "shape": ()}
+                    fh, {"descr": f"<U{length}", "fortran_order": False, "shape": ()}
                 )
-                for i in range(0, len(text), 1 << 16):
-                    fh.write(text[i : i + (1 << 16)].encode("utf-32-le"))
+                for piece in encoder.iterencode(obj):
+                    fh.write(piece.encode("utf-32-le"))
         for key, arr in small.items():
             with zf.open(f"{key}.npy", "w", force_zip64=True) as fh:
                 np.lib.format.write_array(fh, np.asarray(arr), allow_pickle=False)
@@ -497,7 +501,7 @@ def write_streamed(
             },
         }
         big = {f"H{i + 1}": files[name] for i, name in enumerate(result.H_names)}
-        _write_npz(tmp / "model.npz", small, big, step, {"meta": json.dumps(meta, allow_nan=False)})
+        _write_npz(tmp / "model.npz", small, big, step, {"meta": meta})
         shown = outputs.shown_columns(n)
         originals = X.columns(shown)
         recons = {
