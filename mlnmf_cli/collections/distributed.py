@@ -7,8 +7,9 @@ pass only the small arguments travel to the workers (with each block's task) and
 partial sums (r x m and r x r) come back, added pairwise as a tree. The numbers
 are those of :class:`.blocks.LocalBlocks` up to the order of that sum.
 
-A worker lost mid-run: every pass also writes the blocks it changed into the
-cache (a second copy per matrix, alternating, so the last complete version is
+A worker lost mid-run: Dask recomputes a lost block from the tasks that made
+it (at most :data:`LINEAGE` passes back) when it can. Besides, every pass writes
+the blocks it changed into the cache (a second copy per matrix, alternating, so the last complete version is
 never overwritten). When a pass fails, every block is reloaded from the last
 complete version and the pass is run again (at most :data:`RETRIES` times): the
 passes are deterministic, so the numbers are those of an undisturbed run. When
@@ -31,6 +32,9 @@ from mlnmf_cli.errors import InputError, MlnmfError
 
 LOST_TIMEOUT = 30.0  # seconds without any worker before a pass is given up
 RETRIES = 2  # times a failed pass is run again from the saved blocks
+# Every LINEAGE passes the blocks are reloaded from the saved copies, which ends
+# the chain of tasks the scheduler keeps to recompute a lost block.
+LINEAGE = 25
 
 
 def _import() -> Any:
@@ -180,6 +184,8 @@ class DaskBlocks:
     def run(self, fn: Callable[..., Any], needs: Sequence[str], *args: Any) -> Partials:
         self.passes += 1
         what = f"pass {self.passes}"
+        if self.passes % LINEAGE == 0:
+            self._reload()
         for attempt in range(RETRIES + 1):
             try:
                 return self._run_once(fn, args, what)
