@@ -568,7 +568,6 @@ class BlockedResult:
     fine_tune_n_iter: int = 0
     converged: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
-    final_partials: Partials = ()
 
 
 def _stop(errors: list[float], tol: float, target: float | None) -> bool:
@@ -702,6 +701,12 @@ def _unit_columns(Ws: list[np.ndarray]) -> np.ndarray:
     return s
 
 
+def report_sums(ex: Any, result: BlockedResult) -> Partials:
+    """The report's sums (see :func:`pass_errors`); each column's errors go to "E"."""
+    ex.add("E", len(result.Ws), np.float64)
+    return ex.run(pass_errors, ["X", *result.H_names], "X", result.H_names, result.Ws)
+
+
 def learn_blocked(
     ex: Any,
     m: int,
@@ -762,8 +767,6 @@ def learn_blocked(
     if fine_tune and fine_tune_iter > 0:
         _fine_tune(ex, result, names[-1], n, fine_tune_iter, tol, target_error, normalize,
                    callback, refit_sweeps=REFIT_SWEEPS)  # fmt: skip
-    ex.add("E", len(ranks), np.float64)
-    result.final_partials = ex.run(pass_errors, ["X", *names], "X", names, result.Ws)
     result.seconds = {"greedy": t1 - t0, "fine_tune": time.perf_counter() - t1}
     return result
 

@@ -36,6 +36,7 @@ from mlnmf_cli.collections.blocks import (
     check_streamable,
     learn_blocked,
     plan_blocks,
+    report_sums,
 )
 from mlnmf_cli.errors import InputError, MlnmfError, OutputError, ParameterError
 
@@ -476,7 +477,7 @@ def write_streamed(
     X: BlockFile = collection.X  # type: ignore[assignment]
     m, n = X.rows, X.cols
     L = len(options.ranks)
-    errs = result.final_partials
+    errs = report_sums(ex, result)
     files = {name: ex.file(name) for name in [*result.H_names, "E"]}
     E = files["E"].read(0, n)
     report = streamed_report(collection, options, result, errs, E, n, m)
