@@ -147,6 +147,10 @@ def peak_memory(data: Path, sizes: list[int], memory: int, work: Path) -> dict[s
         shutil.rmtree(out)
     peaks = [r["peak_mb"] for r in rows]
     per_image = [r["per_1000_images_s"] for r in rows]
+    ns = np.array([r["images"] for r in rows], dtype=float)
+    ts = np.array([r["seconds"] for r in rows])
+    slope, intercept = np.polyfit(ns, ts, 1)
+    fit = intercept + slope * ns
     return {
         "memory_mb": memory,
         "ranks": list(RANKS),
@@ -157,6 +161,11 @@ def peak_memory(data: Path, sizes: list[int], memory: int, work: Path) -> dict[s
         "peak_target": 1.25,
         "all_within_baseline_plus_budget": all(r["within_budget"] for r in rows),
         "seconds_per_image_ratio_largest_smallest": round(per_image[-1] / per_image[0], 3),
+        "linear_fit": {
+            "seconds_per_1000_images": round(1000 * slope, 4),
+            "fixed_seconds": round(intercept, 3),
+            "worst_relative_residual": round(float(np.max(np.abs(ts - fit) / ts)), 3),
+        },
     }
 
 
@@ -258,44 +267,54 @@ def dask_vs_local(data: Path, n: int, memory: int, work: Path) -> dict[str, Any]
     }
 
 
-def scaling_table(compare: dict[str, Any], dask: dict[str, Any], memory: int) -> dict[str, Any]:
-    """1M images of 32 x 32 (float32), ranks 16,8, on paper from the measured costs."""
+def scaling_table(
+    compare: dict[str, Any], dask: dict[str, Any], budget_mb: int = 1024
+) -> dict[str, Any]:
+    """1M images of 32 x 32 (float32), ranks 16,8, on paper from the measured costs.
+
+    Blocks sized by a ``budget_mb`` budget (at least one block per worker). Per
+    iteration, each block's partial sums travel once up the tree and W^T with its
+    Gram matrix goes to each block's task. Per worker: its columns of X and two
+    copies of its columns of the H's (the pass's old and new states) plus one
+    block's working memory.
+    """
     n, m = 1_000_000, SIDE * SIDE
     r1 = RANKS[0]
-    step = compare["block_columns"]
+    plan = blocks.plan_blocks(m, n, RANKS, 4, budget_mb * blocks.MB)
     passes = dask["passes"]
     per_column_pass = compare["seconds_best_of_2"]["blocked"] / (passes * compare["images"])
     overhead = max(0.0, dask["overhead_per_pass_s"])
     partial = (r1 * m + r1 * r1 + 1) * 8  # one block's sums: X H^T, H H^T, <.,.>
-    args = (r1 * m + r1 * r1) * 8  # W^T and its Gram, scattered to every worker
+    args = (r1 * m + r1 * r1) * 8  # W^T and its Gram, with each block's task
     rows = []
-    for workers in (2, 8, 32, 128):
-        nblocks = -(-n // step)
+    for workers in (1, 2, 8, 32, 128):
+        nblocks = max(workers, -(-n // plan.block))
+        share = n / workers
         rows.append(
             {
                 "workers": workers,
                 "blocks": nblocks,
-                "bytes_per_iteration": nblocks * partial + workers * args,
+                "bytes_per_iteration": nblocks * (partial + args),
                 "per_worker_memory_mb": round(
-                    (n / workers) * (m + sum(RANKS)) * 4 * 2 / blocks.MB  # X and H, saved copy
-                    + memory,
-                    1,
+                    share * (m + 2 * sum(RANKS)) * 4 / blocks.MB + budget_mb, 1
                 ),
-                "seconds_per_iteration": round(n / workers * per_column_pass + overhead, 3),
+                "seconds_per_iteration": round(share * per_column_pass + overhead, 3),
             }
         )
     return {
         "images": n,
         "pixels": m,
         "ranks": list(RANKS),
-        "block_columns": step,
+        "budget_mb": budget_mb,
+        "block_columns": plan.block,
         "measured_seconds_per_column_per_pass": per_column_pass,
         "measured_dask_overhead_per_pass_s": overhead,
         "one_block_partial_sums_bytes": partial,
-        "note": "per worker: its columns of X and of H kept in memory (x2 allowing for "
-        "the pass's copies) plus one block's working memory (the --memory budget); "
-        "the streamed single machine needs only the budget, the cache is on disk "
-        f"({n * m * 4 / 1e9:.1f} GB)",
+        "streamed_single_machine": {
+            "memory_mb": budget_mb,
+            "cache_gb": round(n * m * 4 / 1e9, 2),
+            "seconds_per_iteration": round(n * per_column_pass, 2),
+        },
         "rows": rows,
     }
 
@@ -329,7 +348,7 @@ def main() -> None:
             "peak_memory": peaks,
             "blocked_vs_in_memory": compare,
             "dask_vs_local": dask,
-            "scaling_1m": scaling_table(compare, dask, args.memory),
+            "scaling_1m": scaling_table(compare, dask),
             "total_seconds": round(time.perf_counter() - t0, 1),
         }
     finally:

@@ -41,6 +41,7 @@ APG_STEPS = 30
 PATIENCE = 5
 FT_TOL_FACTOR = 0.1
 MB = 1 << 20
+PER_IMAGE = 160  # bytes kept per image whatever the blocks: its name (twice referenced)
 
 # (stage, iteration, error) per iteration, as the engine's callback; ("pass", block, blocks)
 # per block of a pass.
@@ -159,12 +160,14 @@ def plan_blocks(m: int, n: int, ranks: Sequence[int], itemsize: int, memory: int
 
     Per column: the block of X, its float64 temporaries in the error pass (about
     4 more copies at the working precision) and a few copies of each layer's
-    codes; fixed: the r x m sums and the range finder's m x q matrices, in float64.
+    codes; fixed: the r x m sums and the range finder's m x q matrices, in float64,
+    and per image of the collection its name and its errors (kept whole).
     """
     r1 = int(ranks[0])
     q = min(r1 + OVERSAMPLE, m, n)
     per_column = 5 * itemsize * m + 8 * 8 * sum(int(r) for r in ranks)
     fixed = 8 * m * (6 * q + 8 * sum(int(r) for r in ranks)) + 8 * 16 * r1 * r1
+    fixed += n * (PER_IMAGE + 16 * len(ranks))  # names and per-image errors, kept whole
     block = (memory - fixed) // per_column
     if block < MIN_BLOCK:
         plan = Plan(block=0, per_column=per_column, fixed=fixed)
