@@ -471,3 +471,35 @@ def test_learn_streamed_library_call(collection: Path, tmp_path: Path) -> None:
     )  # fmt: skip
     assert report["streaming"]["blocks"] > 1
     assert ("layer1", 1) in progress
+
+
+# --------------------------------------------------------------------------- encode --memory
+
+
+@pytest.fixture(scope="module")
+def model_dir(collection: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("model") / "m"
+    assert run("learn", collection, "--ranks", "6", "--out", out, "-q")[0] == 0
+    return out
+
+
+def test_encode_in_chunks_writes_what_encode_writes(
+    model_dir: Path, collection: Path, tmp_path: Path
+) -> None:
+    plain, one, chunks = tmp_path / "plain", tmp_path / "one", tmp_path / "chunks"
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    assert run("encode", model_dir, collection, bad, "--out", plain, "-q")[0] == 3
+    assert run("encode", model_dir, collection, bad, "--memory", "64", "--out", one, "-q")[0] == 3
+    code, _, err = run("encode", model_dir, collection, bad, "--memory", "1", "--out", chunks, "-q")
+    assert code == 3 and "bad.png" in err
+    a, b, c = (np.load(p / "codes.npz") for p in (plain, one, chunks))
+    np.testing.assert_array_equal(a["H"], b["H"])  # one chunk: the in-memory encode
+    np.testing.assert_array_equal(a["columns"], c["columns"])
+    assert rel(c["H"], a["H"]) < 1e-3  # each chunk's NNLS stops on its own
+    report = json.loads((chunks / "report.json").read_text())
+    assert report["streaming"]["chunk_columns"] < 160 and report["succeeded"] == 160
+    assert {p.name for p in chunks.iterdir()} == {p.name for p in plain.iterdir()}
+    assert len(list((chunks / "reconstructions").iterdir())) == 160
+    assert (chunks / "codes.csv").read_text().count("\n") == 161
+    assert not list(tmp_path.glob(".*cache*"))

@@ -290,6 +290,16 @@ def encode(
     skip_existing: SkipExisting = False,
     as_json: AsJson = False,
     quiet: Quiet = False,
+    memory: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Memory budget in MB: the images are encoded and written a chunk at a time."
+        ),
+    ] = None,
+    cache: Annotated[
+        Path | None,
+        typer.Option(help="Folder for the codes while they are written. [default: beside --out]"),
+    ] = None,
 ) -> None:
     """Codes of new images with a learned dictionary held fixed; errors and reconstructions."""
     from mlnmf_cli.collections import run
@@ -301,11 +311,20 @@ def encode(
     _existing(out, force, skip_existing, quiet, as_json)
     try:
         with _sigterm_as_interrupt():
-            report = run.encode_files(
-                path, saved, inputs, out, depth=depth, max_iter=max_iter, tol=tol,
-                recursive=recursive, max_pixels=max_pixels, replace=force,
-                on_failed=lambda name, error: error_line(f"{name}: {error}"),
-            )  # fmt: skip
+            if memory is None and cache is None:
+                report = run.encode_files(
+                    path, saved, inputs, out, depth=depth, max_iter=max_iter, tol=tol,
+                    recursive=recursive, max_pixels=max_pixels, replace=force,
+                    on_failed=lambda name, error: error_line(f"{name}: {error}"),
+                )  # fmt: skip
+            else:
+                from mlnmf_cli.collections import streaming
+
+                report = streaming.encode_streamed(
+                    path, saved, inputs, out, memory_mb=memory, cache=cache, depth=depth,
+                    max_iter=max_iter, tol=tol, recursive=recursive, max_pixels=max_pixels,
+                    replace=force, on_failed=lambda name, error: error_line(f"{name}: {error}"),
+                )  # fmt: skip
     except KeyboardInterrupt:
         _interrupted(f"nothing was written to {out}")
     except MlnmfError as exc:

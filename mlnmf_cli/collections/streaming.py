@@ -573,3 +573,170 @@ def _write_codes(path: Path, names: Sequence[str], H: BlockFile, errors: np.ndar
             for k, j in enumerate(range(j0, j1)):
                 bw.writerow([j, names[j], float(errors[j]), *map(float, block[:, k])])
             fh.write(buf.getvalue())
+
+
+# --------------------------------------------------------------------------- encode
+
+
+def encode_streamed(
+    model_file: Path,
+    model: outputs.CollectionModel,
+    inputs: Sequence[Path],
+    out: Path,
+    *,
+    memory_mb: int | None = None,
+    cache: Path | None = None,
+    depth: int | None = None,
+    max_iter: int | None = None,
+    tol: float | None = None,
+    recursive: bool = False,
+    max_pixels: int | None = None,
+    replace: bool = False,
+    on_failed: Callable[[str, str], Any] | None = None,
+) -> dict[str, Any]:
+    """``encode`` within ``memory_mb``: the inputs are read, encoded and written a chunk at a
+    time (their codes are independent columns); the same files as an in-memory encode.
+
+    Each chunk's non-negative least squares stops on its own (``tol``), so with more
+    than one chunk the codes can differ from an in-memory encode by that tolerance.
+    """
+    from PIL import Image
+
+    from mlnmf_cli.collections.nnls import MAX_ITER, TOL
+
+    if depth is not None and not 1 <= depth <= model.depth:
+        raise ParameterError(f"the model has {model.depth} layer(s), got --depth {depth}")
+    memory = (memory_mb if memory_mb is not None else default_memory_mb()) * MB
+    d = model.depth if depth is None else depth
+    W = chain([np.asarray(Wl, dtype=np.float64) for Wl in model.Ws[:d]])
+    m, r = W.shape
+    # Per column: the pixels, the model's pixels and temporaries in float64, the code.
+    chunk_columns = (memory - 8 * m * r * 4) // (8 * (6 * m + 4 * r))
+    if chunk_columns < 1:
+        raise ParameterError(
+            f"--memory {memory // MB} MB is too small to encode one column of {m} values "
+            f"at rank {r}: the minimum is {math.ceil((8 * m * r * 4 + 8 * (6 * m + 4 * r)) / MB)} MB"
+        )
+    listed = list(iter_inputs(inputs, recursive=recursive, exclude=Path(out).resolve()))
+    names = storage.unique_names([Path(p) for p, _ in listed])
+    folder = cache_folder(out, cache)
+    start = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    columns: list[str] = []
+    errors: list[np.ndarray] = []
+    iterations, converged, pairs = 0, True, []
+    Hfile: BlockFile | None = None
+    try:
+        Hfile = BlockFile(folder / "H.npy", r, 0, np.float64, create=True)
+        with storage.staged_folder(out, replace=replace) as tmp:
+            (tmp / "reconstructions").mkdir()
+            with open(tmp / "codes.csv", "w", newline="") as fh:
+                import csv
+
+                writer = csv.writer(fh, lineterminator="\n")
+                writer.writerow([*outputs.CODE_FIELDS, *(f"code_{k + 1}" for k in range(r))])
+                chunk: list[outputs.EncodeInput] = []
+                size = 0
+
+                def flush() -> None:
+                    nonlocal chunk, size, iterations, converged
+                    assert Hfile is not None
+                    good = [it for it in chunk if it.error is None and it.columns is not None]
+                    encoded = None
+                    if good:
+                        encoded = dictionary.encode_matrix(
+                            model.Ws, np.concatenate([it.columns for it in good], axis=1), d,
+                            max_iter=max_iter, tol=tol,
+                        )  # fmt: skip
+                        iterations = max(iterations, encoded.n_iter)
+                        converged = converged and encoded.converged
+                    chunk_rows, images = outputs.encode_results(chunk, encoded, model)
+                    rows.extend(chunk_rows)
+                    suffixed = [it.input + s for it in good for s in it.suffixes]
+                    if encoded is not None:
+                        j0 = len(columns)
+                        Hfile.write(j0, encoded.H)
+                        for k, name in enumerate(suffixed):
+                            writer.writerow(
+                                [j0 + k, name, float(encoded.relative_errors[k]),
+                                 *map(float, encoded.H[:, k])]
+                            )  # fmt: skip
+                        columns.extend(suffixed)
+                        errors.append(np.asarray(encoded.relative_errors, dtype=np.float64))
+                    for it, row in zip(chunk, chunk_rows, strict=True):
+                        if it.name in images:
+                            pic = imageio.to_pil(np.clip(images[it.name], 0.0, 1.0))
+                            storage.save_image(tmp / "reconstructions" / f"{it.name}.png", pic)
+                            if len(pairs) < outputs.MAX_PAIRS:
+                                assert it.pixels is not None
+                                pairs.append(
+                                    [
+                                        (imageio.to_pil(it.pixels), Path(it.input).name),
+                                        (pic, f"depth {d}: {100 * row['relative_error']:.1f}%"),
+                                    ]
+                                )
+                    chunk, size = [], 0
+
+                for (path, problem), name in zip(listed, names, strict=True):
+                    if problem is not None:
+                        item = outputs.EncodeInput(input=path, name=name, error=problem)
+                    else:
+                        [item] = loading.load_for_model(
+                            [Path(path)], model.meta, model.patches, max_pixels=max_pixels
+                        )
+                        item.name = name
+                    if item.error is not None and on_failed is not None:
+                        on_failed(item.input, item.error)
+                    chunk.append(item)
+                    size += 0 if item.columns is None else item.columns.shape[1]
+                    if size >= chunk_columns:
+                        flush()
+                flush()
+            if not columns:
+                raise InputError("no input could be encoded; nothing was written")
+            assert Hfile is not None
+            Hfile.cols = len(columns)
+            Hfile.write_header()
+            rel = np.concatenate(errors)
+            _write_npz(
+                tmp / "codes.npz",
+                {"columns": np.asarray(columns), "relative_errors": rel,
+                 "depth": np.asarray(d)},
+                {"H": Hfile}, max(1, int(chunk_columns)), {},
+            )  # fmt: skip
+            storage.save_image(
+                tmp / "summary.png",
+                outputs.pairs_image("inputs and their reconstructions", pairs)
+                if pairs
+                else Image.new("RGB", (1, 1), "white"),
+            )
+            ok = [row for row in rows if row["status"] == "ok"]
+            report: dict[str, Any] = {
+                "version": storage.REPORT_VERSION,
+                "kind": "encode",
+                "model": str(model_file),
+                "depth": d,
+                "rank": r,
+                "image_shape": list(model.meta["image_shape"]),
+                "channels": model.meta["channels"],
+                "parameters": {"depth": d, "max_iter": max_iter, "tol": tol},
+                "versions": storage.versions(),
+                "succeeded": len(ok),
+                "failed": len(rows) - len(ok),
+                "iterations": iterations,
+                "converged": converged,
+                "results": rows,
+                "errors": [{"input": x["input"], "error": x["error"]} for x in rows if x["error"]],
+                "streaming": {
+                    "memory_mb": memory // MB,
+                    "chunk_columns": int(chunk_columns),
+                    "nnls": {"max_iter": max_iter or MAX_ITER, "tol": TOL if tol is None else tol},
+                },
+                "seconds": {"total": round(time.perf_counter() - start, 4)},
+            }
+            storage.write_json(tmp / "report.json", report)
+        return report
+    finally:
+        if Hfile is not None:
+            Hfile.close()
+        shutil.rmtree(folder, ignore_errors=True)
