@@ -408,6 +408,29 @@ def test_a_worker_killed_mid_run_costs_a_retry_not_the_answer(
     client.wait_for_workers(2, timeout=60)
 
 
+def test_learn_on_a_scheduler_writes_the_local_model(
+    cluster: object, collection: Path, tmp_path: Path
+) -> None:
+    lc, _ = cluster  # type: ignore[misc]
+    here, there = tmp_path / "here", tmp_path / "there"
+    common = ("--ranks", "6,3", "--memory", "2", "--max-iter", "8", "--fine-tune-iter", "3")
+    assert run("learn", collection, *common, "--out", here, "-q")[0] == 0
+    code, _, err = run(
+        "learn", collection, *common, "--scheduler", lc.scheduler_address, "--out", there, "-q"
+    )
+    assert code == 0, err
+    report = json.loads((there / "report.json").read_text())
+    assert report["streaming"]["scheduler"] == lc.scheduler_address
+    assert (
+        report["streaming"]["blocks"]
+        == json.loads((here / "report.json").read_text())["streaming"]["blocks"]
+    )
+    a, b = outputs.load_model(here), outputs.load_model(there)
+    for x, y in zip(a.Ws + a.Hs, b.Ws + b.Hs, strict=True):
+        assert rel(y, x) < 1e-5
+    assert not list(tmp_path.glob(".*cache*"))
+
+
 def test_a_failed_pass_is_rerun_from_the_saved_blocks(cluster: object, tmp_path: Path) -> None:
     from mlnmf_cli.collections import distributed
 
