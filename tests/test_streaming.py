@@ -336,7 +336,7 @@ def cluster() -> object:
 
     with LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as lc, Client(lc) as client:  # fmt: skip
+    ) as lc, Client(lc, set_as_default=False) as client:  # fmt: skip
         yield lc, client
 
 

@@ -214,15 +214,14 @@ class DaskBlocks:
         ]
         parts = list(done)
         changed = client.submit(operator.getitem, done[0], 2, pure=False)
-        if self.on_block is not None:
-            for k, _ in enumerate(self.dd.as_completed(done), start=1):
-                self.on_block(k, len(done))
         while len(parts) > 1:
             pairs = [
                 client.submit(_add, parts[i], parts[i + 1], pure=False)
                 for i in range(0, len(parts) - 1, 2)
             ]
             parts = pairs + ([parts[-1]] if len(parts) % 2 else [])
+        if self.on_block is not None:
+            self._report_blocks(done)
         total = self._wait(
             parts[0] if len(parts) > 1 or len(done) > 1 else client.submit(_partials, parts[0]),
             what,
@@ -231,6 +230,22 @@ class DaskBlocks:
             self.version[name] = self.version.get(name, 0) + 1
         self.states = done  # the next pass takes each block's state from its result
         return add_partials(None, total)
+
+    def _report_blocks(self, done: list[Any]) -> None:
+        """Blocks finished so far, by polling the futures' status (no data is fetched,
+        and no default client is needed)."""
+        assert self.on_block is not None
+        reported = 0
+        while reported < len(done):
+            states = [f.status for f in done]
+            finished = sum(st == "finished" for st in states)
+            if finished > reported:
+                reported = finished
+                self.on_block(finished, len(done))
+            if any(st in ("error", "cancelled", "lost") for st in states):
+                return  # the wait for the sums says what went wrong
+            if reported < len(done):
+                time.sleep(0.05)
 
     def file(self, name: str) -> BlockFile:
         """The last complete version of ``name``, saved in the cache by the workers."""
