@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mlnmf_cli.errors import MlnmfError, OutputError, ParameterError
+from mlnmf_cli.errors import OutputError, ParameterError
 
 HEADER = 128  # bytes reserved for the .npy header of a cache file
 OMEGA_CHUNK = 64  # columns per independently seeded chunk of random numbers
@@ -843,10 +843,6 @@ def pass_rebuild(
     return {dst: H}, ()
 
 
-def iter_blocks(n: int, step: int) -> Iterator[tuple[int, int]]:
-    yield from block_edges(n, step)
-
-
 def check_streamable(method: str, solver: str, init: str) -> None:
     if method != "nmf" or solver != "hals" or init not in ("nndsvda", "nndsvd", "random"):
         raise ParameterError(
@@ -860,8 +856,10 @@ __all__ = [
     "BlockFile",
     "BlockedResult",
     "LocalBlocks",
-    "MlnmfError",
     "Plan",
+    "TreeSum",
+    "check_streamable",
     "learn_blocked",
     "plan_blocks",
+    "report_sums",
 ]
