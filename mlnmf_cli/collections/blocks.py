@@ -658,36 +658,119 @@ def init_layer(
     return W, Pw, HHt, normX2, s
 
 
+class Momentum:
+    """Ang & Gillis's extrapolation weight, as the engine's: grows after a step that
+    lowered the error (up to a slowly rising cap), shrinks after one that did not."""
+
+    def __init__(self) -> None:
+        self.beta, self.cap = 0.5, 1.0
+
+    def success(self) -> None:
+        self.beta = min(self.cap, 1.05 * self.beta)
+        self.cap = min(1.0, 1.01 * self.cap)
+
+    def failure(self) -> None:
+        self.cap = self.beta
+        self.beta = self.beta / 1.5
+
+
+def pass_xhals(
+    block: dict[str, np.ndarray], j0: int, src: str, dst: str, Wy: np.ndarray, G: np.ndarray,
+    sweeps: int, beta: float, pending: str | None,
+) -> tuple[dict[str, np.ndarray], Partials]:  # fmt: skip
+    """One extrapolated HALS step on H's block: H swept against Wy, Hy = max(0, H + beta
+    (H - H_old)); the sums for both candidates (H X^T, H H^T, <Wy X, H> and Hy's). The
+    best iterate so far (``pending``: "n" the stored H, "y" the stored Hy) is saved first."""
+    Xb = block[src]
+    dt = Xb.dtype
+    updates: dict[str, np.ndarray] = {}
+    if pending is not None:
+        updates[dst + "best"] = block[dst if pending == "n" else dst + "y"]
+    H = np.ascontiguousarray(block[dst])
+    Hprev = H.copy()
+    Ph = Wy.astype(dt) @ Xb
+    hals(H, Ph, G.astype(dt), sweeps)
+    Hy = np.maximum(H + dt.type(beta) * (H - Hprev), dt.type(0))
+    P2 = (np.vstack([H, Hy]) @ Xb.T).astype(np.float64)
+    H64, Hy64, Ph64 = H.astype(np.float64), Hy.astype(np.float64), Ph.astype(np.float64)
+    updates[dst], updates[dst + "y"] = H, Hy
+    return updates, (
+        P2, H64 @ H64.T, Hy64 @ Hy64.T, float(np.vdot(Ph64, H64)), float(np.vdot(Ph64, Hy64)),
+    )  # fmt: skip
+
+
+def pass_keep(
+    block: dict[str, np.ndarray], j0: int, dst: str, pending: str | None
+) -> tuple[dict[str, np.ndarray], Partials]:
+    """H's block becomes the best iterate's."""
+    name = dst + "best" if pending is None else (dst if pending == "n" else dst + "y")
+    return {dst: block[name]}, ()
+
+
 def solve_layer(
     ex: Any, src: str, dst: str, m: int, n: int, r: int, dtype: Any, *, init: str, seed: int,
     layer: int, max_iter: int, tol: float, target_error: float | None,
     callback: Progress | None,
 ) -> LayerResult:  # fmt: skip
-    """One layer src ~ W dst by blocked HALS; dst's columns are written by the executor."""
+    """One layer src ~ W dst by blocked accelerated HALS (Ang & Gillis's extrapolation with
+    restart, as the engine's); dst's columns are written by the executor. The best pair
+    seen is kept, so the error history does not rise."""
     W, Pw, HHt, normX2, s = init_layer(ex, src, dst, m, n, r, dtype, init, seed, layer)
     Wt = np.ascontiguousarray(W.T)
     if normX2 == 0.0:
         return LayerResult(W=np.zeros((m, r)), errors=[0.0], n_iter=0, converged=True,
                            svals=s, normX2=0.0)  # fmt: skip
+    ex.add(dst + "y", r, dtype)
+    ex.add(dst + "best", r, dtype)
+
+    def error(inner: float, G: np.ndarray, HH: np.ndarray) -> float:
+        return math.sqrt(max(normX2 - 2 * inner + float(np.vdot(G, HH)), 0.0) / normX2)
+
     G = Wt @ Wt.T
-    e2 = normX2 - 2 * float(np.vdot(Wt, Pw)) + float(np.vdot(G, HHt))
-    errors = [math.sqrt(max(e2, 0.0) / normX2)]
+    best = prev_y = error(float(np.vdot(Wt, Pw)), G, HHt)
+    errors = [best]
+    bestW, pending = Wt.copy(), "n"  # the start is the best so far (saved by the next pass)
+    momentum = Momentum()
     nsw_w, nsw_h = n_sweeps(m, n, r), n_sweeps(n, m, r)
     it = 0
     converged = False
     for it in range(1, max_iter + 1):
+        Wprev = Wt.copy()
         hals(Wt, Pw, HHt, nsw_w, DELTA)
-        G = Wt @ Wt.T
-        Pw, HHt, inner = ex.run(pass_hals, [src, dst], src, dst, Wt, G, nsw_h)
-        e2 = normX2 - 2 * inner + float(np.vdot(G, HHt))
-        errors.append(math.sqrt(max(e2, 0.0) / normX2))
-        stop = bool(callback(f"layer{layer}", it, errors[-1])) if callback else False
+        Wy = np.maximum(Wt + momentum.beta * (Wt - Wprev), 0.0)
+        G = Wy @ Wy.T
+        needs = [src, dst] + ([dst + "y"] if pending == "y" else [])
+        P2, HnHn, HyHy, in_n, in_y = ex.run(
+            pass_xhals, needs, src, dst, Wy, G, nsw_h, momentum.beta, pending
+        )
+        pending = None
+        err_n, err_y = error(in_n, G, HnHn), error(in_y, G, HyHy)
+        if err_y > prev_y:  # drop the extrapolation of H for this step
+            Pw, HHt, err_y, hy_usable = P2[:r], HnHn, err_n, False
+            momentum.failure()
+        else:
+            Pw, HHt, hy_usable = P2[r:], HyHy, True
+            momentum.success()
+        prev_y = err_y
+        if min(err_n, err_y) < best:
+            bestW = Wy.copy()
+            pending = "y" if hy_usable and err_y < err_n else "n"
+            best = min(err_n, err_y)
+        # The next step's H is the swept one; its W sums come from Hy (or H).
+        errors.append(best)
+        stop = bool(callback(f"layer{layer}", it, best)) if callback else False
         if _stop(errors, tol, target_error):
             converged = True
             break
         if stop:
             break
-    return LayerResult(W=np.ascontiguousarray(Wt.T), errors=errors, n_iter=it,
+    needs = (
+        [dst]
+        + ([dst + "y"] if pending == "y" else [])
+        + ([dst + "best"] if pending is None else [])
+    )
+    ex.run(pass_keep, needs, dst, pending)
+    return LayerResult(W=np.ascontiguousarray(bestW.T), errors=errors, n_iter=it,
                        converged=converged, svals=s, normX2=normX2)  # fmt: skip
 
 
@@ -796,6 +879,7 @@ def _fine_tune(
 
     errors = [error(sums, A)]
     it = 0
+    result.converged = False
     for it in range(1, max_iter + 1):
         P, G = sums[2], sums[3]
         W1t = np.ascontiguousarray(Ws[0].T)
