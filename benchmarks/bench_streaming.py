@@ -322,7 +322,8 @@ def scaling_table(
     passes = dask["passes"]
     per_column_pass = compare["seconds_best_of_2"]["blocked"] / (passes * compare["images"])
     overhead = max(0.0, dask["overhead_per_pass_s"])
-    partial = (r1 * m + r1 * r1 + 1) * 8  # one block's sums: X H^T, H H^T, <.,.>
+    # One block's sums of an extrapolated HALS step: [H; Hy] X^T, H H^T, Hy Hy^T, 2 inner products.
+    partial = (2 * r1 * m + 2 * r1 * r1 + 2) * 8
     args = (r1 * m + r1 * r1) * 8  # W^T and its Gram, with each block's task
     rows = []
     for workers in (1, 2, 8, 32, 128):
