@@ -312,9 +312,9 @@ def scaling_table(
 
     Blocks sized by a ``budget_mb`` budget (at least one block per worker). Per
     iteration, each block's partial sums travel once up the tree and W^T with its
-    Gram matrix goes to each block's task. Per worker: its columns of X and two
-    copies of its columns of the H's (the pass's old and new states) plus one
-    block's working memory.
+    Gram matrix goes to each block's task. Per worker: its columns of X and four
+    copies of its columns of the H's (H, its extrapolation, the best so far, and the
+    pass's new state) plus one block's working memory.
     """
     n, m = 1_000_000, SIDE * SIDE
     r1 = RANKS[0]
@@ -335,7 +335,7 @@ def scaling_table(
                 "blocks": nblocks,
                 "bytes_per_iteration": nblocks * (partial + args),
                 "per_worker_memory_mb": round(
-                    share * (m + 2 * sum(RANKS)) * 4 / blocks.MB + budget_mb, 1
+                    share * (m + 4 * sum(RANKS)) * 4 / blocks.MB + budget_mb, 1
                 ),
                 "seconds_per_iteration": round(share * per_column_pass + overhead, 3),
             }
