@@ -145,6 +145,25 @@ def learn(
     skip_existing: SkipExisting = False,
     as_json: AsJson = False,
     quiet: Quiet = False,
+    memory: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Memory budget in MB: a larger collection is decoded once into a cache on disk "
+            "and factorised a block of images at a time. [default: 1/4 of the available memory]",
+        ),
+    ] = None,
+    cache: Annotated[
+        Path | None,
+        typer.Option(help="Folder for the block cache. [default: beside the output folder]"),
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MLNMF_SCHEDULER",
+            help="Dask scheduler address: the blocks are factorised on its workers.",
+        ),
+    ] = None,
 ) -> None:
     """Learn one multilayer dictionary over a collection of images (each image a column)."""
     from rich.progress import BarColumn, TextColumn
@@ -187,12 +206,31 @@ def learn(
                     detail=f"{iteration}/{cap}  error {100 * error:.2f}%",
                 )
 
-            report = run.learn_files(
-                inputs, options, out, size=resize, patches=spec, recursive=recursive,
-                replace=force, on_image=lambda name: progress.update(task, detail=name),
-                on_failed=lambda name, error: error_line(f"{name}: {error}"),
-                on_progress=on_progress,
-            )  # fmt: skip
+            from mlnmf_cli.collections import streaming
+
+            if (
+                memory is None
+                and cache is None
+                and scheduler is None
+                and streaming.fits_in_memory(
+                    inputs, size=resize, patches=spec, recursive=recursive, exclude=out.resolve()
+                )
+            ):
+                report = run.learn_files(
+                    inputs, options, out, size=resize, patches=spec, recursive=recursive,
+                    replace=force, on_image=lambda name: progress.update(task, detail=name),
+                    on_failed=lambda name, error: error_line(f"{name}: {error}"),
+                    on_progress=on_progress,
+                )  # fmt: skip
+            else:
+                report = streaming.learn_streamed(
+                    inputs, options, out, memory_mb=memory, cache=cache, scheduler=scheduler,
+                    size=resize, patches=spec, recursive=recursive, replace=force,
+                    on_image=lambda name: progress.update(task, detail=name),
+                    on_failed=lambda name, error: error_line(f"{name}: {error}"),
+                    on_progress=on_progress,
+                    on_block=lambda b, nb: progress.update(task, detail=f"block {b}/{nb}"),
+                )  # fmt: skip
     except KeyboardInterrupt:
         _interrupted(f"nothing was written to {out}")
     except MlnmfError as exc:
@@ -259,6 +297,16 @@ def encode(
     skip_existing: SkipExisting = False,
     as_json: AsJson = False,
     quiet: Quiet = False,
+    memory: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Memory budget in MB: the images are encoded and written a chunk at a time."
+        ),
+    ] = None,
+    cache: Annotated[
+        Path | None,
+        typer.Option(help="Folder for the codes while they are written. [default: beside --out]"),
+    ] = None,
 ) -> None:
     """Codes of new images with a learned dictionary held fixed; errors and reconstructions."""
     from mlnmf_cli.collections import run
@@ -270,11 +318,20 @@ def encode(
     _existing(out, force, skip_existing, quiet, as_json)
     try:
         with _sigterm_as_interrupt():
-            report = run.encode_files(
-                path, saved, inputs, out, depth=depth, max_iter=max_iter, tol=tol,
-                recursive=recursive, max_pixels=max_pixels, replace=force,
-                on_failed=lambda name, error: error_line(f"{name}: {error}"),
-            )  # fmt: skip
+            if memory is None and cache is None:
+                report = run.encode_files(
+                    path, saved, inputs, out, depth=depth, max_iter=max_iter, tol=tol,
+                    recursive=recursive, max_pixels=max_pixels, replace=force,
+                    on_failed=lambda name, error: error_line(f"{name}: {error}"),
+                )  # fmt: skip
+            else:
+                from mlnmf_cli.collections import streaming
+
+                report = streaming.encode_streamed(
+                    path, saved, inputs, out, memory_mb=memory, cache=cache, depth=depth,
+                    max_iter=max_iter, tol=tol, recursive=recursive, max_pixels=max_pixels,
+                    replace=force, on_failed=lambda name, error: error_line(f"{name}: {error}"),
+                )  # fmt: skip
     except KeyboardInterrupt:
         _interrupted(f"nothing was written to {out}")
     except MlnmfError as exc:
