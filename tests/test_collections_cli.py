@@ -134,10 +134,10 @@ def test_images_of_different_sizes_need_size(tmp_path: Path) -> None:
         (
             ["--ranks", "2", "--channels", "separate"],
             2,
-            "'separate' is not one of 'gray', 'stack'",
+            "--channels 'separate' is not one of gray, stack",
         ),
         (["--ranks", "2", "--stride", "2"], 2, "--stride needs --patches"),
-        (["--ranks", "2", "--size", "ten"], 2, "size must be HEIGHTxWIDTH"),
+        (["--ranks", "2", "--size", "ten"], 2, "--size 'ten' is not HEIGHTxWIDTH"),
         (["--ranks", "2,3"], 2, "non-increasing"),
     ],
 )
@@ -210,7 +210,7 @@ def test_interrupted_learn_writes_nothing(
 
     monkeypatch.setattr(_shared, "factorize_deep", interrupted)
     code, _, err = run("learn", grey_folder, "--ranks", "4", "--out", tmp_path / "m")
-    assert code == 130 and "interrupted; nothing was written" in err
+    assert code == 130 and "mlnmf: error: interrupted" in err
     assert list(tmp_path.iterdir()) == []
 
 
@@ -342,7 +342,7 @@ def test_interrupted_encode_writes_nothing(
 
     monkeypatch.setattr(storage, "save_image", save_then_stop)
     code, _, err = run("encode", model, grey_folder, "--out", tmp_path / "e")
-    assert code == 130 and "interrupted; nothing was written" in err
+    assert code == 130 and "mlnmf: error: interrupted" in err
     assert list(tmp_path.iterdir()) == []
 
 

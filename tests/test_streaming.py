@@ -122,7 +122,7 @@ def test_blocked_solver_fits_as_well_as_the_engine(tmp_path: Path) -> None:
     # Errors decrease through the run and end close to the engine's.
     assert res.fine_tune_errors[-1] <= res.fine_tune_errors[0]
     assert err == pytest.approx(res.fine_tune_errors[-1], rel=1e-6)
-    assert err <= 1.1 * ref.errors[-1]
+    assert err <= 1.1 * ref.depth_errors[-1]
     assert all(np.all(H >= 0) for H in Hs) and all(np.all(W >= 0) for W in res.Ws)
 
 
@@ -212,7 +212,7 @@ def test_streamed_learn_writes_the_usual_folder(collection: Path, tmp_path: Path
     assert rel(R, X) == pytest.approx(report["relative_error"], rel=1e-4)
     from mlnmf_cli import engine
 
-    reference = engine.factorize_deep(X.astype(np.float32), (6, 3)).errors[-1]
+    reference = engine.factorize_deep(X.astype(np.float32), (6, 3)).depth_errors[-1]
     assert report["relative_error"] <= 1.1 * reference
     rows = (out / "codes.csv").read_text().splitlines()
     assert len(rows) == 161 and rows[0].startswith("column,input,relative_error,code_1")
@@ -318,9 +318,9 @@ def test_unreachable_scheduler_is_one_line(
     collection: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("distributed")
-    from mlnmf_cli import batch
+    import mlnmf_cli.batch.dask
 
-    monkeypatch.setattr(batch, "CONNECT_TIMEOUT", 1.0)
+    monkeypatch.setattr(mlnmf_cli.batch.dask, "CONNECT_TIMEOUT", 1.0)
     monkeypatch.setenv("MLNMF_SCHEDULER", "tcp://127.0.0.1:9")
     code, _, err = run(
         "learn", collection, "--ranks", "4", "--memory", "2", "--out", tmp_path / "m"

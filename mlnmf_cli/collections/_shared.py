@@ -1,9 +1,6 @@
-"""What collections reuse from the rest of the package, imported in this one place.
-
-The single-image pipeline, the batch inputs, the experiments' resizing and the
-engine's entry point are about to move (options type, model type, packages);
-when they do, this file is the one to adapt.
-"""
+"""What collections reuse from the rest of the package, imported in this one place:
+the options, the engine's entry point, the batch's input expansion, the
+experiments' resizing and the single-image report's per-depth numbers."""
 
 from __future__ import annotations
 
@@ -13,8 +10,11 @@ from typing import Any
 import numpy as np
 
 from mlnmf_cli import engine
-from mlnmf_cli.experiments import parse_size, resize_image
-from mlnmf_cli.pipeline import Decomposition, Options, expand_inputs, pixel_errors
+from mlnmf_cli.batch.inputs import expand_inputs
+from mlnmf_cli.experiments.config import parse_size
+from mlnmf_cli.experiments.subjects import resize_image
+from mlnmf_cli.options import Options
+from mlnmf_cli.pipeline import Decomposition, pixel_errors
 
 __all__ = [
     "Options",
@@ -34,8 +34,8 @@ def factorize_deep(
     return engine.factorize_deep(
         X.astype(np.dtype(options.dtype), copy=False),
         options.ranks,
+        options=options.engine,
         callback=callback,
-        **options.engine_kwargs(),
     )
 
 
@@ -46,7 +46,7 @@ def depth_rows(X: np.ndarray, options: Options, result: Any) -> list[dict[str, A
     (one grey "image" whose columns are the images): computed by the same code.
     """
     d = Decomposition(image=None, options=options, channels="gray", target=X, parts=[result])  # type: ignore[arg-type]
-    return list(d.depth_errors())
+    return list(d.depth_rows())
 
 
 def layer_rows(X: np.ndarray, options: Options, result: Any) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from mlnmf_cli.engine.options import DEFAULTS
 from mlnmf_cli.errors import OutputError, ParameterError
 
 HEADER = 128  # bytes reserved for the .npy header of a cache file
@@ -101,7 +102,7 @@ class BlockFile:
     def read(self, j0: int, j1: int) -> np.ndarray:
         """Columns j0:j1 as a rows x (j1 - j0) array (Fortran order, a copy)."""
         buf = np.empty((j1 - j0, self.rows), self.dtype)
-        view = memoryview(buf).cast("B")
+        view = memoryview(buf).cast("B")  # type: ignore[arg-type]
         offset = self._offset(j0)
         try:
             while view.nbytes:
@@ -729,7 +730,8 @@ def solve_layer(
     G = Wt @ Wt.T
     best = prev_y = error(float(np.vdot(Wt, Pw)), G, HHt)
     errors = [best]
-    bestW, pending = Wt.copy(), "n"  # the start is the best so far (saved by the next pass)
+    bestW = Wt.copy()
+    pending: str | None = "n"  # the start is the best so far (saved by the next pass)
     momentum = Momentum()
     nsw_w, nsw_h = n_sweeps(m, n, r), n_sweeps(n, m, r)
     it = 0
@@ -800,15 +802,15 @@ def learn_blocked(
     ranks: Sequence[int],
     *,
     dtype: Any = np.float32,
-    init: str = "nndsvda",
-    seed: int = 0,
-    max_iter: int = 200,
-    tol: float = 1e-5,
-    target_error: float | None = None,
-    fine_tune: bool = True,
-    fine_tune_iter: int = 150,
-    normalize: bool = True,
-    refit: bool = True,
+    init: str = DEFAULTS.init,
+    seed: int = DEFAULTS.seed,
+    max_iter: int = DEFAULTS.max_iter,
+    tol: float = DEFAULTS.tol,
+    target_error: float | None = DEFAULTS.target_error,
+    fine_tune: bool = DEFAULTS.fine_tune,
+    fine_tune_iter: int = DEFAULTS.fine_tune_iter,
+    normalize: bool = DEFAULTS.normalize,
+    refit: bool = DEFAULTS.refit,
     callback: Progress | None = None,
     **_ignored: Any,
 ) -> BlockedResult:

@@ -50,7 +50,7 @@ def _import() -> Any:
 def connect(scheduler: str) -> Any:
     """A client of ``scheduler`` (as ``decompose --scheduler``: timeout, version check)."""
     _import()
-    from mlnmf_cli.batch import connect as batch_connect
+    from mlnmf_cli.batch.dask import connect as batch_connect
 
     return batch_connect(scheduler)
 

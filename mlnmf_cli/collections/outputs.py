@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mlnmf_cli import imageio, render, storage
+from mlnmf_cli import render, storage
 from mlnmf_cli.collections._shared import pixel_errors
 from mlnmf_cli.collections.dictionary import Encoded, Learned, sparsity
 from mlnmf_cli.collections.loading import Collection, PatchSpec, assemble_patches
@@ -137,7 +137,7 @@ def load_model(path: Path) -> CollectionModel:
 
 def column_image(column: np.ndarray, shape: Sequence[int]) -> Image.Image:
     """One column as the image it is (clipped to [0, 1])."""
-    return imageio.to_pil(np.clip(np.asarray(column, dtype=np.float64).reshape(shape), 0.0, 1.0))
+    return render.to_pil(np.clip(np.asarray(column, dtype=np.float64).reshape(shape), 0.0, 1.0))
 
 
 def _atom_rgb(atom: np.ndarray, shape: Sequence[int]) -> np.ndarray:
@@ -418,14 +418,14 @@ def write_encode(
             pairs: list[list[tuple[Image.Image, str]]] = []
             for item in items:
                 if item.name in images:
-                    pic = imageio.to_pil(np.clip(images[item.name], 0.0, 1.0))
+                    pic = render.to_pil(np.clip(images[item.name], 0.0, 1.0))
                     storage.save_image(folder / f"{item.name}.png", pic)
                     if len(pairs) < MAX_PAIRS:
                         assert item.pixels is not None
                         err = next(r for r in rows if r["input"] == item.input)["relative_error"]
                         pairs.append(
                             [
-                                (imageio.to_pil(item.pixels), Path(item.input).name),
+                                (render.to_pil(item.pixels), Path(item.input).name),
                                 (pic, f"depth {depth}: {100 * err:.1f}%"),
                             ]
                         )

@@ -10,6 +10,7 @@ factorised in memory by the engine, exactly as without a budget.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -206,6 +207,7 @@ def decode_to_cache(
             loading.channel_mode([first[1], image], None)  # raises: colour and grey mixed
         if patches is None:
             loading._check_same_size([first, (name, image)])
+        assert mode is not None  # set from the first image
         pixels = loading.pixels_for(image, mode)
         try:
             cols, suffixes = loading.columns_of(pixels, patches)
@@ -340,7 +342,13 @@ def learn_streamed(
             ex = LocalBlocks(folder, X, plan.block, on_block=on_block)
         t0 = time.perf_counter()
         result = learn_blocked(
-            ex, m, n, options.ranks, dtype=dtype, callback=on_progress, **options.engine_kwargs()
+            ex,
+            m,
+            n,
+            options.ranks,
+            dtype=dtype,
+            callback=on_progress,
+            **dataclasses.asdict(options.engine),
         )
         seconds = {
             "load": load_seconds,
@@ -624,7 +632,8 @@ def encode_streamed(
     rows: list[dict[str, Any]] = []
     columns: list[str] = []
     errors: list[np.ndarray] = []
-    iterations, converged, pairs = 0, True, []
+    iterations, converged = 0, True
+    pairs: list[Any] = []
     Hfile: BlockFile | None = None
     try:
         Hfile = BlockFile(folder / "H.npy", r, 0, np.float64, create=True)
@@ -665,13 +674,13 @@ def encode_streamed(
                         errors.append(np.asarray(encoded.relative_errors, dtype=np.float64))
                     for it, row in zip(chunk, chunk_rows, strict=True):
                         if it.name in images:
-                            pic = imageio.to_pil(np.clip(images[it.name], 0.0, 1.0))
+                            pic = render.to_pil(np.clip(images[it.name], 0.0, 1.0))
                             storage.save_image(tmp / "reconstructions" / f"{it.name}.png", pic)
                             if len(pairs) < outputs.MAX_PAIRS:
                                 assert it.pixels is not None
                                 pairs.append(
                                     [
-                                        (imageio.to_pil(it.pixels), Path(it.input).name),
+                                        (render.to_pil(it.pixels), Path(it.input).name),
                                         (pic, f"depth {d}: {100 * row['relative_error']:.1f}%"),
                                     ]
                                 )

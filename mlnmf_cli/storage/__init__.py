@@ -44,8 +44,10 @@ from mlnmf_cli.storage.folders import (
 )
 from mlnmf_cli.storage.models import (
     MODEL_META_LIMIT,
+    NPZ_BYTES_LIMIT,
     SavedModel,
     load_model,
+    read_npz,
     save_model,
 )
 
@@ -57,6 +59,7 @@ __all__ = [
     "MAX_NAME_BYTES",
     "MODEL_FORMAT_VERSION",
     "MODEL_META_LIMIT",
+    "NPZ_BYTES_LIMIT",
     "REPORT_VERSION",
     "RESERVED_NAMES",
     "SUMMARY_FILES",
@@ -75,6 +78,7 @@ __all__ = [
     "load_model",
     "output_lock",
     "prepare_output_dir",
+    "read_npz",
     "recover_output",
     "refuse_existing",
     "safe_name",

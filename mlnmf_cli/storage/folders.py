@@ -355,7 +355,7 @@ def holds_output_lock(out: Path) -> bool:
     return os.path.realpath(out) in _held_locks
 
 
-_RESULT_FILE = re.compile(r"[A-Za-z0-9_]+\.(png|npz|json)|\..+\.[a-z0-9_]{8}\.tmp")
+_RESULT_FILE = re.compile(r"[A-Za-z0-9_]+\.(png|npz|json|csv)|\..+\.[a-z0-9_]{8}\.tmp")
 _LEFTOVER = re.compile(r"\.(.+)\.[a-z0-9_]{8}\.(partial|old|trash)")
 _SUMMARY_TMP = re.compile(
     r"\.(" + "|".join(re.escape(n) for n in SUMMARY_FILES) + r")\.[a-z0-9_]{8}\.tmp"

@@ -94,6 +94,47 @@ def load_model(path: Path, *, max_pixels: int | None = None) -> SavedModel:
         ) from exc
 
 
+NPZ_BYTES_LIMIT = 1 << 31
+"""The most an archive read by :func:`read_npz` may declare, all arrays together."""
+
+
+def read_npz(path: Path, *, max_bytes: int = NPZ_BYTES_LIMIT) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file (``allow_pickle=False``), for models of other kinds
+    (a collection's), with :func:`load_model`'s safety: a regular file only, every
+    member's header checked (declared size = size held, no objects) and the declared
+    total at most ``max_bytes`` before anything is decompressed; one-line errors."""
+    path = Path(path)
+    try:
+        with open_regular_file(path, "a model file") as fh:
+            if fh.read(4) != b"PK\x03\x04":
+                raise InputError("not a valid model file (not an .npz archive)")
+            fh.seek(0)
+            with zipfile.ZipFile(fh) as zf:
+                infos = zf.infolist()
+                if len(infos) > _MODEL_MEMBER_LIMIT:
+                    raise InputError(f"not a model (more than {_MODEL_MEMBER_LIMIT} members)")
+                members = {}
+                for info in infos:
+                    if not info.filename.endswith(".npy") or info.is_dir():
+                        raise InputError("not a model (it holds a member that is not an array)")
+                    members[info.filename[: -len(".npy")]] = _read_header(zf, info)
+                total = sum(m.info.file_size for m in members.values())
+                if total > max_bytes:
+                    raise InputError(
+                        f"model declares {total} bytes of arrays, more than the limit of {max_bytes}"
+                    )
+                return {key: _read_array(zf, m) for key, m in members.items()}
+    except ValueError as exc:
+        raise InputError(f"not a valid model file ({_one_line(exc)})") from exc
+    except (
+        OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, RuntimeError,
+        NotImplementedError,
+    ) as exc:  # fmt: skip
+        raise InputError(
+            f"not a valid model file (truncated or corrupt: {_one_line(exc)})"
+        ) from exc
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
@@ -171,6 +212,11 @@ def _read_model(zf: zipfile.ZipFile, limit: int | None) -> SavedModel:
     if meta_member.dtype.itemsize > 4 * MODEL_META_LIMIT:
         raise InputError(f"model metadata is longer than {MODEL_META_LIMIT} characters")
     meta = _parse_meta(str(_read_array(zf, meta_member)))
+    if meta.get("kind") == "collection":
+        raise InputError(
+            "this is a collection model from 'mlnmf learn' (its atoms are whole images); "
+            "rebuild images with it by 'mlnmf encode MODEL IMAGE...'"
+        )
     layout = _layout(meta, limit)
     shapes = _check_shapes(members, layout)
     parts = []
