@@ -650,8 +650,12 @@ def main(argv: list[str] | None = None) -> int:
         from threadpoolctl import threadpool_limits
 
         limiter = threadpool_limits(args.threads)
+    env = environment()
+    # The names benchmarks/tables.py reads (environment.py spells them "cores", "scikit-learn").
+    env.setdefault("cpus", env.get("cores"))
+    env.setdefault("scikit_learn", env.get("scikit-learn"))
     report: dict[str, Any] = {
-        "environment": environment(),
+        "environment": env,
         "threads": args.threads,
         "repeats": repeats,
         "quick": args.quick,
@@ -702,6 +706,12 @@ def main(argv: list[str] | None = None) -> int:
         # A partial run updates its parts of an existing report.
         old = json.loads(args.out.read_text())
         envs = old.pop("environments", None) or {"earlier parts": old.get("environment")}
+        # Each part's environment once: the parts measured now leave the older entries.
+        envs = {
+            ",".join(kept): env
+            for key, env in envs.items()
+            if (kept := [p for p in key.split(",") if p not in parts]) or key == "earlier parts"
+        }
         envs[",".join(sorted(parts))] = report["environment"]
         old.update({k: v for k, v in report.items() if k != "summary"})
         old["environments"] = envs
