@@ -560,6 +560,72 @@ def frontier_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+ROUNDS = [50, 75, 100, 110, 120, 130, 150]
+
+
+def rounds_frontier(images: list[str], repeats: int) -> list[dict[str, Any]]:
+    """Fine-tuning rounds (``fine_tune_iter``): every depth's error after each
+    count in :data:`ROUNDS` (the iterates of one run, exact residuals) and the
+    deep model's time at that count (greedy + rounds x the measured time per
+    round, interleaved with scikit-learn's rank-64 fit) over scikit-learn's."""
+    rows = []
+    for name in images:
+        X64 = deep_image(name)
+        for dtype in (np.float32, np.float64):
+            X = X64.astype(dtype)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                W, H, _ = sklearn_fit(X, DEEP_RANKS[-1], max_iter=1000, tol=1e-7)
+            single16 = rel_err(X, W, H)
+            sk_times, greedy_s, round_s = [], [], []
+            for _ in range(repeats):
+                sk_times.append(clock(lambda X=X: sklearn_fit(X, DEEP_RANKS[0]))[0])
+                deep = factorize_deep(X, DEEP_RANKS, fine_tune_iter=max(ROUNDS))
+                greedy_s.append(deep.seconds["greedy"])
+                round_s.append(deep.seconds["fine_tune"] / max(1, deep.fine_tune_n_iter))
+            sk = statistics.median(sk_times)
+            for method in ("nmf", "semi"):
+                full = factorize_deep(X, DEEP_RANKS, method=method, fine_tune=False)
+                seen: dict[int, list[float]] = {}
+
+                def probe(
+                    stage: str, it: int, err: float, factors: Any, seen: Any = seen, X: Any = X
+                ) -> None:
+                    if stage == "fine-tune" and it in ROUNDS:
+                        model = factors()
+                        seen[it] = [
+                            rel_err(X, _deep.chain(model.Ws[: d + 1]), model.Hs[d])
+                            for d in range(len(DEEP_RANKS))
+                        ]
+
+                factorize_deep(
+                    X, DEEP_RANKS, method=method, fine_tune_iter=max(ROUNDS), callback=probe,
+                )  # fmt: skip
+                for k, errs in sorted(seen.items()):
+                    ratios = [e / g for e, g in zip(errs, full.greedy_errors, strict=True)]
+                    t = statistics.median(greedy_s) + k * statistics.median(round_s)
+                    row = {
+                        "image": name,
+                        "dtype": np.dtype(dtype).name,
+                        "method": method,
+                        "rounds": k,
+                        "errors": errs,
+                        "depth_over_full_greedy": ratios,
+                        "worst_depth_ratio": max(ratios),
+                        "deepest_over_sklearn_rank16": errs[-1] / single16,
+                        "time_ratio": t / sk if method == "nmf" else None,
+                    }
+                    rows.append(row)
+                    tr = "" if row["time_ratio"] is None else f" time {row['time_ratio']:.2f}"
+                    print(
+                        f"rounds {name:9s} {row['dtype']:7s} {method:4s} {k:3d}: x greedy "
+                        f"{np.round(ratios, 3).tolist()} deepest/sk16 "
+                        f"{row['deepest_over_sklearn_rank16']:.4f}{tr}",
+                        flush=True,
+                    )
+    return rows
+
+
 # ------------------------------------------------------------------ main
 
 
@@ -572,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--parts",
         default="single,sweeps,encode,deep,frontier",
-        help="comma-separated subset of single,sweeps,encode,deep,frontier",
+        help="comma-separated subset of single,sweeps,encode,deep,frontier,rounds",
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -584,8 +650,12 @@ def main(argv: list[str] | None = None) -> int:
         from threadpoolctl import threadpool_limits
 
         limiter = threadpool_limits(args.threads)
+    env = environment()
+    # The names benchmarks/tables.py reads (environment.py spells them "cores", "scikit-learn").
+    env.setdefault("cpus", env.get("cores"))
+    env.setdefault("scikit_learn", env.get("scikit-learn"))
     report: dict[str, Any] = {
-        "environment": environment(),
+        "environment": env,
         "threads": args.threads,
         "repeats": repeats,
         "quick": args.quick,
@@ -623,6 +693,9 @@ def main(argv: list[str] | None = None) -> int:
         report["frontier"] = {"rows": rows, "by_weight": frontier_summary(rows)}
         for s in report["frontier"]["by_weight"]:
             print("frontier", json.dumps(s), flush=True)
+    if "rounds" in parts:
+        images = FRONTIER_IMAGES[:1] if args.quick else FRONTIER_IMAGES
+        report["rounds"] = rounds_frontier(images, repeats)
     report["summary"] = summarise(report)
     print("\nsummary:", json.dumps(report["summary"], indent=1))
     report["environment"]["load_average_end"] = list(os.getloadavg())
@@ -633,6 +706,12 @@ def main(argv: list[str] | None = None) -> int:
         # A partial run updates its parts of an existing report.
         old = json.loads(args.out.read_text())
         envs = old.pop("environments", None) or {"earlier parts": old.get("environment")}
+        # Each part's environment once: the parts measured now leave the older entries.
+        envs = {
+            ",".join(kept): env
+            for key, env in envs.items()
+            if (kept := [p for p in key.split(",") if p not in parts]) or key == "earlier parts"
+        }
         envs[",".join(sorted(parts))] = report["environment"]
         old.update({k: v for k, v in report.items() if k != "summary"})
         old["environments"] = envs

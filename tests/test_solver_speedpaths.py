@@ -100,3 +100,38 @@ def test_public_encode_validates_and_solves() -> None:
         encode(X, W[:5])
     with pytest.raises(ParameterError, match="max_sweeps"):
         encode(X, W, max_sweeps=0)
+
+
+@pytest.mark.parametrize("shape", [(625, 100), (64, 1797), (64, 64)])
+def test_small_matrices_start_from_the_gram_svd(
+    shape: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small matrices' leading triplets come from the Gram matrix (LAPACK's full SVD is
+    not called) and agree with LAPACK's."""
+    from mlnmf_cli.engine import _linalg
+
+    X = np.random.default_rng(3).random(shape)
+    U0, s0, Vt0 = np.linalg.svd(X, full_matrices=False)
+
+    def no_full_svd(*args: object, **kwargs: object) -> None:
+        raise AssertionError("LAPACK SVD called")
+
+    monkeypatch.setattr(np.linalg, "svd", no_full_svd)
+    U, s, Vt = _linalg.truncated_svd(X, 10, np.random.default_rng(0))
+    assert np.allclose(s, s0[:10], rtol=1e-10)
+    assert np.allclose(np.abs(U.T @ U0[:, :10]), np.eye(10), atol=1e-8)
+    assert np.allclose(np.abs(Vt @ Vt0[:10].T), np.eye(10), atol=1e-8)
+
+
+def test_rank_deficient_small_matrix_falls_back_to_lapack() -> None:
+    """Directions the data does not reach make the Gram route inaccurate: LAPACK then,
+    still k orthonormal singular vectors."""
+    from mlnmf_cli.engine import _linalg
+
+    rng = np.random.default_rng(4)
+    X = rng.random((50, 3)) @ rng.random((3, 40))
+    U, s, Vt = _linalg.truncated_svd(X, 6, np.random.default_rng(0))
+    assert U.shape == (50, 6) and Vt.shape == (6, 40)
+    assert np.allclose(U.T @ U, np.eye(6), atol=1e-10)
+    assert np.allclose(Vt @ Vt.T, np.eye(6), atol=1e-10)
+    assert np.allclose(U[:, :3] * s[:3] @ Vt[:3], X, atol=1e-10)

@@ -110,11 +110,13 @@ class RowSweeper:
             Gm[short, short] = g[short] / d[short] - 1
         first = 0.0
         s = 0
+        last = max_sweeps - 1
         for s in range(max_sweeps):
-            if max_sweeps > 1:
+            # The change is measured on every sweep but the last allowed one.
+            if s < last:
                 np.copyto(self.prev, V)
             self._sweep()
-            if max_sweeps > 1:
+            if s < last:
                 np.subtract(V, self.prev, out=self.prev)
                 change = float(np.vdot(self.prev, self.prev))
                 if s == 0:
@@ -307,7 +309,7 @@ def solve(
             Wt = _least_squares(HHt, Pw)
         elif hals:
             assert sweep_w is not None
-            if np.any(np.diagonal(HHt) <= 0):
+            if HHt.diagonal().min() <= 0:
                 if rowsq is None:
                     rowsq = np.einsum("ij,ij->i", X, X, dtype=np.float64)
                 _revive(Wt, H, Pw, HHt, X, rowsq, nonneg=True)
@@ -321,7 +323,7 @@ def solve(
         np.dot(Wt, Wt.T, out=WtW)
         if hals:
             assert sweep_h is not None
-            if np.any(np.diagonal(WtW) <= 0):
+            if WtW.diagonal().min() <= 0:
                 if colsq is None:
                     colsq = np.einsum("ij,ij->j", X, X, dtype=np.float64)
                 _revive(H, Wt, WtX, WtW, X.T, colsq, nonneg=not semi)
@@ -420,7 +422,7 @@ def _solve_extrapolated(
     best = prev_y = out.errors[0]
     for it in range(1, max_iter + 1):
         np.dot(Hy, X.T, out=Pw)
-        if np.any(np.diagonal(HHt) <= 0):
+        if HHt.diagonal().min() <= 0:
             if rowsq is None:
                 rowsq = np.einsum("ij,ij->i", X, X, dtype=np.float64)
             _revive(Wt, Hy, Pw, HHt, X, rowsq, nonneg=True)
@@ -429,7 +431,7 @@ def _solve_extrapolated(
         _extrapolate(Wt, Wprev, momentum.beta, Wy)
         np.dot(Wy, X, out=Ph)
         np.dot(Wy, Wy.T, out=G)
-        if np.any(np.diagonal(G) <= 0):
+        if G.diagonal().min() <= 0:
             if colsq is None:
                 colsq = np.einsum("ij,ij->j", X, X, dtype=np.float64)
             _revive(H, Wy, Ph, G, X.T, colsq, nonneg=True)
