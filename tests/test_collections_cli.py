@@ -356,3 +356,19 @@ def test_an_unwritable_output_place_fails_before_any_work(
     code, _, err = run("learn", grey_folder, "--ranks", "2", "--out", blocker / "model")
     assert code == 1 and "output path exists and is not a directory" in err
     assert called == []
+
+
+def test_encode_force_replaces_its_own_folder_but_not_a_users(
+    learned: tuple[Path, str], grey_folder: Path, tmp_path: Path
+) -> None:
+    model, _ = learned
+    out = tmp_path / "e"
+    code, _, err = run("encode", model, grey_folder / "p00.png", "--out", out, "-q")
+    assert code == 0, err
+    code, _, err = run("encode", model, grey_folder / "p01.png", "--out", out, "-q", "--force")
+    assert code == 0, err
+    assert [p.name for p in (out / "reconstructions").iterdir()] == ["p01.png"]
+    (out / "reconstructions" / "notes.txt").write_text("mine")  # no longer only mlnmf's files
+    code, _, err = run("encode", model, grey_folder / "p02.png", "--out", out, "-q", "--force")
+    assert code == 1 and "is not an mlnmf result folder" in err
+    assert (out / "reconstructions" / "notes.txt").read_text() == "mine"

@@ -27,11 +27,11 @@ __all__ = ["LEARN_DEFAULTS", "Encoded", "Learned", "encode", "learn"]
 
 # Where learning a collection's dictionary defaults differently from decompose, and why.
 # init "nndsvd" (zeros kept) instead of "nndsvda" (zeros filled with the mean): on the
-# swimmer, whose rank (13) is below its 17 parts, the filled start leads the extrapolated
-# HALS to another exact factorisation; the 16 limb positions were recovered in 1 of 20
-# runs (10 seeds x 2 dtypes) with it and in 15 of 20 with the plain start (scikit-learn's
-# NNDSVDa + CD: 7 of 10). On lfw faces (ranks 40,20,10) the plain start also fits better
-# (21.19% vs 21.36%); digits alike (32.63% vs 32.62%).
+# swimmer, whose rank (13) is below its 17 parts, the filled start more often leads the
+# extrapolated HALS to another exact factorisation: the 16 limb positions were recovered
+# in 10 of 20 runs (10 seeds x 2 dtypes) from the plain start and 5 of 20 from the filled
+# one (scikit-learn's NNDSVDa + CD: 13 of 20). On lfw faces (ranks 40,20,10) the two fit
+# alike (21.91% vs 21.78%), digits too.
 # benchmarks/bench_collections.py measures both. No NumPy here: the CLI reads it at import.
 LEARN_DEFAULTS: dict[str, Any] = {"init": "nndsvd"}
 

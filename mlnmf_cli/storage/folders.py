@@ -356,6 +356,8 @@ def holds_output_lock(out: Path) -> bool:
 
 
 _RESULT_FILE = re.compile(r"[A-Za-z0-9_]+\.(png|npz|json|csv)|\..+\.[a-z0-9_]{8}\.tmp")
+# encode (collections) writes one picture per input into this subfolder.
+_RESULT_SUBFOLDER = "reconstructions"
 _LEFTOVER = re.compile(r"\.(.+)\.[a-z0-9_]{8}\.(partial|old|trash)")
 _SUMMARY_TMP = re.compile(
     r"\.(" + "|".join(re.escape(n) for n in SUMMARY_FILES) + r")\.[a-z0-9_]{8}\.tmp"
@@ -363,11 +365,23 @@ _SUMMARY_TMP = re.compile(
 )
 
 
+def _pictures_only(path: str) -> bool:
+    """A real folder (not a link) holding nothing but PNG files."""
+    return (
+        os.path.isdir(path)
+        and not os.path.islink(path)
+        and all(
+            f.is_file(follow_symlinks=False) and f.name.endswith(".png") for f in os.scandir(path)
+        )
+    )
+
+
 def _result_like(folder: Path) -> bool:
     """A folder that holds nothing but files mlnmf writes into a result folder."""
     try:
         return all(
-            e.is_file(follow_symlinks=False) and _RESULT_FILE.fullmatch(e.name)
+            (e.is_file(follow_symlinks=False) and _RESULT_FILE.fullmatch(e.name))
+            or (e.name == _RESULT_SUBFOLDER and _pictures_only(e.path))
             for e in os.scandir(folder)
         )
     except OSError:
