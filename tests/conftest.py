@@ -62,3 +62,11 @@ def fit_loss(Xo: np.ndarray, U: np.ndarray, V: np.ndarray) -> float:
     """||Xo - V^T U||^2 in float64: the loss one HALS update of V (against U) minimises."""
     R = Xo.astype(float) - V.T.astype(float) @ U.astype(float)
     return float(np.vdot(R, R))
+
+
+def terminal_signals() -> None:
+    """``preexec_fn`` of a child that must react to Ctrl-C as under a terminal: a shell's
+    background job inherits SIGINT ignored, and Python then keeps ignoring it."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ENV, run
+from conftest import ENV, run, terminal_signals
 from imagegen import make_gray_png, make_rgb_jpeg, make_text_as_png
 from typer.testing import CliRunner
 
@@ -251,9 +251,7 @@ def _start(args: list[str | Path], cwd: Path) -> subprocess.Popen[bytes]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
-        # A shell's background job inherits SIGINT ignored, and Python then keeps
-        # ignoring it: give the child the default a terminal would.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=terminal_signals,
     )
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import imagegen as gen
 import numpy as np
 import pytest
-from conftest import run
+from conftest import run, terminal_signals
 
 from mlnmf_cli import storage
 
@@ -1320,8 +1320,9 @@ def run_process(
     env = {**_os.environ, "NO_COLOR": "1", "COLUMNS": "200", "TERM": "dumb"}
     env["OPENBLAS_NUM_THREADS"] = "1"
     done = subprocess.run(
-        [*command, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env
-    )
+        [*command, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env,
+        preexec_fn=terminal_signals,
+    )  # fmt: skip
     assert "Traceback" not in done.stderr
     return done.returncode, done.stdout, done.stderr
 
