@@ -345,7 +345,7 @@ def test_every_option_reaches_the_engine(
     monkeypatch.setattr(engine, "factorize_deep", spy)
     code, _, err = run(
         "decompose", colour_png, "--ranks", "6,3", "--method", "semi", "--solver", "mu", "--init", "random",
-        "--no-fine-tune", "--fine-tune-iter", "7", "--no-normalize", "--no-refit", "--max-iter", "9", "--tol", "0.01",
+        "--no-fine-tune", "--fine-tune-iter", "7", "--deep-weight", "5", "--no-normalize", "--no-refit", "--max-iter", "9", "--tol", "0.01",
         "--target-error", "0.5", "--dtype", "float64", "--seed", "42", "--channels", "gray", "-o", tmp_path, "-q",
     )  # fmt: skip
     assert code == 0, err
@@ -353,7 +353,7 @@ def test_every_option_reaches_the_engine(
     assert seen["dtype"] == np.float64 and seen["shape"] == (48, 64)
     expected = {
         "method": "semi", "solver": "mu", "init": "random", "fine_tune": False, "fine_tune_iter": 7,
-        "normalize": False, "refit": False, "max_iter": 9, "tol": 0.01, "target_error": 0.5, "seed": 42,
+        "deep_weight": 5.0, "normalize": False, "refit": False, "max_iter": 9, "tol": 0.01, "target_error": 0.5, "seed": 42,
     }  # fmt: skip
     assert {k: seen[k] for k in expected} == expected
     # Every engine option the command line offers is in this test, set away from its default.
@@ -605,7 +605,7 @@ def test_option_errors_name_the_option_the_value_and_what_works(
         (["-c", "ranks=8 tol=-1"], "--config 'ranks=8 tol=-1': tol=-1 is not a finite number of at least 0"),
         (["-c", "ranks=8 solver=cd"], "--config 'ranks=8 solver=cd': solver=cd is not one of hals, mu"),
         (["-c", "ranks=1 init=svd"], "--config 'ranks=1 init=svd': ranks=1 has a rank below 2, which init=svd cannot start from (try ranks=2)"),
-        (["-c", "max_pixels=9"], "--config 'max_pixels=9': unknown key 'max_pixels' (allowed: ranks, method, solver, init, fine_tune, fine_tune_iter, normalize, refit, max_iter, tol, target_error, seed, dtype, channels)"),
+        (["-c", "max_pixels=9"], "--config 'max_pixels=9': unknown key 'max_pixels' (allowed: ranks, method, solver, init, fine_tune, fine_tune_iter, deep_weight, normalize, refit, max_iter, tol, target_error, seed, dtype, channels)"),
     ],
 )  # fmt: skip
 def test_compare_option_errors_in_command_line_words(

@@ -372,3 +372,18 @@ def test_encode_force_replaces_its_own_folder_but_not_a_users(
     code, _, err = run("encode", model, grey_folder / "p02.png", "--out", out, "-q", "--force")
     assert code == 1 and "is not an mlnmf result folder" in err
     assert (out / "reconstructions" / "notes.txt").read_text() == "mine"
+
+
+def test_learn_has_its_own_defaults_recorded_and_decompose_keeps_the_engines(
+    learned: tuple[Path, str], grey_folder: Path, tmp_path: Path
+) -> None:
+    out, _ = learned
+    parameters = json.loads((out / "report.json").read_text())["parameters"]
+    assert (parameters["init"], parameters["deep_weight"]) == ("nndsvd", 4.0)
+    code, _, err = run(
+        "learn", grey_folder, "--ranks", "4,2", "--deep-weight", "2", "--init", "nndsvda",
+        "--out", tmp_path / "m", "-q",
+    )  # fmt: skip
+    assert code == 0, err
+    parameters = json.loads((tmp_path / "m" / "report.json").read_text())["parameters"]
+    assert (parameters["init"], parameters["deep_weight"]) == ("nndsvda", 2.0)

@@ -39,9 +39,11 @@ Recursive = Annotated[bool, typer.Option("--recursive", "-R", help="Descend into
 if TYPE_CHECKING:
     MaxPixels = int | None
     LearnInit = str
+    DeepWeight = float
 else:
     MaxPixels = cli_parameter("max_pixels")
     LearnInit = cli_parameter("init")
+    DeepWeight = cli_parameter("deep_weight")
 Channels = Annotated[
     str | None,
     typer.Option(
@@ -112,7 +114,7 @@ def _parsed(parser: Any, value: str | None, option: str) -> Any:
 
 
 @app.command(cls=Command)
-@with_options(skip=("init", "channels", "max_pixels"))
+@with_options(skip=("init", "deep_weight", "channels", "max_pixels"))
 def learn(
     inputs: Inputs,
     *,
@@ -120,6 +122,7 @@ def learn(
     layers: Layers = None,
     settings: dict[str, Any],  # one option per declared field (with_options)
     init: LearnInit = LEARN_DEFAULTS["init"],
+    deep_weight: DeepWeight = LEARN_DEFAULTS["deep_weight"],
     channels: Channels = None,
     max_pixels: MaxPixels = None,
     size: Annotated[
@@ -169,7 +172,15 @@ def learn(
     from mlnmf_cli.collections import loading, run, streaming
 
     options = build_options(
-        ranks, layers, {**settings, "init": init, "channels": channels, "max_pixels": max_pixels}
+        ranks,
+        layers,
+        {
+            **settings,
+            "init": init,
+            "deep_weight": deep_weight,
+            "channels": channels,
+            "max_pixels": max_pixels,
+        },
     )
     resize = _parsed(loading.parse_size, size, "--size")
     spec = None

@@ -288,6 +288,7 @@ def factorize_deep(
             target_error=None if opts.target_error is None else float(opts.target_error),
             callback=notify,
             normalize=opts.normalize,
+            deep_weight=float(opts.deep_weight),
             extrapolate=opts.extrapolate,
         )
         Ws, Hs = ft.Ws, ft.Hs

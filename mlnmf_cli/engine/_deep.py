@@ -46,7 +46,7 @@ from mlnmf_cli.engine._single import (
     n_sweeps,
 )
 from mlnmf_cli.engine.model import Model
-from mlnmf_cli.engine.options import Notify
+from mlnmf_cli.engine.options import DEFAULTS, Notify
 
 APG_STEPS = 30
 TOL_FACTOR = 0.1
@@ -58,7 +58,7 @@ REFIT_SWEEPS = 100
 # deep_weight 2 is the largest tried that keeps every depth within 1.05x its
 # greedy error on all 16 runs (worst 1.036x); 4 brings the deepest closer to a
 # long rank-16 NMF (worst 1.06x instead of 1.08x) but lets depth 1 reach 1.064x.
-DEEP_WEIGHT = 2.0
+DEEP_WEIGHT = DEFAULTS.deep_weight  # declared with the options
 MIDDLE_WEIGHT = 0.25
 ERROR_FLOOR = 1e-2
 # Inner HALS sweeps per round: of each Hd, and at most of W1 (measured on the

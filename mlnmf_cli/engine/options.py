@@ -278,6 +278,14 @@ class EngineOptions(Validated):
     # less time) would cost up to 1.1% and lift camera's past tests/test_engine.py's
     # bound (1.04x a rank-16 NMF).
     fine_tune_iter: int = option(120, Integer(0), "Iterations of joint fine-tuning.")
+    # 2 from the measured frontier (benchmarks/results/engine.json, "frontier"): the
+    # largest weight that keeps every depth within 1.05x its greedy error.
+    deep_weight: float = option(
+        2.0,
+        Real(0.0),
+        "Fine-tuning: weight of the deepest model's error against the shallower depths' "
+        "(larger favours the deepest, e.g. 100; 2 keeps every depth near its greedy error).",
+    )
     normalize: bool = option(
         True,
         Boolean(),
