@@ -72,14 +72,15 @@ def test_scikit_learn_nndsvda_recovers_every_limb_position() -> None:
 
 def test_learn_with_defaults_recovers_every_limb_position_of_the_swimmer() -> None:
     """Rank 17 on rank-13 data has many exact factorisations: which one a run reaches
-    depends on its path, for scikit-learn too (7 of these 10 runs). Most must give parts."""
+    depends on its path, for scikit-learn too (7 of these 10 seeds' runs). With learn's
+    defaults (float64, NNDSVD) the default seed and most others give the parts; float32
+    rounding leads most runs elsewhere (1 of 10 seeds measured)."""
     images, _ = swimmer.swimmer()
     X = images.reshape(256, -1).T
     worst = [
-        swimmer.recovered_parts(learn(X, (17,), seed=seed, dtype=dtype).features(1)).min()
-        for seed in range(5)
-        for dtype in ("float32", "float64")
+        swimmer.recovered_parts(learn(X, (17,), seed=seed).features(1)).min() for seed in range(6)
     ]
+    assert worst[0] >= 0.9, np.round(worst, 2)  # the defaults, seed included
     assert sum(w >= 0.9 for w in worst) >= 5, np.round(worst, 2)
 
 

@@ -40,10 +40,12 @@ if TYPE_CHECKING:
     MaxPixels = int | None
     LearnInit = str
     DeepWeight = float
+    Dtype = str
 else:
     MaxPixels = cli_parameter("max_pixels")
     LearnInit = cli_parameter("init")
     DeepWeight = cli_parameter("deep_weight")
+    Dtype = cli_parameter("dtype")
 Channels = Annotated[
     str | None,
     typer.Option(
@@ -114,7 +116,7 @@ def _parsed(parser: Any, value: str | None, option: str) -> Any:
 
 
 @app.command(cls=Command)
-@with_options(skip=("init", "deep_weight", "channels", "max_pixels"))
+@with_options(skip=("init", "deep_weight", "dtype", "channels", "max_pixels"))
 def learn(
     inputs: Inputs,
     *,
@@ -123,6 +125,7 @@ def learn(
     settings: dict[str, Any],  # one option per declared field (with_options)
     init: LearnInit = LEARN_DEFAULTS["init"],
     deep_weight: DeepWeight = LEARN_DEFAULTS["deep_weight"],
+    dtype: Dtype = LEARN_DEFAULTS["dtype"],
     channels: Channels = None,
     max_pixels: MaxPixels = None,
     size: Annotated[
