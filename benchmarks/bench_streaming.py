@@ -51,6 +51,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from environment import environment  # noqa: E402
+
 from mlnmf_cli.collections import blocks, streaming  # noqa: E402
 
 RANKS = (16, 8)
@@ -58,24 +60,6 @@ SIDE = 32
 ITERS = {"max_iter": 10, "fine_tune_iter": 5, "tol": 0.0}
 COMPARE_ITERS = {"max_iter": 30, "fine_tune_iter": 10, "tol": 0.0}
 MLNMF = [str(ROOT / ".venv" / "bin" / "mlnmf")]
-
-
-def environment() -> dict[str, Any]:
-    try:
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-        from environment import environment as env  # type: ignore[import-not-found]
-
-        return dict(env())
-    except Exception:  # benchmarks/environment.py is not on this branch yet
-        import platform
-
-        return {
-            "stub": True,
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "machine": platform.machine(),
-            "cpus": os.cpu_count(),
-        }
 
 
 def make_collection(folder: Path, n: int, seed: int = 0) -> Path:
