@@ -309,8 +309,23 @@ def test_streaming_targets_are_judged_from_the_data() -> None:
     assert "largest / smallest 1.40 (target <= 1.25: **not met**)" in text
     assert "plus the budget (—, `learn` on 16 images" in text and "+ 32 MB): no." in text
     assert "the peak moves by 10486 bytes an image" in text
-    assert "(linear: at most 1.25, **met**)" in text
+    assert "Linear in the number of images: **—**." in text  # no fit in the results
     assert "(1.20x, target <= 1.3x: **met**)" in text
     assert "factors max relative difference 0.0003 (target 1e-04: **not met**)" in text
     table = tables.RENDERERS["streaming-peak"](STREAMING)
     assert "| 3,000 | 3 x 1,000 | 70.0 MB | — | — | — |" in table
+
+
+def test_linear_time_needs_a_straight_fit_and_no_growth_per_image() -> None:
+    for residual, per_image, verdict in ((0.05, 1.1, "met"), (0.2, 1.1, "not met"),
+                                         (0.05, 1.5, "not met")):  # fmt: skip
+        results = {
+            "streaming": {
+                "peak_memory": {
+                    "linear_fit": {"worst_relative_residual": residual},
+                    "seconds_per_image_ratio_largest_smallest": per_image,
+                }
+            }
+        }
+        text = tables.RENDERERS["streaming-claims"](results)
+        assert f"Linear in the number of images: **{verdict}**." in text
