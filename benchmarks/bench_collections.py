@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 import warnings
@@ -42,6 +41,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from environment import environment  # noqa: E402
 
 from mlnmf_cli.collections import encode, learn  # noqa: E402
 from mlnmf_cli.collections.swimmer import recovered_parts, swimmer  # noqa: E402
@@ -251,15 +252,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    import sklearn
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(args.threads):
         report: dict[str, Any] = {
-            "date": time.strftime("%Y-%m-%d"),
-            "machine": {"python": platform.python_version(), "numpy": np.__version__,
-                        "sklearn": sklearn.__version__, "threads": args.threads},
-        }  # fmt: skip
+            "benchmark": "collections",
+            "environment": environment(),
+            "threads": args.threads,
+            "seeds": args.seeds,
+        }
         print("swimmer ...", flush=True)
         report["swimmer"] = bench_swimmer(args.seeds)
         print(json.dumps({k: v for k, v in report["swimmer"].items() if k != "rows"}, indent=1))

@@ -229,3 +229,103 @@ def test_caps_above_the_cost_bound_are_called_the_same_computation() -> None:
     assert "Caps 6 and 8 run the same computation here" in text
     assert "(0.10-0.15) is the machine's noise" in text
     assert "the products): float32: 2." in text
+
+
+COLLECTIONS = {
+    "collections": {
+        "seeds": 2,
+        "swimmer": {"defaults_recover_all": False, "defaults_worst_cosine": 0.5,
+                    "mlnmf_recovered_runs": 1, "sklearn_recovered_runs": 3,
+                    "mlnmf_nndsvda_recovered_runs": 2, "hals_w_first_recovered_runs": 0,
+                    "runs": 4},
+        "faces": {
+            "ranks": [4, 2],
+            "learn": {"mlnmf_deep_error": 0.21, "sklearn_rank10_error": 0.2, "ratio": 1.05,
+                      "target": 1.02},
+            "encode": {"mlnmf_error": 0.2, "sklearn_transform_error": 0.2, "ratio": 1.0,
+                       "target": 1.05},
+        },
+        "digits": [
+            {"representation": "raw pixels", "dims": 64, "nmi": 0.5, "accuracy": 0.6,
+             "cosine_within": 0.8, "cosine_between": 0.7},
+            {"representation": "nmf one layer ranks 10", "dims": 10, "nmi": 0.6,
+             "accuracy": 0.6, "cosine_within": 0.5, "cosine_between": 0.6},
+            {"representation": "nmf greedy ranks 40,20,10", "dims": 10, "nmi": 0.7,
+             "accuracy": 0.7, "cosine_within": 0.8, "cosine_between": 0.4},
+            {"representation": "nmf fine-tuned ranks 40,20,10", "dims": 10, "nmi": 0.65,
+             "accuracy": 0.7, "cosine_within": 0.8, "cosine_between": 0.4},
+        ],
+    }
+}  # fmt: skip
+
+
+def test_collection_targets_are_judged_from_the_ratios() -> None:
+    faces = tables.RENDERERS["collections-faces"](COLLECTIONS)
+    assert "(1.050x, target 1.02x: **not met**" in faces
+    assert "(1.000x, target 1.05x: **met**)" in faces
+    swimmer = tables.RENDERERS["collections-swimmer"](COLLECTIONS)
+    assert "not every limb position is recovered as one atom" in swimmer
+    assert (
+        "mlnmf recovers all 16 in 1 of 4 runs, scikit-learn's NMF (NNDSVDa, `cd`) in 3 of 4"
+        in swimmer
+    )
+    assert "which is why" not in swimmer  # the filled start did no worse here
+    head = tables.RENDERERS["collections-headline"](COLLECTIONS)
+    assert "| 1.050x | <= 1.02x | not met |" in head and "| 1.000x | <= 1.05x | met |" in head
+    assert "| 0.500 | >= 0.9 | not met |" in head
+    assert (
+        "runs recovering all 16 limb positions | 1 of 4 | scikit-learn's NMF: 3 of 4 | fewer |"
+        in head
+    )
+    assert "issue 13's target, **not met**" in swimmer
+
+
+def test_digits_say_which_codes_cluster_best() -> None:
+    text = tables.RENDERERS["collections-digits"](COLLECTIONS)
+    assert "| deep NMF 40,20,10, greedy | 10 | 0.700 | 0.700 | 0.80 / 0.40 | — | — |" in text
+    assert "deep codes cluster better than raw pixels and one-layer codes." in text
+    assert "Fine-tuning moves the deep codes' NMI from 0.700 to 0.650 for deep NMF." in text
+    assert "in 3 of 4 representations" in text
+
+
+STREAMING = {
+    "streaming": {
+        "peak_memory": {
+            "memory_mb": 32,
+            "runs": [{"images": 1000, "peak_mb": 50.0, "blocks": 1, "block_columns": 1000},
+                     {"images": 3000, "peak_mb": 70.0, "blocks": 3, "block_columns": 1000}],
+            "peak_ratio_largest_smallest": 1.4, "peak_target": 1.25,
+            "all_within_baseline_plus_budget": False,
+            "seconds_per_image_ratio_largest_smallest": 1.1,
+        },
+        "blocked_vs_in_memory": {"blocked_over_engine": 1.2, "target": 1.3},
+        "dask_vs_local": {"max_relative_difference": 3e-4, "target": 1e-4},
+    }
+}  # fmt: skip
+
+
+def test_streaming_targets_are_judged_from_the_data() -> None:
+    text = tables.RENDERERS["streaming-claims"](STREAMING)
+    assert "largest / smallest 1.40 (target <= 1.25: **not met**)" in text
+    assert "plus the budget (—, `learn` on 16 images" in text and "+ 32 MB): no." in text
+    assert "the peak moves by 10486 bytes an image" in text
+    assert "Linear in the number of images: **—**." in text  # no fit in the results
+    assert "(1.20x, target <= 1.3x: **met**)" in text
+    assert "factors max relative difference 0.0003 (target 1e-04: **not met**)" in text
+    table = tables.RENDERERS["streaming-peak"](STREAMING)
+    assert "| 3,000 | 3 x 1,000 | 70.0 MB | — | — | — |" in table
+
+
+def test_linear_time_needs_a_straight_fit_and_no_growth_per_image() -> None:
+    for residual, per_image, verdict in ((0.05, 1.1, "met"), (0.2, 1.1, "not met"),
+                                         (0.05, 1.5, "not met")):  # fmt: skip
+        results = {
+            "streaming": {
+                "peak_memory": {
+                    "linear_fit": {"worst_relative_residual": residual},
+                    "seconds_per_image_ratio_largest_smallest": per_image,
+                }
+            }
+        }
+        text = tables.RENDERERS["streaming-claims"](results)
+        assert f"Linear in the number of images: **{verdict}**." in text
