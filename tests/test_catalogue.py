@@ -1940,3 +1940,78 @@ def test_control_characters_in_a_name_keep_the_error_on_one_line(tmp_path: Path)
     escaped = str(missing).replace("\n", "\\n").replace("\t", "\\t")
     assert (code, stderr) == (1, f"mlnmf: error: {escaped}: no such file or folder\n")
     assert not (out / "two").exists()
+
+
+# --------------------------------------------------------------------------- qa
+# Found by trying the tool as a newcomer and as an adversary would (the qa pass).
+
+
+@pytest.mark.parametrize("command", ["compare", "random-test"])
+@pytest.mark.parametrize("draws", ["10001", "99999999999999999999999"])
+def test_null_draws_beyond_the_bound_are_refused_before_anything_is_written(
+    command: str, draws: str, tmp_path: Path
+) -> None:
+    # Was a traceback (numpy: "Maximum allowed dimension exceeded") after
+    # random-test had written its images, which then blocked the rerun.
+    inputs: list[str | Path] = []
+    if command == "compare":
+        inputs = [gen.make_gray_png(tmp_path / f"{n}.png", size=(8, 8)) for n in "ab"]
+    else:
+        inputs = ["--count", "2", "--size", "8x8"]
+    out = tmp_path / "out"
+    code, stdout, stderr = run(command, *inputs, "-c", "ranks=4", "--null-draws", draws, "-o", out)
+    assert (code, stdout) == (2, "")
+    assert stderr == (
+        f"mlnmf: error: --null-draws {draws} is not a whole number from 2 to 10000 "
+        f"(see 'mlnmf {command} --help')\n"
+    )
+    assert not out.exists()
+
+
+def test_random_test_repeats_share_the_pixel_limit(tmp_path: Path) -> None:
+    # Every repeat writes its own images: 2000 repeats of three 128x128 images were
+    # written one by one, and a huge --repeats hung building the list of names.
+    out = tmp_path / "out"
+    code, stdout, stderr = run("random-test", "--repeats", "2000", "-o", out)
+    assert (code, stdout) == (2, "")
+    assert stderr == (
+        "mlnmf: error: --repeats 2000: 6000 images of 128x128 mean 98304000 pixels, more "
+        "than the limit of 89478485 (raise it with --max-pixels) "
+        "(see 'mlnmf random-test --help')\n"
+    )
+    assert not out.exists()
+    huge = "9" * 23
+    code, _, stderr = run("random-test", "--repeats", huge, "--size", "8x8", "-o", out)
+    assert code == 2
+    assert stderr.startswith(f"mlnmf: error: --repeats {huge}: ") and stderr.count("\n") == 1
+    assert not out.exists()
+
+
+def test_random_test_repeats_within_the_limit_still_run(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = ("--count", "2", "--size", "8x8", "-c", "ranks=2", "--repeats", "2", "--null-draws", "2")
+    code, _, stderr = run("random-test", *args, "-q", "-o", out)
+    assert code == 0, stderr
+    images = {p.name for p in out.glob("random-*.png")}
+    assert images == {f"random-r0{r}-{i}.png" for r in (1, 2) for i in (1, 2)}
+
+
+@pytest.mark.parametrize(
+    ("spec", "key"),
+    [
+        ("ranks=4 ranks=2", "ranks"),
+        ("ranks=4 ranks=4", "ranks"),
+        ("fine-tune=off fine_tune=on", "fine_tune"),
+    ],
+)
+def test_config_key_given_twice_is_refused(spec: str, key: str, tmp_path: Path) -> None:
+    # The last value used to win without a word, and the label showed both.
+    images = [gen.make_gray_png(tmp_path / f"{n}.png", size=(8, 8)) for n in "ab"]
+    out = tmp_path / "out"
+    code, stdout, stderr = run("compare", *images, "-c", spec, "-o", out)
+    assert (code, stdout) == (2, "")
+    assert stderr == (
+        f"mlnmf: error: --config '{spec}': {key} is given twice (keep one) "
+        "(see 'mlnmf compare --help')\n"
+    )
+    assert not out.exists()

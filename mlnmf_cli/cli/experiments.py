@@ -57,8 +57,8 @@ NullDraws = Annotated[
     int,
     typer.Option(
         metavar="N",
-        parser=whole_number("--null-draws", 2),
-        help="Random draws for each null baseline (at least 2).",
+        parser=whole_number("--null-draws", 2, excfg.MAX_NULL_DRAWS),
+        help=f"Random draws for each null baseline (2 to {excfg.MAX_NULL_DRAWS}).",
     ),
 ]
 VerdictDepth = Annotated[
@@ -275,6 +275,10 @@ def random_test(
         experiments.check_size(shape, max_pixels, count)
     except ParameterError as exc:
         raise OptionUsage(f"--count {count}: {exc}") from None
+    try:  # every repeat writes its own images
+        experiments.check_size(shape, max_pixels, count * repeats)
+    except ParameterError as exc:
+        raise OptionUsage(f"--repeats {repeats}: {exc}") from None
     _check_verdict_depth(verdict_depth, configs)
     try:
         excfg.check_fits(configs, shape, f"the {shape[0]}x{shape[1]} images of --size")

@@ -81,16 +81,17 @@ def value_parser(name: str) -> Callable[[Any], Any]:
     return parse
 
 
-def whole_number(flag: str, low: int) -> Callable[[Any], int]:
-    """A parser of ``flag``'s whole number of at least ``low``."""
+def whole_number(flag: str, low: int, high: int | None = None) -> Callable[[Any], int]:
+    """A parser of ``flag``'s whole number of at least ``low`` (and at most ``high``)."""
 
     def parse(text: Any) -> int:
         try:
             n = int(text)
         except (TypeError, ValueError):
             n = None
-        if n is None or n < low or isinstance(text, float):
-            raise OptionUsage(f"{flag} {quoted(text)} is not a whole number of at least {low}")
+        if n is None or n < low or isinstance(text, float) or (high is not None and n > high):
+            bounds = f"of at least {low}" if high is None else f"from {low} to {high}"
+            raise OptionUsage(f"{flag} {quoted(text)} is not a whole number {bounds}")
         return n
 
     return parse
