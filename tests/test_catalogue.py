@@ -2015,3 +2015,21 @@ def test_config_key_given_twice_is_refused(spec: str, key: str, tmp_path: Path) 
         "(see 'mlnmf compare --help')\n"
     )
     assert not out.exists()
+
+
+def test_ctrl_c_at_the_first_import_after_the_launcher_is_one_line(tmp_path: Path) -> None:
+    # Ctrl-C 20 ms after start landed in startup's own imports (typing, threading),
+    # made before its handler was installed: a traceback and exit 1.
+    hook = """
+    import importlib.abc
+    EARLY = {"mlnmf_cli", "mlnmf_cli.cli", "mlnmf_cli.cli.startup", "__future__"}
+    class Hook(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name not in EARLY:
+                sys.meta_path.remove(self)
+                os.kill(os.getpid(), signal.SIGINT)
+    sys.meta_path.insert(0, Hook())
+    """
+    code, stdout, stderr = run_process("decompose", tmp_path, "-o", tmp_path / "out", setup=hook)
+    assert (code, stdout, stderr) == (130, "", "mlnmf: error: interrupted\n")
+    assert _tree(tmp_path) == set()
