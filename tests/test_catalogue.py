@@ -2033,3 +2033,33 @@ def test_ctrl_c_at_the_first_import_after_the_launcher_is_one_line(tmp_path: Pat
     code, stdout, stderr = run_process("decompose", tmp_path, "-o", tmp_path / "out", setup=hook)
     assert (code, stdout, stderr) == (130, "", "mlnmf: error: interrupted\n")
     assert _tree(tmp_path) == set()
+
+
+@pytest.mark.parametrize("fault", [KeyboardInterrupt, RuntimeError])
+def test_random_test_stopped_midway_keeps_none_of_its_files(
+    fault: type[BaseException], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Its random images stayed after Ctrl-C (or a crash) and blocked the rerun:
+    # "out already holds random-r01-1.png, ... (use --force to replace them)".
+    from mlnmf_cli.experiments import random_images
+
+    def stopped(*args: object, **kwargs: object) -> None:
+        raise fault("stopped")
+
+    monkeypatch.setattr(random_images, "compare", stopped)
+    out = tmp_path / "out"
+    mine = out / "mine.txt"
+    out.mkdir()
+    mine.write_text("keep me")
+    args = ("--count", "2", "--size", "8x8", "-c", "ranks=2", "--repeats", "2", "-o", out, "-q")
+    if fault is KeyboardInterrupt:
+        code, _, stderr = run("random-test", *args)
+        assert (code, stderr) == (130, "mlnmf: error: interrupted\n")
+    else:
+        with pytest.raises(AssertionError, match="unexpected exception"):
+            run("random-test", *args)
+    assert _tree(out) == {"mine.txt"}
+    monkeypatch.undo()
+    code, _, stderr = run("random-test", *args)
+    assert code == 0 and stderr.startswith("verdict: "), stderr
+    assert {"mine.txt", "random-r01-1.png", "random-test.json"} <= _tree(out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -295,16 +296,23 @@ def random_test(
     out = experiments.prepare_output(out, planned, force=force)
     from rich.progress import SpinnerColumn, TextColumn
 
-    with progress_bar(quiet, SpinnerColumn(), TextColumn("{task.description}")) as progress:
-        task = progress.add_task("decomposing", total=None)
-        test = experiments.random_test(
-                out, configs, count=count, size=shape, distribution=distribution, seed=seed,
-                repeats=repeats, control=control, measure=measure, draws=null_draws,
-                max_pixels=max_pixels,
-                step=lambda text: progress.update(task, description=f"decomposing {text}"),
-            )  # fmt: skip
-        progress.update(task, description="writing pictures")
-        data = experiments.write_random_test(test, out, verdict_depth=verdict_depth)
+    there = {name for name in planned if (out / name).exists()}  # only with --force
+    try:
+        with progress_bar(quiet, SpinnerColumn(), TextColumn("{task.description}")) as progress:
+            task = progress.add_task("decomposing", total=None)
+            test = experiments.random_test(
+                    out, configs, count=count, size=shape, distribution=distribution, seed=seed,
+                    repeats=repeats, control=control, measure=measure, draws=null_draws,
+                    max_pixels=max_pixels,
+                    step=lambda text: progress.update(task, description=f"decomposing {text}"),
+                )  # fmt: skip
+            progress.update(task, description="writing pictures")
+            data = experiments.write_random_test(test, out, verdict_depth=verdict_depth)
+    except BaseException:  # interrupted or failed: keep no file of this run (they block a rerun)
+        for name in set(planned) - there:
+            with contextlib.suppress(OSError):
+                (out / name).unlink(missing_ok=True)
+        raise
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
     if not quiet:
