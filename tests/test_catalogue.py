@@ -2063,3 +2063,42 @@ def test_random_test_stopped_midway_keeps_none_of_its_files(
     code, _, stderr = run("random-test", *args)
     assert code == 0 and stderr.startswith("verdict: "), stderr
     assert {"mine.txt", "random-r01-1.png", "random-test.json"} <= _tree(out)
+
+
+def test_control_characters_in_names_are_escaped_by_every_command(
+    good_model: Path, tmp_path: Path
+) -> None:
+    # Outside decompose a tab or newline in a name became a space ("t ab.png": a file
+    # that does not exist), and reconstruct's result line was split in two.
+    tabbed = tmp_path / "t\tab.png"
+    tabbed.write_text("not an image")
+    missing = tmp_path / "no\npe"
+    image = gen.make_gray_png(tmp_path / "a.png", size=(8, 8))
+    esc = {"\t": "\\t", "\n": "\\n"}
+
+    def shown(path: Path) -> str:
+        return str(path).translate(str.maketrans(esc))
+
+    cases: list[tuple[tuple[str | Path, ...], str]] = [
+        (("reconstruct", missing), f"{shown(missing)}: file not found"),
+        (("reconstruct", tabbed), f"{shown(tabbed)}: not a valid model file (not an .npz archive)"),
+        (("compare", tabbed, image, "-q"), f"{shown(tabbed)}: not an image Pillow can read"),
+        (("compare", image, missing, "-q"), f"{shown(missing)}: no such file or folder"),
+        (
+            ("random-test", "--control", tabbed, "--size", "8x8", "-c", "ranks=2", "-q"),
+            f"{shown(tabbed)}: not an image Pillow can read",
+        ),
+    ]
+    out = tmp_path / "out"
+    for args, message in cases:
+        code, stdout, stderr = run(*args, "-o", out) if args[0] != "reconstruct" else run(*args)
+        assert (code, stdout, stderr) == (1, "", f"mlnmf: error: {message}\n"), args
+        assert not out.exists()
+    rebuilt = tmp_path / "re\nbuilt.png"
+    code, _, stderr = run("reconstruct", good_model, "--out", rebuilt, "--original", tabbed)
+    assert (code, stderr) == (1, f"mlnmf: error: {shown(tabbed)}: not an image Pillow can read\n")
+    assert not rebuilt.exists()
+    code, _, stderr = run("reconstruct", good_model, "--out", rebuilt)
+    assert code == 0 and stderr.count("\n") == 1
+    assert stderr.startswith(f"wrote {shown(rebuilt)} (depth ")
+    assert rebuilt.is_file()

@@ -70,7 +70,9 @@ def error_message(exc: BaseException) -> str:
         if isinstance(name, bytes):
             name = os.fsdecode(name)
         return f"{name}: {reason}" if name is not None else reason
-    return " ".join(str(exc).split())
+    # One line by contract: collapsing whitespace would turn a tab or newline in a
+    # file name into a space (a name that does not exist); error_line escapes them.
+    return str(exc).strip()
 
 
 def _interrupt(signum: int, frame: Any) -> None:
