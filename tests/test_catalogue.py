@@ -2102,3 +2102,26 @@ def test_control_characters_in_names_are_escaped_by_every_command(
     assert code == 0 and stderr.count("\n") == 1
     assert stderr.startswith(f"wrote {shown(rebuilt)} (depth ")
     assert rebuilt.is_file()
+
+
+def test_compare_refuses_the_same_image_twice(tmp_path: Path) -> None:
+    # It was compared with itself: "features and coefficients are about equally alike
+    # (1.00 vs 1.00 above chance) and both beat their null baselines", exit 0.
+    image = gen.make_gray_png(tmp_path / "a.png", size=(8, 8))
+    link = tmp_path / "link.png"
+    link.symlink_to(image)
+    out = tmp_path / "out"
+    tail = (
+        ": compare needs different inputs, an image compared with itself is alike by construction"
+    )
+    for inputs, message in [
+        ((image, image), f"{image} is given twice"),
+        ((link, image), f"{link} is given twice (as {link} and {image})"),
+    ]:
+        code, stdout, stderr = run("compare", *inputs, "-c", "ranks=2", "-o", out, "-q")
+        assert (code, stdout, stderr) == (2, "", f"mlnmf: error: {message}{tail}\n")
+        assert not out.exists()
+    copy = tmp_path / "copy.png"
+    shutil.copy(image, copy)  # a copy is another input: allowed
+    code, _, stderr = run("compare", image, copy, "-c", "ranks=2", "-o", out, "-q")
+    assert code == 0 and stderr.startswith("verdict: "), stderr
