@@ -2125,3 +2125,35 @@ def test_compare_refuses_the_same_image_twice(tmp_path: Path) -> None:
     shutil.copy(image, copy)  # a copy is another input: allowed
     code, _, stderr = run("compare", image, copy, "-c", "ranks=2", "-o", out, "-q")
     assert code == 0 and stderr.startswith("verdict: "), stderr
+
+
+_SECOND_SIGNAL_AT_EXIT = """
+import atexit, time
+import mlnmf_cli.batch.run as batch_run
+def process_item(*args, **kwargs):
+    atexit.register(os.kill, os.getpid(), signal.{second})  # as the process leaves
+    os.kill(os.getpid(), signal.{first})
+    time.sleep(30)
+    raise AssertionError("not interrupted")
+batch_run.process_item = process_item
+"""
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("SIGINT", "SIGINT"), ("SIGTERM", "SIGTERM"), ("SIGINT", "SIGTERM"), ("SIGTERM", "SIGINT")],
+)
+def test_a_second_stop_signal_while_stopping_changes_nothing(
+    first: str, second: str, tmp_path: Path
+) -> None:
+    # Ctrl-C pressed twice: the second one, once the first was being handled, gave a
+    # traceback (or, once the line was out, death by the signal: exit -2 or -15).
+    image = gen.make_gray_png(tmp_path / "img.png", size=(24, 20))
+    out = tmp_path / "out"
+    setup = _SECOND_SIGNAL_AT_EXIT.format(first=first, second=second)
+    code, stdout, stderr = run_process("decompose", image, "-o", out, "-q", setup=setup)
+    assert (code, stdout) == (130, "")
+    assert stderr == (
+        f"mlnmf: error: interrupted after 0 of 1 input(s); finished results are in {out}\n"
+    )
+    assert _tree(out) == SUMMARIES
