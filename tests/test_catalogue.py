@@ -2157,3 +2157,44 @@ def test_a_second_stop_signal_while_stopping_changes_nothing(
         f"mlnmf: error: interrupted after 0 of 1 input(s); finished results are in {out}\n"
     )
     assert _tree(out) == SUMMARIES
+
+
+@pytest.mark.parametrize(
+    ("args", "name"),
+    [
+        (("decompose", "IMG", "-o", ""), "--out"),
+        (("decompose", ""), "INPUT"),
+        (("reconstruct", ""), "MODEL"),
+        (("reconstruct", "MODEL", "--out", ""), "--out"),
+        (("reconstruct", "MODEL", "--original", ""), "--original"),
+        (("compare", "", "IMG"), "INPUT"),
+        (("compare", "IMG", "IMG2", "-o", ""), "--out"),
+        (("random-test", "-o", ""), "--out"),
+        (("random-test", "--control", ""), "--control"),
+    ],
+)
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(
+    args: tuple[str, ...],
+    name: str,
+    good_model: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # '' (an unset shell variable: -o "$OUT") was the current folder: decompose "" took
+    # every image in it, and -o "" wrote results and summaries into it.
+    work = tmp_path / "work"
+    work.mkdir()
+    gen.make_gray_png(work / "img.png", size=(8, 8))
+    gen.make_gray_png(work / "img2.png", size=(8, 8), seed=1)
+    monkeypatch.chdir(work)
+    given = {"IMG": "img.png", "IMG2": "img2.png", "MODEL": str(good_model)}
+    before = _tree(work)
+    command = args[0]
+    quiet = () if command == "reconstruct" else ("-q",)
+    code, stdout, stderr = run(*(given.get(a, a) for a in args), *quiet)
+    assert (code, stdout) == (2, "")
+    assert stderr == (
+        f"mlnmf: error: {name} '' is an empty path; give a name, or . for the current folder "
+        f"(see 'mlnmf {command} --help')\n"
+    )
+    assert _tree(work) == before

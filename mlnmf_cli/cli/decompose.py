@@ -16,6 +16,7 @@ from mlnmf_cli.cli.options import (
     OptionUsage,
     Ranks,
     build_options,
+    nonempty_path,
     with_options,
 )
 from mlnmf_cli.cli.output import Column, error_line, line, pct, print_table, progress_bar
@@ -35,6 +36,7 @@ def decompose(
         list[Path],
         typer.Argument(
             metavar="INPUT",
+            parser=nonempty_path("INPUT"),
             help="Image files and folders of images.",
             show_default=False,
             readable=False,
@@ -45,7 +47,14 @@ def decompose(
     layers: Layers = None,
     settings: dict[str, Any],  # one option per declared field (with_options)
     out: Annotated[
-        Path, typer.Option("--out", "-o", metavar="FOLDER", help="Folder for the results.")
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            metavar="FOLDER",
+            parser=nonempty_path("--out"),
+            help="Folder for the results.",
+        ),
     ] = Path("mlnmf-out"),
     recursive: Annotated[
         bool, typer.Option("--recursive", "-R", help="Descend into subfolders.")

@@ -19,6 +19,7 @@ from mlnmf_cli.cli.options import (
     choice,
     choice_metavar,
     cli_parameter,
+    nonempty_path,
     whole_number,
 )
 from mlnmf_cli.cli.output import Column, line, pct, print_table, progress_bar
@@ -70,7 +71,16 @@ VerdictDepth = Annotated[
         help="Depth the verdict speaks about (1: the one layer of the 2017 write-up's figures).",
     ),
 ]
-Out = Annotated[Path, typer.Option("--out", "-o", metavar="FOLDER", help="Folder for the results.")]
+Out = Annotated[
+    Path,
+    typer.Option(
+        "--out",
+        "-o",
+        metavar="FOLDER",
+        parser=nonempty_path("--out"),
+        help="Folder for the results.",
+    ),
+]
 Force = Annotated[bool, typer.Option("--force", help="Replace existing output files.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no tables.")]
@@ -136,6 +146,7 @@ def compare(
         list[Path],
         typer.Argument(
             metavar="INPUT",
+            parser=nonempty_path("INPUT"),
             help="Image files, folders of images, result folders or model.npz files (two or more).",
             show_default=False,
             readable=False,
@@ -233,6 +244,7 @@ def random_test(
         Path | None,
         typer.Option(
             metavar="IMAGE",
+            parser=nonempty_path("--control"),
             help="A real image compared with the random ones (resized, made grey).",
             readable=False,
         ),
@@ -260,7 +272,13 @@ def random_test(
     max_pixels: MaxPixels = None,
     out: Annotated[
         Path,
-        typer.Option("--out", "-o", metavar="FOLDER", help="Folder for images and results."),
+        typer.Option(
+            "--out",
+            "-o",
+            metavar="FOLDER",
+            parser=nonempty_path("--out"),
+            help="Folder for images and results.",
+        ),
     ] = Path("mlnmf-random-test"),
     force: Force = False,
     as_json: AsJson = False,

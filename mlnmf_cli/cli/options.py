@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -77,6 +78,22 @@ def value_parser(name: str) -> Callable[[Any], Any]:
             return parse_value(name, text, "flag")
         except ParameterError as exc:
             raise OptionUsage(str(exc)) from None
+
+    return parse
+
+
+def nonempty_path(name: str) -> Callable[[Any], Path]:
+    """A parser of a path: an empty one (an unset shell variable) is refused, not read
+    as the current folder (``Path("")`` is ``.``: a whole folder decomposed or written into)."""
+
+    def parse(text: Any) -> Path:
+        if isinstance(text, Path):  # a default
+            return text
+        if str(text) == "":
+            raise OptionUsage(
+                f"{name} '' is an empty path; give a name, or . for the current folder"
+            )
+        return Path(text)
 
     return parse
 
