@@ -2198,3 +2198,32 @@ def test_an_empty_path_is_refused_not_read_as_the_current_folder(
         f"(see 'mlnmf {command} --help')\n"
     )
     assert _tree(work) == before
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("", "missing port number in address ''"),
+        ("foo", "missing port number in address 'foo'"),
+        ("tcp://host", "missing port number in address 'host'"),
+        ("abc:def", "invalid literal for int() with base 10: 'def'"),
+        ("inproc://x", "unknown or local-only scheme 'inproc'"),
+    ],
+)
+def test_a_malformed_scheduler_address_is_refused_at_once(
+    address: str, why: str, tmp_path: Path
+) -> None:
+    # It waited out the 8 s connection timeout, then Dask's half-made client hung
+    # another 16 s at exit and printed a traceback.
+    pytest.importorskip("distributed")
+    image = gen.make_gray_png(tmp_path / "img.png", size=(8, 8))
+    out = tmp_path / "out"
+    code, stdout, stderr = run_process(
+        "decompose", image, "-o", out, "-q", "--ranks", "2", "--scheduler", address, timeout=60
+    )
+    assert (code, stdout) == (2, "")
+    assert stderr == (
+        f"mlnmf: error: --scheduler {address!r} is not a scheduler address ({why}); "
+        "give HOST:PORT, e.g. tcp://127.0.0.1:8786\n"
+    )
+    assert not out.exists()

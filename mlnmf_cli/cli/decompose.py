@@ -101,6 +101,10 @@ def decompose(
 
     n_jobs = parse_jobs(jobs)
     options = build_options(ranks, layers, settings)
+    if scheduler is not None:
+        from mlnmf_cli.batch.dask import check_address
+
+        check_address(scheduler)  # before OUT is made
     out = storage.prepare_output_dir(out)
     items = batch.expand_inputs(inputs, recursive=recursive, exclude=out)
     rows: list[Row] = []
