@@ -1941,3 +1941,290 @@ def test_control_characters_in_a_name_keep_the_error_on_one_line(tmp_path: Path)
     escaped = str(missing).replace("\n", "\\n").replace("\t", "\\t")
     assert (code, stderr) == (1, f"mlnmf: error: {escaped}: no such file or folder\n")
     assert not (out / "two").exists()
+
+
+# --------------------------------------------------------------------------- qa
+# Found by trying the tool as a newcomer and as an adversary would (the qa pass).
+
+
+@pytest.mark.parametrize("command", ["compare", "random-test"])
+@pytest.mark.parametrize("draws", ["10001", "99999999999999999999999"])
+def test_null_draws_beyond_the_bound_are_refused_before_anything_is_written(
+    command: str, draws: str, tmp_path: Path
+) -> None:
+    # Was a traceback (numpy: "Maximum allowed dimension exceeded") after
+    # random-test had written its images, which then blocked the rerun.
+    inputs: list[str | Path] = []
+    if command == "compare":
+        inputs = [gen.make_gray_png(tmp_path / f"{n}.png", size=(8, 8)) for n in "ab"]
+    else:
+        inputs = ["--count", "2", "--size", "8x8"]
+    out = tmp_path / "out"
+    code, stdout, stderr = run(command, *inputs, "-c", "ranks=4", "--null-draws", draws, "-o", out)
+    assert (code, stdout) == (2, "")
+    assert stderr == (
+        f"mlnmf: error: --null-draws {draws} is not a whole number from 2 to 10000 "
+        f"(see 'mlnmf {command} --help')\n"
+    )
+    assert not out.exists()
+
+
+def test_random_test_repeats_share_the_pixel_limit(tmp_path: Path) -> None:
+    # Every repeat writes its own images: 2000 repeats of three 128x128 images were
+    # written one by one, and a huge --repeats hung building the list of names.
+    out = tmp_path / "out"
+    code, stdout, stderr = run("random-test", "--repeats", "2000", "-o", out)
+    assert (code, stdout) == (2, "")
+    assert stderr == (
+        "mlnmf: error: --repeats 2000: 6000 images of 128x128 mean 98304000 pixels, more "
+        "than the limit of 89478485 (raise it with --max-pixels) "
+        "(see 'mlnmf random-test --help')\n"
+    )
+    assert not out.exists()
+    huge = "9" * 23
+    code, _, stderr = run("random-test", "--repeats", huge, "--size", "8x8", "-o", out)
+    assert code == 2
+    assert stderr.startswith(f"mlnmf: error: --repeats {huge}: ") and stderr.count("\n") == 1
+    assert not out.exists()
+
+
+def test_random_test_repeats_within_the_limit_still_run(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = ("--count", "2", "--size", "8x8", "-c", "ranks=2", "--repeats", "2", "--null-draws", "2")
+    code, _, stderr = run("random-test", *args, "-q", "-o", out)
+    assert code == 0, stderr
+    images = {p.name for p in out.glob("random-*.png")}
+    assert images == {f"random-r0{r}-{i}.png" for r in (1, 2) for i in (1, 2)}
+
+
+@pytest.mark.parametrize(
+    ("spec", "key"),
+    [
+        ("ranks=4 ranks=2", "ranks"),
+        ("ranks=4 ranks=4", "ranks"),
+        ("fine-tune=off fine_tune=on", "fine_tune"),
+    ],
+)
+def test_config_key_given_twice_is_refused(spec: str, key: str, tmp_path: Path) -> None:
+    # The last value used to win without a word, and the label showed both.
+    images = [gen.make_gray_png(tmp_path / f"{n}.png", size=(8, 8)) for n in "ab"]
+    out = tmp_path / "out"
+    code, stdout, stderr = run("compare", *images, "-c", spec, "-o", out)
+    assert (code, stdout) == (2, "")
+    assert stderr == (
+        f"mlnmf: error: --config '{spec}': {key} is given twice (keep one) "
+        "(see 'mlnmf compare --help')\n"
+    )
+    assert not out.exists()
+
+
+def test_ctrl_c_at_the_first_import_after_the_launcher_is_one_line(tmp_path: Path) -> None:
+    # Ctrl-C 20 ms after start landed in startup's own imports (typing, threading),
+    # made before its handler was installed: a traceback and exit 1.
+    hook = """
+    import importlib.abc
+    EARLY = {"mlnmf_cli", "mlnmf_cli.cli", "mlnmf_cli.cli.startup", "__future__"}
+    class Hook(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name not in EARLY:
+                sys.meta_path.remove(self)
+                os.kill(os.getpid(), signal.SIGINT)
+    sys.meta_path.insert(0, Hook())
+    """
+    code, stdout, stderr = run_process("decompose", tmp_path, "-o", tmp_path / "out", setup=hook)
+    assert (code, stdout, stderr) == (130, "", "mlnmf: error: interrupted\n")
+    assert _tree(tmp_path) == set()
+
+
+@pytest.mark.parametrize("fault", [KeyboardInterrupt, RuntimeError])
+def test_random_test_stopped_midway_keeps_none_of_its_files(
+    fault: type[BaseException], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Its random images stayed after Ctrl-C (or a crash) and blocked the rerun:
+    # "out already holds random-r01-1.png, ... (use --force to replace them)".
+    from mlnmf_cli.experiments import random_images
+
+    def stopped(*args: object, **kwargs: object) -> None:
+        raise fault("stopped")
+
+    monkeypatch.setattr(random_images, "compare", stopped)
+    out = tmp_path / "out"
+    mine = out / "mine.txt"
+    out.mkdir()
+    mine.write_text("keep me")
+    args = ("--count", "2", "--size", "8x8", "-c", "ranks=2", "--repeats", "2", "-o", out, "-q")
+    if fault is KeyboardInterrupt:
+        code, _, stderr = run("random-test", *args)
+        assert (code, stderr) == (130, "mlnmf: error: interrupted\n")
+    else:
+        with pytest.raises(AssertionError, match="unexpected exception"):
+            run("random-test", *args)
+    assert _tree(out) == {"mine.txt"}
+    monkeypatch.undo()
+    code, _, stderr = run("random-test", *args)
+    assert code == 0 and stderr.startswith("verdict: "), stderr
+    assert {"mine.txt", "random-r01-1.png", "random-test.json"} <= _tree(out)
+
+
+def test_control_characters_in_names_are_escaped_by_every_command(
+    good_model: Path, tmp_path: Path
+) -> None:
+    # Outside decompose a tab or newline in a name became a space ("t ab.png": a file
+    # that does not exist), and reconstruct's result line was split in two.
+    tabbed = tmp_path / "t\tab.png"
+    tabbed.write_text("not an image")
+    missing = tmp_path / "no\npe"
+    image = gen.make_gray_png(tmp_path / "a.png", size=(8, 8))
+    esc = {"\t": "\\t", "\n": "\\n"}
+
+    def shown(path: Path) -> str:
+        return str(path).translate(str.maketrans(esc))
+
+    cases: list[tuple[tuple[str | Path, ...], str]] = [
+        (("reconstruct", missing), f"{shown(missing)}: file not found"),
+        (("reconstruct", tabbed), f"{shown(tabbed)}: not a valid model file (not an .npz archive)"),
+        (("compare", tabbed, image, "-q"), f"{shown(tabbed)}: not an image Pillow can read"),
+        (("compare", image, missing, "-q"), f"{shown(missing)}: no such file or folder"),
+        (
+            ("random-test", "--control", tabbed, "--size", "8x8", "-c", "ranks=2", "-q"),
+            f"{shown(tabbed)}: not an image Pillow can read",
+        ),
+    ]
+    out = tmp_path / "out"
+    for args, message in cases:
+        code, stdout, stderr = run(*args, "-o", out) if args[0] != "reconstruct" else run(*args)
+        assert (code, stdout, stderr) == (1, "", f"mlnmf: error: {message}\n"), args
+        assert not out.exists()
+    rebuilt = tmp_path / "re\nbuilt.png"
+    code, _, stderr = run("reconstruct", good_model, "--out", rebuilt, "--original", tabbed)
+    assert (code, stderr) == (1, f"mlnmf: error: {shown(tabbed)}: not an image Pillow can read\n")
+    assert not rebuilt.exists()
+    code, _, stderr = run("reconstruct", good_model, "--out", rebuilt)
+    assert code == 0 and stderr.count("\n") == 1
+    assert stderr.startswith(f"wrote {shown(rebuilt)} (depth ")
+    assert rebuilt.is_file()
+
+
+def test_compare_refuses_the_same_image_twice(tmp_path: Path) -> None:
+    # It was compared with itself: "features and coefficients are about equally alike
+    # (1.00 vs 1.00 above chance) and both beat their null baselines", exit 0.
+    image = gen.make_gray_png(tmp_path / "a.png", size=(8, 8))
+    link = tmp_path / "link.png"
+    link.symlink_to(image)
+    out = tmp_path / "out"
+    tail = (
+        ": compare needs different inputs, an image compared with itself is alike by construction"
+    )
+    for inputs, message in [
+        ((image, image), f"{image} is given twice"),
+        ((link, image), f"{link} is given twice (as {link} and {image})"),
+    ]:
+        code, stdout, stderr = run("compare", *inputs, "-c", "ranks=2", "-o", out, "-q")
+        assert (code, stdout, stderr) == (2, "", f"mlnmf: error: {message}{tail}\n")
+        assert not out.exists()
+    copy = tmp_path / "copy.png"
+    shutil.copy(image, copy)  # a copy is another input: allowed
+    code, _, stderr = run("compare", image, copy, "-c", "ranks=2", "-o", out, "-q")
+    assert code == 0 and stderr.startswith("verdict: "), stderr
+
+
+_SECOND_SIGNAL_AT_EXIT = """
+import atexit, time
+import mlnmf_cli.batch.run as batch_run
+def process_item(*args, **kwargs):
+    atexit.register(os.kill, os.getpid(), signal.{second})  # as the process leaves
+    os.kill(os.getpid(), signal.{first})
+    time.sleep(30)
+    raise AssertionError("not interrupted")
+batch_run.process_item = process_item
+"""
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("SIGINT", "SIGINT"), ("SIGTERM", "SIGTERM"), ("SIGINT", "SIGTERM"), ("SIGTERM", "SIGINT")],
+)
+def test_a_second_stop_signal_while_stopping_changes_nothing(
+    first: str, second: str, tmp_path: Path
+) -> None:
+    # Ctrl-C pressed twice: the second one, once the first was being handled, gave a
+    # traceback (or, once the line was out, death by the signal: exit -2 or -15).
+    image = gen.make_gray_png(tmp_path / "img.png", size=(24, 20))
+    out = tmp_path / "out"
+    setup = _SECOND_SIGNAL_AT_EXIT.format(first=first, second=second)
+    code, stdout, stderr = run_process("decompose", image, "-o", out, "-q", setup=setup)
+    assert (code, stdout) == (130, "")
+    assert stderr == (
+        f"mlnmf: error: interrupted after 0 of 1 input(s); finished results are in {out}\n"
+    )
+    assert _tree(out) == SUMMARIES
+
+
+@pytest.mark.parametrize(
+    ("args", "name"),
+    [
+        (("decompose", "IMG", "-o", ""), "--out"),
+        (("decompose", ""), "INPUT"),
+        (("reconstruct", ""), "MODEL"),
+        (("reconstruct", "MODEL", "--out", ""), "--out"),
+        (("reconstruct", "MODEL", "--original", ""), "--original"),
+        (("compare", "", "IMG"), "INPUT"),
+        (("compare", "IMG", "IMG2", "-o", ""), "--out"),
+        (("random-test", "-o", ""), "--out"),
+        (("random-test", "--control", ""), "--control"),
+    ],
+)
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(
+    args: tuple[str, ...],
+    name: str,
+    good_model: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # '' (an unset shell variable: -o "$OUT") was the current folder: decompose "" took
+    # every image in it, and -o "" wrote results and summaries into it.
+    work = tmp_path / "work"
+    work.mkdir()
+    gen.make_gray_png(work / "img.png", size=(8, 8))
+    gen.make_gray_png(work / "img2.png", size=(8, 8), seed=1)
+    monkeypatch.chdir(work)
+    given = {"IMG": "img.png", "IMG2": "img2.png", "MODEL": str(good_model)}
+    before = _tree(work)
+    command = args[0]
+    quiet = () if command == "reconstruct" else ("-q",)
+    code, stdout, stderr = run(*(given.get(a, a) for a in args), *quiet)
+    assert (code, stdout) == (2, "")
+    assert stderr == (
+        f"mlnmf: error: {name} '' is an empty path; give a name, or . for the current folder "
+        f"(see 'mlnmf {command} --help')\n"
+    )
+    assert _tree(work) == before
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("", "missing port number in address ''"),
+        ("foo", "missing port number in address 'foo'"),
+        ("tcp://host", "missing port number in address 'host'"),
+        ("abc:def", "invalid literal for int() with base 10: 'def'"),
+        ("inproc://x", "unknown or local-only scheme 'inproc'"),
+    ],
+)
+def test_a_malformed_scheduler_address_is_refused_at_once(
+    address: str, why: str, tmp_path: Path
+) -> None:
+    # It waited out the 8 s connection timeout, then Dask's half-made client hung
+    # another 16 s at exit and printed a traceback.
+    pytest.importorskip("distributed")
+    image = gen.make_gray_png(tmp_path / "img.png", size=(8, 8))
+    out = tmp_path / "out"
+    code, stdout, stderr = run_process(
+        "decompose", image, "-o", out, "-q", "--ranks", "2", "--scheduler", address, timeout=60
+    )
+    assert (code, stdout) == (2, "")
+    assert stderr == (
+        f"mlnmf: error: --scheduler {address!r} is not a scheduler address ({why}); "
+        "give HOST:PORT, e.g. tcp://127.0.0.1:8786\n"
+    )
+    assert not out.exists()

@@ -598,7 +598,7 @@ def test_option_errors_name_the_option_the_value_and_what_works(
     ("args", "message"),
     [
         (["--measure", "cosine"], "--measure 'cosine' is not one of subspace, matched"),
-        (["--null-draws", "1"], "--null-draws 1 is not a whole number of at least 2"),
+        (["--null-draws", "1"], "--null-draws 1 is not a whole number from 2 to 10000"),
         (["--verdict-depth", "0"], "--verdict-depth 0 is not a whole number of at least 1"),
         (["--resize", "256"], "--resize '256' is not HEIGHTxWIDTH, e.g. 128x128"),
         (["--resize", "0x9"], "--resize 0x9 is not HEIGHTxWIDTH of at least 1x1, e.g. 128x128"),

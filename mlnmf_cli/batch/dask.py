@@ -11,7 +11,7 @@ from typing import Any
 from mlnmf_cli.batch.inputs import BatchItem
 from mlnmf_cli.batch.rows import failed_row, process_item
 from mlnmf_cli.batch.run import Runner
-from mlnmf_cli.errors import MlnmfError
+from mlnmf_cli.errors import MlnmfError, ParameterError
 
 CONNECT_TIMEOUT = 8.0  # seconds to reach a Dask scheduler and see a worker
 
@@ -67,6 +67,27 @@ def run_dask(runner: Runner, scheduler: str) -> None:
             client.close(timeout=CONNECT_TIMEOUT)
 
 
+def check_address(scheduler: str) -> None:
+    """Refuse a malformed TCP/TLS address at once: Client waited out its timeout on one
+    ("", "foo", "host:port"), then its half-made self hung another 16 s with a traceback."""
+    try:
+        from distributed.comm import parse_address
+        from distributed.comm.addressing import get_address_host_port
+    except ImportError:  # run_dask says what to install
+        return
+    try:
+        scheme = parse_address(scheduler)[0]
+        if scheme not in ("tcp", "tls", "ws", "wss", "ucx"):  # inproc: this process only
+            raise ValueError(f"unknown or local-only scheme {scheme!r}")
+        if scheme in ("tcp", "tls"):
+            get_address_host_port(scheduler)
+    except ValueError as exc:
+        raise ParameterError(
+            f"--scheduler {scheduler!r} is not a scheduler address ({exc}); "
+            "give HOST:PORT, e.g. tcp://127.0.0.1:8786"
+        ) from None
+
+
 def connect(scheduler: str, timeout: float | None = None) -> Any:
     """A Dask client for ``scheduler`` with at least one worker that runs this mlnmf version."""
     import logging
@@ -76,6 +97,7 @@ def connect(scheduler: str, timeout: float | None = None) -> Any:
     from mlnmf_cli import __version__
 
     timeout = CONNECT_TIMEOUT if timeout is None else timeout
+    check_address(scheduler)
     quiet = logging.getLogger("distributed")
     level = quiet.level
     quiet.setLevel(logging.CRITICAL)

@@ -16,9 +16,14 @@ from typing import Any
 def sigterm_as_interrupt() -> Iterator[None]:
     """Within the block SIGTERM raises KeyboardInterrupt (summary written, exit 130).
 
-    Only the main thread can set signal handlers; elsewhere this does nothing.
+    Only the main thread can set signal handlers; elsewhere this does nothing. Nor does
+    it when SIGTERM already has a handler (the command line's, which also keeps a second
+    signal from cutting the clean-up short) or is ignored.
     """
-    if threading.current_thread() is not threading.main_thread():
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL
+    ):
         yield
         return
 

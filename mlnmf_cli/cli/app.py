@@ -70,30 +70,51 @@ def error_message(exc: BaseException) -> str:
         if isinstance(name, bytes):
             name = os.fsdecode(name)
         return f"{name}: {reason}" if name is not None else reason
-    return " ".join(str(exc).split())
+    # One line by contract: collapsing whitespace would turn a tab or newline in a
+    # file name into a space (a name that does not exist); error_line escapes them.
+    return str(exc).strip()
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+def _wind_down(signum: int, frame: Any) -> None:
+    """A stop signal after the first: the run is already stopping."""
 
 
 @contextlib.contextmanager
-def _signals_interrupt() -> Iterator[None]:
+def _signals_interrupt(keep_stopped: bool = False) -> Iterator[None]:
     """Within the block Ctrl-C, SIGTERM and SIGHUP all raise KeyboardInterrupt (main
-    thread only); a signal the parent ignores (``nohup``, a background job) stays ignored."""
+    thread only); a signal the parent ignores (``nohup``, a background job) stays ignored.
+
+    After the first, the stop signals are ignored while the run winds down: a second
+    Ctrl-C cut the clean-up short (a traceback, or death by SIGINT after the line).
+    ``keep_stopped``: they stay so after the block too (the process is leaving).
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    stopped = False
+
+    def interrupt(signum: int, frame: Any) -> None:
+        nonlocal stopped
+        if stopped:  # put back by an inner block (the batch's SIGTERM) while winding down
+            return
+        stopped = True
+        for other in previous:  # not SIG_IGN: a signal already pending would raise OSError
+            signal.signal(other, _wind_down)
+        raise KeyboardInterrupt
+
     previous: dict[int, Any] = {}
     for signum in startup.STOP_SIGNALS:
         if signal.getsignal(signum) != signal.SIG_IGN:
-            handler: Any = signal.default_int_handler if signum == signal.SIGINT else _interrupt
-            previous[signum] = signal.signal(signum, handler)
+            previous[signum] = signal.signal(signum, interrupt)
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, startup.restored(signum, handler))
+        if stopped and keep_stopped:
+            # Blocked, not reset: Python's exit puts its default handlers back.
+            signal.pthread_sigmask(signal.SIG_BLOCK, set(previous))
+        else:
+            for signum, handler in previous.items():
+                signal.signal(signum, startup.restored(signum, handler))
 
 
 class _Group(TyperGroup):
@@ -120,7 +141,7 @@ class _Group(TyperGroup):
         windows_expand_args: bool = True,
         **extra: Any,
     ) -> Any:
-        with _signals_interrupt():
+        with _signals_interrupt(keep_stopped=standalone_mode):
             code = self._run(args, prog_name, complete_var, windows_expand_args, extra)
         if standalone_mode:
             sys.exit(int(code))

@@ -16,6 +16,7 @@ from mlnmf_cli.cli.options import (
     OptionUsage,
     Ranks,
     build_options,
+    nonempty_path,
     with_options,
 )
 from mlnmf_cli.cli.output import Column, error_line, line, pct, print_table, progress_bar
@@ -35,6 +36,7 @@ def decompose(
         list[Path],
         typer.Argument(
             metavar="INPUT",
+            parser=nonempty_path("INPUT"),
             help="Image files and folders of images.",
             show_default=False,
             readable=False,
@@ -45,7 +47,14 @@ def decompose(
     layers: Layers = None,
     settings: dict[str, Any],  # one option per declared field (with_options)
     out: Annotated[
-        Path, typer.Option("--out", "-o", metavar="FOLDER", help="Folder for the results.")
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            metavar="FOLDER",
+            parser=nonempty_path("--out"),
+            help="Folder for the results.",
+        ),
     ] = Path("mlnmf-out"),
     recursive: Annotated[
         bool, typer.Option("--recursive", "-R", help="Descend into subfolders.")
@@ -92,6 +101,10 @@ def decompose(
 
     n_jobs = parse_jobs(jobs)
     options = build_options(ranks, layers, settings)
+    if scheduler is not None:
+        from mlnmf_cli.batch.dask import check_address
+
+        check_address(scheduler)  # before OUT is made
     out = storage.prepare_output_dir(out)
     items = batch.expand_inputs(inputs, recursive=recursive, exclude=out)
     rows: list[Row] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from mlnmf_cli.cli.options import (
     choice,
     choice_metavar,
     cli_parameter,
+    nonempty_path,
     whole_number,
 )
 from mlnmf_cli.cli.output import Column, line, pct, print_table, progress_bar
@@ -57,8 +59,8 @@ NullDraws = Annotated[
     int,
     typer.Option(
         metavar="N",
-        parser=whole_number("--null-draws", 2),
-        help="Random draws for each null baseline (at least 2).",
+        parser=whole_number("--null-draws", 2, excfg.MAX_NULL_DRAWS),
+        help=f"Random draws for each null baseline (2 to {excfg.MAX_NULL_DRAWS}).",
     ),
 ]
 VerdictDepth = Annotated[
@@ -69,7 +71,16 @@ VerdictDepth = Annotated[
         help="Depth the verdict speaks about (1: the one layer of the 2017 write-up's figures).",
     ),
 ]
-Out = Annotated[Path, typer.Option("--out", "-o", metavar="FOLDER", help="Folder for the results.")]
+Out = Annotated[
+    Path,
+    typer.Option(
+        "--out",
+        "-o",
+        metavar="FOLDER",
+        parser=nonempty_path("--out"),
+        help="Folder for the results.",
+    ),
+]
 Force = Annotated[bool, typer.Option("--force", help="Replace existing output files.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no tables.")]
@@ -135,6 +146,7 @@ def compare(
         list[Path],
         typer.Argument(
             metavar="INPUT",
+            parser=nonempty_path("INPUT"),
             help="Image files, folders of images, result folders or model.npz files (two or more).",
             show_default=False,
             readable=False,
@@ -232,6 +244,7 @@ def random_test(
         Path | None,
         typer.Option(
             metavar="IMAGE",
+            parser=nonempty_path("--control"),
             help="A real image compared with the random ones (resized, made grey).",
             readable=False,
         ),
@@ -259,7 +272,13 @@ def random_test(
     max_pixels: MaxPixels = None,
     out: Annotated[
         Path,
-        typer.Option("--out", "-o", metavar="FOLDER", help="Folder for images and results."),
+        typer.Option(
+            "--out",
+            "-o",
+            metavar="FOLDER",
+            parser=nonempty_path("--out"),
+            help="Folder for images and results.",
+        ),
     ] = Path("mlnmf-random-test"),
     force: Force = False,
     as_json: AsJson = False,
@@ -275,6 +294,10 @@ def random_test(
         experiments.check_size(shape, max_pixels, count)
     except ParameterError as exc:
         raise OptionUsage(f"--count {count}: {exc}") from None
+    try:  # every repeat writes its own images
+        experiments.check_size(shape, max_pixels, count * repeats)
+    except ParameterError as exc:
+        raise OptionUsage(f"--repeats {repeats}: {exc}") from None
     _check_verdict_depth(verdict_depth, configs)
     try:
         excfg.check_fits(configs, shape, f"the {shape[0]}x{shape[1]} images of --size")
@@ -291,16 +314,23 @@ def random_test(
     out = experiments.prepare_output(out, planned, force=force)
     from rich.progress import SpinnerColumn, TextColumn
 
-    with progress_bar(quiet, SpinnerColumn(), TextColumn("{task.description}")) as progress:
-        task = progress.add_task("decomposing", total=None)
-        test = experiments.random_test(
-                out, configs, count=count, size=shape, distribution=distribution, seed=seed,
-                repeats=repeats, control=control, measure=measure, draws=null_draws,
-                max_pixels=max_pixels,
-                step=lambda text: progress.update(task, description=f"decomposing {text}"),
-            )  # fmt: skip
-        progress.update(task, description="writing pictures")
-        data = experiments.write_random_test(test, out, verdict_depth=verdict_depth)
+    there = {name for name in planned if (out / name).exists()}  # only with --force
+    try:
+        with progress_bar(quiet, SpinnerColumn(), TextColumn("{task.description}")) as progress:
+            task = progress.add_task("decomposing", total=None)
+            test = experiments.random_test(
+                    out, configs, count=count, size=shape, distribution=distribution, seed=seed,
+                    repeats=repeats, control=control, measure=measure, draws=null_draws,
+                    max_pixels=max_pixels,
+                    step=lambda text: progress.update(task, description=f"decomposing {text}"),
+                )  # fmt: skip
+            progress.update(task, description="writing pictures")
+            data = experiments.write_random_test(test, out, verdict_depth=verdict_depth)
+    except BaseException:  # interrupted or failed: keep no file of this run (they block a rerun)
+        for name in set(planned) - there:
+            with contextlib.suppress(OSError):
+                (out / name).unlink(missing_ok=True)
+        raise
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
     if not quiet:

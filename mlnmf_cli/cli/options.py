@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -81,16 +82,33 @@ def value_parser(name: str) -> Callable[[Any], Any]:
     return parse
 
 
-def whole_number(flag: str, low: int) -> Callable[[Any], int]:
-    """A parser of ``flag``'s whole number of at least ``low``."""
+def nonempty_path(name: str) -> Callable[[Any], Path]:
+    """A parser of a path: an empty one (an unset shell variable) is refused, not read
+    as the current folder (``Path("")`` is ``.``: a whole folder decomposed or written into)."""
+
+    def parse(text: Any) -> Path:
+        if isinstance(text, Path):  # a default
+            return text
+        if str(text) == "":
+            raise OptionUsage(
+                f"{name} '' is an empty path; give a name, or . for the current folder"
+            )
+        return Path(text)
+
+    return parse
+
+
+def whole_number(flag: str, low: int, high: int | None = None) -> Callable[[Any], int]:
+    """A parser of ``flag``'s whole number of at least ``low`` (and at most ``high``)."""
 
     def parse(text: Any) -> int:
         try:
             n = int(text)
         except (TypeError, ValueError):
             n = None
-        if n is None or n < low or isinstance(text, float):
-            raise OptionUsage(f"{flag} {quoted(text)} is not a whole number of at least {low}")
+        if n is None or n < low or isinstance(text, float) or (high is not None and n > high):
+            bounds = f"of at least {low}" if high is None else f"from {low} to {high}"
+            raise OptionUsage(f"{flag} {quoted(text)} is not a whole number {bounds}")
         return n
 
     return parse

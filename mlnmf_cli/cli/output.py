@@ -47,10 +47,11 @@ def error_line(message: str) -> None:
 
 
 def line(text: str, **style: Any) -> None:
-    """One line of plain text on stderr (never read as markup, never wrapped)."""
+    """One line of plain text on stderr (never read as markup, never wrapped; control
+    characters, such as a newline in a file name, escaped)."""
     from rich.text import Text
 
-    console().print(Text(text, **style), soft_wrap=True)
+    console().print(Text(text.translate(_CONTROL), **style), soft_wrap=True)
 
 
 def progress_bar(quiet: bool, *columns: ProgressColumn) -> Progress:

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from mlnmf_cli.cli.app import app
-from mlnmf_cli.cli.options import Command, whole_number
+from mlnmf_cli.cli.options import Command, nonempty_path, whole_number
 from mlnmf_cli.cli.output import line, pct
 
 
@@ -20,6 +20,7 @@ def reconstruct(
         Path,
         typer.Argument(
             metavar="MODEL",
+            parser=nonempty_path("MODEL"),
             help="A model.npz or a result folder.",
             show_default=False,
             readable=False,
@@ -39,6 +40,7 @@ def reconstruct(
             "--out",
             "-o",
             metavar="IMAGE",
+            parser=nonempty_path("--out"),
             help="Image to write; its extension picks the format: .png, .jpg, .tif, .bmp or "
             ".webp (16 bits per sample for a grey PNG or TIFF of a 16-bit original). "
             "[default: rebuilt_depth{d}.png beside the model]",
@@ -48,6 +50,7 @@ def reconstruct(
         Path | None,
         typer.Option(
             metavar="IMAGE",
+            parser=nonempty_path("--original"),
             help="Compare with this image: relative error and PSNR.",
             readable=False,
         ),

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing takes milliseconds to import: the window before install() stays short
+    from typing import Any
 
 INTERRUPTED = 130
 _LINE = b"mlnmf: error: interrupted\n"
@@ -37,11 +39,12 @@ def default_handler(signum: int) -> Any:
 def install() -> None:
     """Exit quietly on the stop signals still at Python's default (not ignored by the
     parent, as ``nohup`` or a background job does, nor set by a test runner)."""
-    if threading.current_thread() is not threading.main_thread():
-        return
     for signum in STOP_SIGNALS:
         if signal.getsignal(signum) == default_handler(signum):
-            signal.signal(signum, _leave)
+            try:
+                signal.signal(signum, _leave)
+            except ValueError:  # not the main thread (no threading import: it takes time)
+                return
 
 
 def restored(signum: int, handler: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -342,6 +343,15 @@ def check_grid(subjects: Sequence[Subject], configs: Sequence[Config]) -> None:
         raise ParameterError(
             f"compare needs at least two inputs to compare, got {len(main)}{listed}"
         )
+    first: dict[str, object] = {}
+    for s in main:  # the same file twice would be measured alike with itself
+        given = first.setdefault(os.path.realpath(s.path), s.path)
+        if given is not s.path:
+            again = "" if str(given) == str(s.path) else f" (as {given} and {s.path})"
+            raise ParameterError(
+                f"{given} is given twice{again}: compare needs different inputs, "
+                "an image compared with itself is alike by construction"
+            )
     images = [s for s in subjects if s.image is not None]
     for config in configs:
         check_shapes(subjects, config)

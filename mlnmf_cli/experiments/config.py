@@ -42,6 +42,8 @@ LIKE_SEED_RANDOM_RANKS = (80,)
 LIKE_SEED_RANDOM_SIZE = (100, 100)
 
 DEFAULT_NULL_DRAWS = 20
+MAX_NULL_DRAWS = 10_000
+"""More draws than this would take hours and then memory: refused as usage."""
 
 
 # --------------------------------------------------------------------------- configurations
@@ -82,6 +84,8 @@ def parse_config(spec: str, base: Options | None = None) -> Config:
             raise ConfigError(spec, f"expected key=value, got {token!r}")
         if key not in CONFIG_KEYS:
             raise ConfigError(spec, f"unknown key {key!r} (allowed: {', '.join(CONFIG_KEYS)})")
+        if key in changes:  # the last would win without a word
+            raise ConfigError(spec, f"{key} is given twice (keep one)")
         try:
             changes[key] = parse_value(key, value, "config")
         except ParameterError as exc:

@@ -117,7 +117,7 @@ def random_test(
     """
     if repeats < 1:
         raise ParameterError(f"repeats must be at least 1, got {repeats}")
-    check_size(size, max_pixels, count)
+    check_size(size, max_pixels, count * repeats)  # every repeat writes its own images
     start = time.perf_counter()
     names = random_image_names(count, repeats)
     results, all_paths = [], []
