@@ -56,6 +56,7 @@ bench: $(VENV)/.stamp-bench
 	$(BIN)/python benchmarks/bench_batch.py
 	$(BIN)/python benchmarks/bench_cli.py
 	$(BIN)/python benchmarks/bench_collections.py
+	$(BIN)/python benchmarks/bench_streaming.py
 
 experiments: $(VENV)/.stamp-bench
 	$(BIN)/python benchmarks/run_experiments.py

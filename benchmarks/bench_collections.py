@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from environment import environment  # noqa: E402
 
-from mlnmf_cli.collections import encode, learn  # noqa: E402
+from mlnmf_cli.collections import LEARN_DEFAULTS, encode, learn  # noqa: E402
 from mlnmf_cli.collections.swimmer import recovered_parts, swimmer  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "collections.json"
@@ -118,8 +118,10 @@ def bench_swimmer(seeds: int) -> dict[str, Any]:
                     ),
                 }
             )
-    default = next(r for r in rows if r["seed"] == 0 and r["dtype"] == "float32")
+    dtype = LEARN_DEFAULTS.get("dtype", "float32")
+    default = next(r for r in rows if r["seed"] == 0 and r["dtype"] == dtype)
     return {
+        "defaults_dtype": dtype,
         "defaults_recover_all": default["mlnmf_worst_cosine"] >= 0.9,
         "defaults_worst_cosine": default["mlnmf_worst_cosine"],
         "mlnmf_recovered_runs": sum(r["mlnmf_worst_cosine"] >= 0.9 for r in rows),
