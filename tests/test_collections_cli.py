@@ -387,3 +387,21 @@ def test_learn_has_its_own_defaults_recorded_and_decompose_keeps_the_engines(
     assert code == 0, err
     parameters = json.loads((tmp_path / "m" / "report.json").read_text())["parameters"]
     assert (parameters["init"], parameters["deep_weight"]) == ("nndsvda", 2.0)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["learn", "", "-o", "m"], "INPUT '' is an empty path"),
+        (["learn", "IMG", "-o", ""], "--out '' is an empty path"),
+        (["encode", "", "IMG", "-o", "c"], "MODEL '' is an empty path"),
+        (["encode", "m", "IMG", "-o", ""], "--out '' is an empty path"),
+    ],
+)
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(
+    args: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(*args)
+    assert code == 2 and err.startswith(f"mlnmf: error: {message}; give a name"), err
+    assert list(tmp_path.iterdir()) == []

@@ -19,6 +19,7 @@ from mlnmf_cli.cli.options import (
     choice,
     choice_metavar,
     cli_parameter,
+    nonempty_path,
     whole_number,
     with_options,
 )
@@ -62,6 +63,7 @@ Inputs = Annotated[
         help="Image files and folders of images.",
         show_default=False,
         readable=False,
+        parser=nonempty_path("INPUT"),
     ),
 ]
 Memory = Annotated[
@@ -150,7 +152,13 @@ def learn(
     ] = None,
     out: Annotated[
         Path,
-        typer.Option("--out", "-o", metavar="FOLDER", help="Folder for the model and pictures."),
+        typer.Option(
+            "--out",
+            "-o",
+            metavar="FOLDER",
+            help="Folder for the model and pictures.",
+            parser=nonempty_path("--out"),
+        ),
     ] = Path("mlnmf-model"),
     recursive: Recursive = False,
     force: Force = False,
@@ -282,6 +290,7 @@ def encode(
             help="A model.npz from 'mlnmf learn', or its folder.",
             show_default=False,
             readable=False,
+            parser=nonempty_path("MODEL"),
         ),
     ],
     inputs: Inputs,
@@ -312,7 +321,13 @@ def encode(
     max_pixels: MaxPixels = None,
     out: Annotated[
         Path,
-        typer.Option("--out", "-o", metavar="FOLDER", help="Folder for codes and reconstructions."),
+        typer.Option(
+            "--out",
+            "-o",
+            metavar="FOLDER",
+            help="Folder for codes and reconstructions.",
+            parser=nonempty_path("--out"),
+        ),
     ] = Path("mlnmf-codes"),
     recursive: Recursive = False,
     force: Force = False,
