@@ -393,3 +393,105 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# --------------------------------------------------------------------------- one folder's page
+# ``mlnmf learn`` and ``mlnmf encode`` write one result folder, not a folder of results:
+# its page shows the report's numbers, every picture in it and links to every file.
+
+
+def _cell(x: Any) -> str:
+    return _pct(_number(x)) if isinstance(x, float) else _esc("" if x is None else x)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], table_id: str) -> str:
+    head = "".join(f"<th>{_esc(h)}</th>" for h in header)
+    body = "\n".join(
+        "<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in rows
+    )
+    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>'
+
+
+def render_folder_page(folder: Path, report: Mapping[str, Any], name: str) -> str:
+    """The page of one ``learn`` or ``encode`` result folder, from its report and files;
+    ``name`` is the folder's final name (it is written while still staged)."""
+    kind = str(report.get("command") or report.get("kind") or "mlnmf")
+    names = sorted(p.name for p in Path(folder).iterdir() if p.name != INDEX)
+    pictures = sorted((n for n in names if n.endswith(".png")), key=lambda n: n != "summary.png")
+    listed = report.get("failed")  # learn: the failed inputs; encode: their count
+    failures = [f for f in listed if isinstance(f, Mapping)] if isinstance(listed, list) else []
+    failures += [r for r in report.get("results") or [] if r.get("status") == "failed"]
+    failure_list = "".join(
+        f"<li><b>{_esc(f.get('input'))}</b>: {_esc(f.get('error') or 'failed')}</li>"
+        for f in failures
+    )
+    tables = []
+    if report.get("depths"):
+        tables.append(
+            _table(
+                ["depth", "rank", "error", "SVD floor", "PSNR (dB)", "median image", "worst image"],
+                [
+                    [
+                        d.get("depth"),
+                        d.get("rank"),
+                        d.get("relative_error"),
+                        d.get("svd_floor"),
+                        None if d.get("psnr") is None else f"{d['psnr']:.1f}",
+                        d.get("median_image_error"),
+                        d.get("worst_image_error"),
+                    ]
+                    for d in report["depths"]
+                ],
+                "depths",
+            )
+        )
+    if report.get("results"):
+        rows = [
+            [
+                r.get("input"),
+                r.get("status"),
+                r.get("relative_error"),
+                None if r.get("psnr") is None else f"{r['psnr']:.1f}",
+            ]
+            for r in report["results"]
+        ]
+        tables.append(_table(["input", "status", "error", "PSNR (dB)"], rows, "results"))
+    shown = ("columns", "inputs", "image_shape", "channels", "depth", "rank", "succeeded")
+    facts = " ".join(
+        f"{_esc(k)}: {_esc('x'.join(map(str, v)) if isinstance(v, list) else v)}."
+        for k in shown
+        if (v := report.get(k)) is not None and not isinstance(v, dict)
+    )
+    figures = "".join(
+        f'<figure><img src="{_href(n)}" alt="{_esc(n)}"><figcaption>{_esc(n)}</figcaption></figure>'
+        for n in pictures
+    )
+    links = " ".join(f'<a href="{_href(n)}">{_esc(n)}</a>' for n in names)
+    title = f"mlnmf {kind}: {name}"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{_esc(title)}</title>
+<style>{_STYLE}
+figure{{display:inline-block;margin:0 1em 1em 0;vertical-align:top}}
+figure img{{max-width:100%}}</style></head>
+<body>
+<h1>{_esc(title)}</h1>
+<p>{facts}</p>
+<p>Error: relative error ||X - model|| / ||X||; SVD floor: the best possible error of any
+model of that rank (truncated SVD); PSNR against the data's own peak.</p>
+{f"<h2>Failures</h2><ul id='failures'>{failure_list}</ul>" if failures else ""}
+{"".join(tables)}
+<h2>Pictures</h2>
+{figures}
+<h2>Files</h2>
+<p id="files">{links}</p>
+</body></html>
+"""
+
+
+def write_folder_page(folder: Path, report: Mapping[str, Any], *, name: str) -> Path:
+    """Write ``folder/index.html`` (atomically) for a ``learn`` or ``encode`` result."""
+    path = Path(folder) / INDEX
+    storage.write_text(path, render_folder_page(folder, report, name))
+    return path

@@ -17,7 +17,7 @@ from mlnmf_cli.collections import _shared
 
 ENV = {"NO_COLOR": "1", "COLUMNS": "200", "TERM": "dumb"}
 LEARN_FILES = {
-    "model.npz", "report.json", "codes.csv", "summary.png", "reconstructions.png",
+    "model.npz", "report.json", "codes.csv", "summary.png", "reconstructions.png", "index.html",
     "features_depth1.png", "features_depth2.png",
 }  # fmt: skip
 
@@ -265,7 +265,7 @@ def test_encode_new_images_with_the_dictionary_fixed(
     assert envelope["depth"] == 1 and envelope["rank"] == 4 and envelope["succeeded"] == 12
     assert all(r["relative_error"] < 0.05 for r in envelope["results"])
     assert {p.name for p in (tmp_path / "e").iterdir()} == {
-        "codes.csv", "codes.npz", "reconstructions", "report.json", "summary.png",
+        "codes.csv", "codes.npz", "reconstructions", "report.json", "summary.png", "index.html",
     }  # fmt: skip
     with np.load(tmp_path / "e" / "codes.npz") as npz:
         assert npz["H"].shape == (4, 12) and (npz["H"] >= 0).all()
@@ -405,3 +405,30 @@ def test_an_empty_path_is_refused_not_read_as_the_current_folder(
     code, _, err = run(*args)
     assert code == 2 and err.startswith(f"mlnmf: error: {message}; give a name"), err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_learn_and_encode_folders_have_a_page_of_their_numbers_pictures_and_files(
+    learned: tuple[Path, str], grey_folder: Path, tmp_path: Path
+) -> None:
+    out, _ = learned
+    page = (out / "index.html").read_text()
+    report = json.loads((out / "report.json").read_text())
+    for d in report["depths"]:
+        assert f"{100 * d['relative_error']:.2f}%" in page
+    for picture in ("summary.png", "features_depth1.png", "features_depth2.png"):
+        assert f'<img src="{picture}"' in page
+    assert '<a href="model.npz">model.npz</a>' in page
+    codes = tmp_path / "codes"
+    code, _, err = run("encode", out, grey_folder, "--out", codes, "-q")
+    assert code == 0, err
+    page = (codes / "index.html").read_text()
+    for r in json.loads((codes / "report.json").read_text())["results"]:
+        assert Path(r["input"]).name in page and f"{100 * r['relative_error']:.2f}%" in page
+    # --force recognises the folder (its page included) as the tool's own result
+    code, _, err = run("encode", out, grey_folder, "--out", codes, "-q", "--force")
+    assert code == 0, err
+
+
+def test_the_page_names_the_final_folder_not_its_staging_name(learned: tuple[Path, str]) -> None:
+    out, _ = learned
+    assert f"<title>mlnmf learn: {out.name}</title>" in (out / "index.html").read_text()

@@ -192,7 +192,7 @@ def test_streamed_learn_writes_the_usual_folder(collection: Path, tmp_path: Path
     )
     assert code == 0, err
     assert {p.name for p in out.iterdir()} == {
-        "model.npz", "report.json", "codes.csv", "summary.png", "reconstructions.png",
+        "model.npz", "report.json", "codes.csv", "summary.png", "reconstructions.png", "index.html",
         "features_depth1.png", "features_depth2.png",
     }  # fmt: skip
     report = json.loads((out / "report.json").read_text())

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mlnmf_cli import render, storage
+from mlnmf_cli import page, render, storage
 from mlnmf_cli.collections._shared import pixel_errors
 from mlnmf_cli.collections.dictionary import Encoded, Learned, sparsity
 from mlnmf_cli.collections.loading import Collection, PatchSpec, assemble_patches
@@ -308,6 +308,7 @@ def write_learn(
         learned.seconds["write"] = time.perf_counter() - start
         report["seconds"]["write"] = round(learned.seconds["write"], 4)
         storage.write_json(tmp / "report.json", report)
+        page.write_folder_page(tmp, report, name=Path(out).name)
     return report
 
 
@@ -435,6 +436,7 @@ def write_encode(
         seconds["write"] = time.perf_counter() - start
         report["seconds"] = {k: round(v, 4) for k, v in seconds.items()}
         storage.write_json(tmp / "report.json", report)
+        page.write_folder_page(tmp, report, name=Path(out).name)
     return report
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from mlnmf_cli import imageio, render, storage
+from mlnmf_cli import imageio, page, render, storage
 from mlnmf_cli.collections import dictionary, loading, outputs
 from mlnmf_cli.collections._shared import Options, resize_image
 from mlnmf_cli.collections.blocks import (
@@ -562,6 +562,7 @@ def write_streamed(
         seconds["write"] = time.perf_counter() - start
         report["seconds"] = {k: round(v, 4) for k, v in seconds.items()}
         storage.write_json(tmp / "report.json", report)
+        page.write_folder_page(tmp, report, name=Path(out).name)
     return report
 
 
@@ -744,6 +745,7 @@ def encode_streamed(
                 "seconds": {"total": round(time.perf_counter() - start, 4)},
             }
             storage.write_json(tmp / "report.json", report)
+            page.write_folder_page(tmp, report, name=Path(out).name)
         return report
     finally:
         if Hfile is not None:

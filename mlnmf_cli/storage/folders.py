@@ -355,7 +355,7 @@ def holds_output_lock(out: Path) -> bool:
     return os.path.realpath(out) in _held_locks
 
 
-_RESULT_FILE = re.compile(r"[A-Za-z0-9_]+\.(png|npz|json|csv)|\..+\.[a-z0-9_]{8}\.tmp")
+_RESULT_FILE = re.compile(r"[A-Za-z0-9_]+\.(png|npz|json|csv|html)|\..+\.[a-z0-9_]{8}\.tmp")
 # encode (collections) writes one picture per input into this subfolder.
 _RESULT_SUBFOLDER = "reconstructions"
 _LEFTOVER = re.compile(r"\.(.+)\.[a-z0-9_]{8}\.(partial|old|trash)")
