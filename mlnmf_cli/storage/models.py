@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import zipfile
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -74,24 +74,8 @@ def load_model(path: Path, *, max_pixels: int | None = None) -> SavedModel:
     decompressed, so a small file cannot make the loader allocate more than
     the model it claims to be.
     """
-    path = Path(path)
     limit = _pixel_limit(max_pixels)
-    try:
-        with open_regular_file(path, "a model file") as fh:
-            if fh.read(4) != b"PK\x03\x04":
-                raise InputError("not a valid model file (not an .npz archive)")
-            fh.seek(0)
-            with zipfile.ZipFile(fh) as zf:
-                return _read_model(zf, limit)
-    except ValueError as exc:
-        raise InputError(f"not a valid model file ({_one_line(exc)})") from exc
-    except (
-        OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, RuntimeError,
-        NotImplementedError,
-    ) as exc:  # fmt: skip
-        raise InputError(
-            f"not a valid model file (truncated or corrupt: {_one_line(exc)})"
-        ) from exc
+    return _read_archive(path, lambda zf: _read_model(zf, limit))
 
 
 NPZ_BYTES_LIMIT = 1 << 31
@@ -103,27 +87,28 @@ def read_npz(path: Path, *, max_bytes: int = NPZ_BYTES_LIMIT) -> dict[str, np.nd
     (a collection's), with :func:`load_model`'s safety: a regular file only, every
     member's header checked (declared size = size held, no objects) and the declared
     total at most ``max_bytes`` before anything is decompressed; one-line errors."""
-    path = Path(path)
+
+    def read(zf: zipfile.ZipFile) -> dict[str, np.ndarray]:
+        members = _members(zf)
+        total = sum(m.info.file_size for m in members.values())
+        if total > max_bytes:
+            raise InputError(
+                f"model declares {total} bytes of arrays, more than the limit of {max_bytes}"
+            )
+        return {key: _read_array(zf, m) for key, m in members.items()}
+
+    return _read_archive(path, read)
+
+
+def _read_archive(path: Path, read: Callable[[zipfile.ZipFile], Any]) -> Any:
+    """``read`` of the archive at ``path`` (a regular file only); every failure one line."""
     try:
-        with open_regular_file(path, "a model file") as fh:
+        with open_regular_file(Path(path), "a model file") as fh:
             if fh.read(4) != b"PK\x03\x04":
                 raise InputError("not a valid model file (not an .npz archive)")
             fh.seek(0)
             with zipfile.ZipFile(fh) as zf:
-                infos = zf.infolist()
-                if len(infos) > _MODEL_MEMBER_LIMIT:
-                    raise InputError(f"not a model (more than {_MODEL_MEMBER_LIMIT} members)")
-                members = {}
-                for info in infos:
-                    if not info.filename.endswith(".npy") or info.is_dir():
-                        raise InputError("not a model (it holds a member that is not an array)")
-                    members[info.filename[: -len(".npy")]] = _read_header(zf, info)
-                total = sum(m.info.file_size for m in members.values())
-                if total > max_bytes:
-                    raise InputError(
-                        f"model declares {total} bytes of arrays, more than the limit of {max_bytes}"
-                    )
-                return {key: _read_array(zf, m) for key, m in members.items()}
+                return read(zf)
     except ValueError as exc:
         raise InputError(f"not a valid model file ({_one_line(exc)})") from exc
     except (
@@ -133,6 +118,19 @@ def read_npz(path: Path, *, max_bytes: int = NPZ_BYTES_LIMIT) -> dict[str, np.nd
         raise InputError(
             f"not a valid model file (truncated or corrupt: {_one_line(exc)})"
         ) from exc
+
+
+def _members(zf: zipfile.ZipFile) -> dict[str, _Member]:
+    """Every member's header (nothing decompressed beyond it), by array name."""
+    infos = zf.infolist()
+    if len(infos) > _MODEL_MEMBER_LIMIT:
+        raise InputError(f"not an mlnmf model (more than {_MODEL_MEMBER_LIMIT} members)")
+    members: dict[str, _Member] = {}
+    for info in infos:
+        if not info.filename.endswith(".npy") or info.is_dir():
+            raise InputError("not an mlnmf model (it holds a member that is not an array)")
+        members[info.filename[: -len(".npy")]] = _read_header(zf, info)
+    return members
 
 
 def _one_line(exc: BaseException) -> str:
@@ -188,14 +186,7 @@ def _read_array(zf: zipfile.ZipFile, member: _Member) -> np.ndarray:
 
 
 def _read_model(zf: zipfile.ZipFile, limit: int | None) -> SavedModel:
-    infos = zf.infolist()
-    if len(infos) > _MODEL_MEMBER_LIMIT:
-        raise InputError(f"not an mlnmf model (more than {_MODEL_MEMBER_LIMIT} members)")
-    members: dict[str, _Member] = {}
-    for info in infos:
-        if not info.filename.endswith(".npy") or info.is_dir():
-            raise InputError("not an mlnmf model (it holds a member that is not an array)")
-        members[info.filename[: -len(".npy")]] = _read_header(zf, info)
+    members = _members(zf)
     if "format_version" not in members or "meta" not in members:
         raise InputError("not an mlnmf model (format_version or meta missing)")
     version = members["format_version"]
