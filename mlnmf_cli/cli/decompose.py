@@ -17,6 +17,7 @@ from mlnmf_cli.cli.options import (
     Ranks,
     build_options,
     nonempty_path,
+    out_folder,
     with_options,
 )
 from mlnmf_cli.cli.output import Column, error_line, line, pct, print_table, progress_bar
@@ -48,13 +49,7 @@ def decompose(
     settings: dict[str, Any],  # one option per declared field (with_options)
     out: Annotated[
         Path,
-        typer.Option(
-            "--out",
-            "-o",
-            metavar="FOLDER",
-            parser=nonempty_path("--out"),
-            help="Folder for the results.",
-        ),
+        out_folder("Folder for the results."),
     ] = Path("mlnmf-out"),
     recursive: Annotated[
         bool, typer.Option("--recursive", "-R", help="Descend into subfolders.")

@@ -20,6 +20,7 @@ from mlnmf_cli.cli.options import (
     choice_metavar,
     cli_parameter,
     nonempty_path,
+    out_folder,
     whole_number,
 )
 from mlnmf_cli.cli.output import Column, line, pct, print_table, progress_bar
@@ -73,13 +74,7 @@ VerdictDepth = Annotated[
 ]
 Out = Annotated[
     Path,
-    typer.Option(
-        "--out",
-        "-o",
-        metavar="FOLDER",
-        parser=nonempty_path("--out"),
-        help="Folder for the results.",
-    ),
+    out_folder("Folder for the results."),
 ]
 Force = Annotated[bool, typer.Option("--force", help="Replace existing output files.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")]
@@ -272,13 +267,7 @@ def random_test(
     max_pixels: MaxPixels = None,
     out: Annotated[
         Path,
-        typer.Option(
-            "--out",
-            "-o",
-            metavar="FOLDER",
-            parser=nonempty_path("--out"),
-            help="Folder for images and results.",
-        ),
+        out_folder("Folder for images and results."),
     ] = Path("mlnmf-random-test"),
     force: Force = False,
     as_json: AsJson = False,

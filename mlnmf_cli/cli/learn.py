@@ -20,6 +20,7 @@ from mlnmf_cli.cli.options import (
     choice_metavar,
     cli_parameter,
     nonempty_path,
+    out_folder,
     whole_number,
     with_options,
 )
@@ -152,13 +153,7 @@ def learn(
     ] = None,
     out: Annotated[
         Path,
-        typer.Option(
-            "--out",
-            "-o",
-            metavar="FOLDER",
-            help="Folder for the model and pictures.",
-            parser=nonempty_path("--out"),
-        ),
+        out_folder("Folder for the model and pictures."),
     ] = Path("mlnmf-model"),
     recursive: Recursive = False,
     force: Force = False,
@@ -321,13 +316,7 @@ def encode(
     max_pixels: MaxPixels = None,
     out: Annotated[
         Path,
-        typer.Option(
-            "--out",
-            "-o",
-            metavar="FOLDER",
-            help="Folder for codes and reconstructions.",
-            parser=nonempty_path("--out"),
-        ),
+        out_folder("Folder for codes and reconstructions."),
     ] = Path("mlnmf-codes"),
     recursive: Recursive = False,
     force: Force = False,

@@ -82,6 +82,11 @@ def value_parser(name: str) -> Callable[[Any], Any]:
     return parse
 
 
+def out_folder(help: str) -> Any:
+    """The ``--out``/``-o`` option of a command that writes a folder (never an empty path)."""
+    return typer.Option("--out", "-o", metavar="FOLDER", parser=nonempty_path("--out"), help=help)
+
+
 def nonempty_path(name: str) -> Callable[[Any], Path]:
     """A parser of a path: an empty one (an unset shell variable) is refused, not read
     as the current folder (``Path("")`` is ``.``: a whole folder decomposed or written into)."""
