@@ -259,6 +259,19 @@ def _files_html(folder: str, names: Sequence[str]) -> str:
     return "<br>".join(links)
 
 
+EXACT = 1e-6
+"""Errors below this are exact fits (float32 rounding): their ratio to the floor means nothing."""
+
+
+def floor_ratio(error: float | None, floor: float | None) -> str:
+    """``error / floor`` as "x1.07", or "exact" when both are at rounding level."""
+    if error is None or floor is None:
+        return ""
+    if floor < EXACT:
+        return "exact" if error < EXACT else ""
+    return f"x{error / floor:.2f}"
+
+
 def _row_html(index: int, e: Mapping[str, Any]) -> str:
     status = e["status"] if e["status"] in ("ok", "failed", "skipped") else "failed"
     folder = e["folder"]
@@ -275,7 +288,7 @@ def _row_html(index: int, e: Mapping[str, Any]) -> str:
     message = f'<div class="msg">{_esc(e["message"])}</div>' if e["message"] else ""
     note = ' <span class="skipped">(earlier run)</span>' if e["earlier"] else ""
     error, floor = e["relative_error"], e["svd_floor"]
-    ratio = f"x{error / floor:.2f}" if error is not None and floor else ""
+    ratio = floor_ratio(error, floor)
     psnr = "" if e["psnr"] is None else f"{e['psnr']:.1f} dB"
     attrs = {
         "order": str(index),

@@ -190,3 +190,12 @@ def test_regenerating_the_page_never_replaces_a_foreign_index(tmp_path: Path) ->
     (tmp_path / "index.html").write_text("<p>my own page</p>")
     assert page.main([str(tmp_path)]) == 1
     assert (tmp_path / "index.html").read_text() == "<p>my own page</p>"
+
+
+def test_the_ratio_to_the_floor_is_shown_only_where_it_means_something() -> None:
+    from mlnmf_cli.page import floor_ratio
+
+    assert floor_ratio(0.12, 0.10) == "x1.20"
+    assert floor_ratio(3e-8, 6e-19) == "exact"  # an exact fit: not "x47100839892.51"
+    assert floor_ratio(0.01, 0.0) == ""
+    assert floor_ratio(None, 0.1) == ""
