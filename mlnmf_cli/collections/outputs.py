@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from mlnmf_cli import page, render, storage
-from mlnmf_cli.collections._shared import pixel_errors
+from mlnmf_cli.collections._shared import Options, pixel_errors
 from mlnmf_cli.collections.dictionary import Encoded, Learned, sparsity
 from mlnmf_cli.collections.loading import Collection, PatchSpec, assemble_patches
 from mlnmf_cli.errors import InputError
@@ -209,12 +209,33 @@ def learn_report(collection: Collection, learned: Learned) -> dict[str, Any]:
         d = int(row["depth"])
         row["sparsity_atoms"] = sparsity(learned.features(d))
         row["sparsity_codes"] = sparsity(learned.Hs[d - 1])
+    return learned_report(
+        collection, learned.options, collection.n_columns, depths, learned.layer_stats(),
+        fine_tune_iterations=int(learned.result.fine_tune_n_iter),
+        converged=bool(learned.result.converged),
+        seconds={k: round(v, 4) for k, v in learned.seconds.items()},
+    )  # fmt: skip
+
+
+def learned_report(
+    collection: Collection,
+    options: Options,
+    columns: int,
+    depths: list[dict[str, Any]],
+    layers: list[dict[str, Any]],
+    *,
+    fine_tune_iterations: int,
+    converged: bool,
+    seconds: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """``learn``'s report.json, in memory or streamed: the collection, the options, the
+    per-depth rows (the deepest gives the headline numbers) and per-layer rows."""
     last = depths[-1]
-    return {
+    report: dict[str, Any] = {
         "version": storage.REPORT_VERSION,
         "kind": KIND,
         "command": "learn",
-        "columns": collection.n_columns,
+        "columns": columns,
         "inputs": len(collection.inputs),
         "failed": list(collection.failed),
         "image_shape": list(collection.image_shape),
@@ -222,21 +243,23 @@ def learn_report(collection: Collection, learned: Learned) -> dict[str, Any]:
         "resize": None if collection.resize is None else list(collection.resize),
         "patches": None if collection.patches is None else collection.patches.as_dict(),
         "notes": list(collection.notes),
-        "parameters": learned.options.as_dict(),
-        "seed": learned.options.seed,
+        "parameters": options.as_dict(),
+        "seed": options.seed,
         "versions": storage.versions(),
         "relative_error": last["relative_error"],
         "psnr": last["psnr"],
         "svd_floor": {"rank": last["rank"], "relative_error": last["svd_floor"]},
         "depths": depths,
-        "layers": learned.layer_stats(),
+        "layers": layers,
         "fine_tune": {
-            "enabled": learned.options.fine_tune,
-            "iterations": int(learned.result.fine_tune_n_iter),
-            "converged": bool(learned.result.converged),
+            "enabled": options.fine_tune,
+            "iterations": fine_tune_iterations,
+            "converged": converged,
         },
-        "seconds": {k: round(v, 4) for k, v in learned.seconds.items()},
     }
+    if seconds is not None:
+        report["seconds"] = seconds
+    return report
 
 
 def code_rows(

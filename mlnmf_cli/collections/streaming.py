@@ -447,33 +447,10 @@ def streamed_report(
                 "sparsity_H": _hoyer(l1, l2sq, rank * n),
             }
         )
-    last = depths[-1]
-    return {
-        "version": storage.REPORT_VERSION,
-        "kind": outputs.KIND,
-        "command": "learn",
-        "columns": n,
-        "inputs": len(collection.inputs),
-        "failed": list(collection.failed),
-        "image_shape": list(collection.image_shape),
-        "channels": collection.channels,
-        "resize": None if collection.resize is None else list(collection.resize),
-        "patches": None if collection.patches is None else collection.patches.as_dict(),
-        "notes": list(collection.notes),
-        "parameters": options.as_dict(),
-        "seed": options.seed,
-        "versions": storage.versions(),
-        "relative_error": last["relative_error"],
-        "psnr": last["psnr"],
-        "svd_floor": {"rank": last["rank"], "relative_error": last["svd_floor"]},
-        "depths": depths,
-        "layers": layers,
-        "fine_tune": {
-            "enabled": options.fine_tune,
-            "iterations": int(result.fine_tune_n_iter),
-            "converged": bool(result.converged),
-        },
-    }
+    return outputs.learned_report(
+        collection, options, n, depths, layers,
+        fine_tune_iterations=int(result.fine_tune_n_iter), converged=bool(result.converged),
+    )  # fmt: skip
 
 
 def write_streamed(
