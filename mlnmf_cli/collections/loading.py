@@ -166,6 +166,30 @@ def assemble_patches(columns: np.ndarray, shape: tuple[int, ...], spec: PatchSpe
     return total / (count if len(shape) == 2 else count[:, :, None])
 
 
+def load_one(
+    name: str,
+    problem: str | None,
+    size: tuple[int, int] | None,
+    max_pixels: int | None,
+    failed: list[dict[str, str]],
+    notes: list[str],
+) -> imageio.LoadedImage | None:
+    """One input of a collection, resized to ``size`` if given; None (and a row in
+    ``failed``) when it cannot be used: ``problem`` says why it was not even opened."""
+    if problem is not None:
+        failed.append({"input": name, "error": problem})
+        return None
+    try:
+        image = imageio.load_image(name, max_pixels=max_pixels)
+    except MlnmfError as exc:
+        failed.append({"input": name, "error": str(exc)})
+        return None
+    if size is not None and image.size != size:
+        notes.append(f"{name}: resized from {image.size[0]}x{image.size[1]}")
+        image = resize_image(image, size)
+    return image
+
+
 def load_collection(
     paths: Iterable[Path],
     *,
@@ -193,18 +217,9 @@ def load_collection(
         name = str(item.path)
         if on_image is not None:
             on_image(name)
-        if item.problem is not None:
-            failed.append({"input": name, "error": item.problem})
-            continue
-        try:
-            image = imageio.load_image(item.path, max_pixels=max_pixels)
-        except MlnmfError as exc:
-            failed.append({"input": name, "error": str(exc)})
-            continue
-        if size is not None and image.size != size:
-            notes.append(f"{name}: resized from {image.size[0]}x{image.size[1]}")
-            image = resize_image(image, size)
-        loaded.append((name, image))
+        image = load_one(name, item.problem, size, max_pixels, failed, notes)
+        if image is not None:
+            loaded.append((name, image))
     if not loaded:
         detail = f" ({failed[0]['input']}: {failed[0]['error']})" if len(failed) == 1 else ""
         raise InputError(f"no usable image in the collection{detail}")

@@ -27,7 +27,7 @@ import numpy as np
 
 from mlnmf_cli import imageio, page, render, storage
 from mlnmf_cli.collections import dictionary, loading, outputs
-from mlnmf_cli.collections._shared import Options, resize_image
+from mlnmf_cli.collections._shared import Options
 from mlnmf_cli.collections.blocks import (
     MB,
     BlockedResult,
@@ -39,7 +39,7 @@ from mlnmf_cli.collections.blocks import (
     plan_blocks,
     report_sums,
 )
-from mlnmf_cli.errors import InputError, MlnmfError, OutputError, ParameterError
+from mlnmf_cli.errors import InputError, OutputError, ParameterError
 
 ENV_SCHEDULER = "MLNMF_SCHEDULER"
 MEMORY_SHARE = 4  # default budget: a quarter of the memory available
@@ -67,7 +67,6 @@ def iter_inputs(
 ) -> Iterator[tuple[str, str | None]]:
     """(input, problem) in the order of ``expand_inputs``, keeping only the names of a
     folder's files (a few dozen bytes each) rather than a record per file."""
-    from mlnmf_cli import imageio
 
     excluded = str(exclude.resolve()) + os.sep if exclude is not None else None
 
@@ -188,17 +187,9 @@ def decode_to_cache(
     for name, problem in iter_inputs(paths, recursive=recursive, exclude=exclude):
         if on_image is not None:
             on_image(name)
-        if problem is not None:
-            failed.append({"input": name, "error": problem})
+        image = loading.load_one(name, problem, size, max_pixels, failed, notes)
+        if image is None:
             continue
-        try:
-            image = imageio.load_image(name, max_pixels=max_pixels)
-        except MlnmfError as exc:
-            failed.append({"input": name, "error": str(exc)})
-            continue
-        if size is not None and image.size != size:
-            notes.append(f"{name}: resized from {image.size[0]}x{image.size[1]}")
-            image = resize_image(image, size)
         if first is None:
             first = (name, image)
             if mode is None:
