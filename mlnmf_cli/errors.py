@@ -28,6 +28,14 @@ class OutputError(MlnmfError):
     """A result cannot be written where it was asked to go."""
 
 
+def internal_error(exc: BaseException) -> str:
+    """The one line that reports a bug of mlnmf's own (what escaped every other handler)."""
+    detail = " ".join(str(exc).split())
+    return f"internal error, please report it: {type(exc).__name__}" + (
+        f": {detail}" if detail else ""
+    )
+
+
 def open_error(exc: OSError, kind: str) -> InputError:
     """The usual reasons a file cannot be opened, as one line; ``kind`` names what was expected."""
     if isinstance(exc, FileNotFoundError):

@@ -18,7 +18,8 @@ import numpy as np
 from hypothesis import HealthCheck, settings
 from typer.testing import CliRunner
 
-ENV = {"NO_COLOR": "1", "COLUMNS": "200", "TERM": "dumb"}
+# MLNMF_DEBUG: a bug of mlnmf's own raises in the test instead of becoming one line.
+ENV = {"NO_COLOR": "1", "COLUMNS": "200", "TERM": "dumb", "MLNMF_DEBUG": "1"}
 
 
 def run(*args: str | Path) -> tuple[int, str, str]:

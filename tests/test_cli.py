@@ -644,3 +644,28 @@ def test_what_the_loader_says_about_an_image_is_on_stderr_and_in_the_summary(
         assert next(csv.DictReader(fh))["note"] == note
     code, _, err = run("decompose", src, "--ranks", "4,2", "--out", tmp_path / "q", "-q")
     assert code == 0 and "note" not in err
+
+
+def test_a_bug_is_one_line_on_stderr_and_a_traceback_only_when_asked(
+    monkeypatch: pytest.MonkeyPatch, camera_result: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from mlnmf_cli import pipeline
+    from mlnmf_cli.cli import app
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise KeyError("no such\nkey")
+
+    monkeypatch.setattr(pipeline, "reconstruct", broken)
+    args = ["reconstruct", str(camera_result / "model.npz"), "-o", str(tmp_path / "x.png")]
+    quiet = {**ENV, "MLNMF_DEBUG": ""}
+    result = CliRunner().invoke(app, args, env=quiet, prog_name="mlnmf")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "mlnmf: error: internal error, please report it: KeyError: 'no such\\nkey' "
+        "(set MLNMF_DEBUG=1 for the traceback)\n"
+    )
+    debug = CliRunner().invoke(app, args, env={**ENV, "MLNMF_DEBUG": "1"}, prog_name="mlnmf")
+    assert isinstance(debug.exception, KeyError)
+    assert not (tmp_path / "x.png").exists()

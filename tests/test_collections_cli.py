@@ -8,25 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run
 from PIL import Image
-from typer.testing import CliRunner
 
 from mlnmf_cli import storage
-from mlnmf_cli.cli import app
 from mlnmf_cli.collections import _shared
 
-ENV = {"NO_COLOR": "1", "COLUMNS": "200", "TERM": "dumb"}
 LEARN_FILES = {
     "model.npz", "report.json", "codes.csv", "summary.png", "reconstructions.png", "index.html",
     "features_depth1.png", "features_depth2.png",
 }  # fmt: skip
-
-
-def run(*args: str | Path) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, [str(a) for a in args], env=ENV, prog_name="mlnmf")
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
 
 
 def parts_set(folder: Path, count: int = 12, colour: bool = False, seed: int = 0) -> Path:

@@ -11,14 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run
 from PIL import Image
-from typer.testing import CliRunner
 
 from mlnmf_cli import page
-from mlnmf_cli.cli import app
 
 CHROMIUM = Path("/usr/bin/chromium")
-ENV = {"NO_COLOR": "1", "COLUMNS": "200", "TERM": "dumb"}
 UNDECODABLE = os.fsdecode(b"bytes\xff\xfe")  # a file name that is not UTF-8
 
 
@@ -147,10 +145,8 @@ def test_page_in_a_real_browser(tmp_path: Path) -> None:
         Image.fromarray(np.uint8(rng.random(size) * 255)).save(inputs / f"{name}.png")
     (inputs / "broken <x>.png").write_bytes(b"not an image")
     out = tmp_path / "out"
-    result = CliRunner().invoke(
-        app, ["decompose", str(inputs), "--ranks", "6,3", "--out", str(out), "-q"], env=ENV
-    )
-    assert result.exit_code not in (0, 2), result.output  # one input failed, the others not
+    code, _, err = run("decompose", inputs, "--ranks", "6,3", "--out", out, "-q")
+    assert code not in (0, 2), err  # one input failed, the others not
     assert (out / "summary.json").is_file()
     index = page.write_index(out)  # from what is on disk: summary.json and the folders
 

@@ -119,6 +119,27 @@ def test_the_lock_excludes_another_process(tmp_path: Path) -> None:
     assert free.stdout == "got it\n"
 
 
+@pytest.mark.parametrize("content", [b"", b"\n", b"not a pid\n"])
+def test_a_holder_that_has_not_written_its_pid_yet_still_reads_busy(
+    tmp_path: Path, content: bytes
+) -> None:
+    # The holder creates and locks the file before it writes its pid: a second
+    # run that looks in between must say "busy", not crash on the empty file.
+    lock = tmp_path / ".mlnmf.lock"
+    lock.write_bytes(content)
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(storage.FolderBusy) as caught, storage.output_lock(tmp_path, wait=0):
+            pass
+    finally:
+        os.close(fd)
+    assert str(caught.value) == (
+        f"{tmp_path}: another mlnmf run is writing into this folder; "
+        "wait for it to finish or choose another --out"
+    )
+
+
 def _result(folder: Path, marker: str) -> Path:
     folder.mkdir(parents=True)
     (folder / "report.json").write_text(marker)

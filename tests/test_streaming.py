@@ -10,23 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run
 from PIL import Image
-from typer.testing import CliRunner
 
-from mlnmf_cli.cli import app
 from mlnmf_cli.collections import blocks, outputs, streaming
 from mlnmf_cli.collections._shared import Options
 from mlnmf_cli.errors import MlnmfError, OutputError, ParameterError
 from tests.peak import traced_peak
-
-ENV = {"NO_COLOR": "1", "COLUMNS": "200", "TERM": "dumb"}
-
-
-def run(*args: str | Path) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, [str(a) for a in args], env=ENV, prog_name="mlnmf")
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
 
 
 def blobs(folder: Path, count: int, side: int = 12, seed: int = 0) -> Path:

@@ -20,7 +20,7 @@ from typing import Any
 from mlnmf_cli import imageio, pipeline, storage
 from mlnmf_cli.batch.inputs import BatchItem
 from mlnmf_cli.batch.signals import signals_deferred
-from mlnmf_cli.errors import MlnmfError, OutputError
+from mlnmf_cli.errors import MlnmfError, OutputError, internal_error
 from mlnmf_cli.options import Options
 
 
@@ -106,8 +106,7 @@ def process_item(
     try:
         return _process(item, options, out, force, skip_existing, progress)
     except Exception as exc:
-        error = f"internal error, please report it: {type(exc).__name__}: {exc}"
-        return failed_row(item, out, error)
+        return failed_row(item, out, internal_error(exc))
 
 
 def _process(

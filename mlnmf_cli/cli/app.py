@@ -28,7 +28,7 @@ from typer.core import TyperGroup
 from mlnmf_cli import __version__
 from mlnmf_cli.cli import startup
 from mlnmf_cli.cli.output import error_line
-from mlnmf_cli.errors import MlnmfError, ParameterError
+from mlnmf_cli.errors import MlnmfError, ParameterError, internal_error
 
 
 class ExitCode(IntEnum):
@@ -45,6 +45,9 @@ class Interrupted(Exception):
 
 FAILURES = (MlnmfError, Interrupted, MemoryError, OSError)
 """What :class:`_Group` turns into one line and :func:`exit_code`; anything else is a bug."""
+
+
+DEBUG_VARIABLE = "MLNMF_DEBUG"
 
 
 def exit_code(exc: BaseException) -> ExitCode:
@@ -182,6 +185,11 @@ class _Group(TyperGroup):
             return int(code)
         except typer.Abort:
             return ExitCode.INTERRUPTED
+        except Exception as exc:  # a bug: still one line, unless asked for the traceback
+            if os.environ.get(DEBUG_VARIABLE):
+                raise
+            error_line(internal_error(exc) + f" (set {DEBUG_VARIABLE}=1 for the traceback)")
+            return ExitCode.ERROR
 
 
 app = typer.Typer(

@@ -346,8 +346,11 @@ def _acquire(path: Path, wait: float, out: Path) -> int:
 
 
 def _read_pid(fd: int) -> int | None:
-    with contextlib.suppress(OSError, ValueError):
-        return int(os.pread(fd, 32, 0).split()[0])
+    """The pid the holder wrote, or None while it has not written it yet."""
+    with contextlib.suppress(OSError):
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        if text.isdigit():
+            return int(text)
     return None
 
 
