@@ -60,29 +60,32 @@ def _fill_zeros(X: np.ndarray, W: np.ndarray, H: np.ndarray) -> None:
 def _nndsvd(
     X: np.ndarray, rank: int, rng: np.random.Generator, fill: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """NNDSVD of Boutsidis & Gallopoulos (2008); ``fill`` gives NNDSVDa (zeros -> mean(X))."""
+    """NNDSVD of Boutsidis & Gallopoulos (2008); ``fill`` gives NNDSVDa (zeros -> mean(X)).
+
+    All components at once: each singular pair (u, v) keeps its positive or its
+    negative parts, whichever pair has the larger product of norms (the first
+    pair is taken in absolute value; a pair with neither stays zero).
+    """
     U, s, Vt = truncated_svd(X, rank, rng)
-    m, n = X.shape
-    W = np.zeros((m, rank))
-    H = np.zeros((rank, n))
-    W[:, 0] = np.sqrt(s[0]) * np.abs(U[:, 0])
-    H[0, :] = np.sqrt(s[0]) * np.abs(Vt[0, :])
-    for j in range(1, rank):
-        x, y = U[:, j], Vt[j, :]
-        xp, yp = np.maximum(x, 0), np.maximum(y, 0)
-        xn, yn = np.abs(np.minimum(x, 0)), np.abs(np.minimum(y, 0))
-        xpn, ypn = np.linalg.norm(xp), np.linalg.norm(yp)
-        xnn, ynn = np.linalg.norm(xn), np.linalg.norm(yn)
-        mp, mn_ = xpn * ypn, xnn * ynn
-        if mp > mn_:
-            u, v, sigma = (xp / xpn, yp / ypn, mp)
-        elif mn_ > 0:
-            u, v, sigma = (xn / xnn, yn / ynn, mn_)
-        else:
-            continue
-        lbd = np.sqrt(s[j] * sigma)
-        W[:, j] = lbd * u
-        H[j, :] = lbd * v
+    up, un = np.maximum(U, 0.0), np.maximum(-U, 0.0)
+    vp, vn = np.maximum(Vt, 0.0), np.maximum(-Vt, 0.0)
+    up_n, un_n = np.linalg.norm(up, axis=0), np.linalg.norm(un, axis=0)
+    vp_n, vn_n = np.linalg.norm(vp, axis=1), np.linalg.norm(vn, axis=1)
+    mp, mn = up_n * vp_n, un_n * vn_n
+    pos = mp > mn
+    pos[0] = True  # the leading pair: |u| |v| (one sign throughout, up to rounding)
+    up[:, 0], vp[0] = np.abs(U[:, 0]), np.abs(Vt[0])
+    mp[0], up_n[0], vp_n[0] = 1.0, 1.0, 1.0
+    sigma = np.where(pos, mp, mn)
+    u_norm, v_norm = np.where(pos, up_n, un_n), np.where(pos, vp_n, vn_n)
+    keep = sigma > 0
+    lbd = np.sqrt(s * sigma, where=keep, out=np.zeros_like(s))
+    # The leading pair is scaled by sqrt(s0) and not normalised.
+    lbd[0] = np.sqrt(s[0])
+    scale_w = np.divide(lbd, u_norm, where=keep, out=np.zeros_like(s))
+    scale_h = np.divide(lbd, v_norm, where=keep, out=np.zeros_like(s))
+    W = np.where(pos, up, un) * scale_w
+    H = np.where(pos[:, None], vp, vn) * scale_h[:, None]
     if fill:
         avg = max(float(np.mean(X, dtype=np.float64)), 0.0)
         W[W == 0] = avg
