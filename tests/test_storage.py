@@ -197,6 +197,26 @@ def test_staged_folder_appears_whole_or_not_at_all(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["result"]
 
 
+@pytest.mark.parametrize("replace", [False, True])
+def test_a_folder_that_appears_while_the_run_works_is_not_replaced(
+    tmp_path: Path, replace: bool
+) -> None:
+    # Two runs into one --out (learn and encode take no lock on their parent):
+    # the slower one must not replace what the faster one, or the user, put there.
+    target = tmp_path / "result"
+    with pytest.raises(OutputError) as err, storage.staged_folder(target, replace=replace) as tmp:
+        (tmp / "report.json").write_text("mine")
+        target.mkdir()
+        (target / "report.json").write_text("theirs")
+        if replace:  # --force: a folder mlnmf did not write is still never replaced
+            (target / "thesis.tex").write_text("theirs")
+    assert str(err.value).endswith(
+        "; it appeared while this run was working, so this result was not written"
+    )
+    assert (target / "report.json").read_text() == "theirs"
+    assert [p.name for p in tmp_path.iterdir()] == ["result"]
+
+
 @pytest.mark.parametrize("kind", ["folder", "file", "link", "dangling link"])
 def test_force_replaces_only_result_folders(kind: str, tmp_path: Path) -> None:
     target = tmp_path / "result"

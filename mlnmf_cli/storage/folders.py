@@ -85,7 +85,9 @@ def staged_folder(target: Path, *, replace: bool) -> Iterator[Path]:
 
     If the body fails or is interrupted, the temporary folder is removed and
     ``target`` is untouched. An existing ``target`` is replaced only when
-    ``replace`` is true, and then only after the new folder is complete; a kill
+    ``replace`` is true (checked again when the new folder is complete: another
+    run may have written ``target`` meanwhile), and then only after the new
+    folder is complete; a kill
     between the renames leaves the old folder aside, where
     :func:`recover_output` finds it and puts it back.
     """
@@ -104,6 +106,12 @@ def staged_folder(target: Path, *, replace: bool) -> Iterator[Path]:
         ) from exc
     try:
         yield staging
+        try:  # again: another run (a learn into the same --out) may have written it meanwhile
+            refuse_existing(target, replace=replace)
+        except OutputError as exc:
+            raise OutputError(
+                f"{exc}; it appeared while this run was working, so this result was not written"
+            ) from None
         _move_into_place(staging, target)
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
