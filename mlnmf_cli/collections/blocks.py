@@ -27,6 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from mlnmf_cli.engine._deep import apg
+from mlnmf_cli.engine._single import DELTA, Momentum, RowSweeper, n_sweeps
+from mlnmf_cli.engine.model import chain
 from mlnmf_cli.engine.options import DEFAULTS
 from mlnmf_cli.errors import OutputError, ParameterError
 
@@ -35,8 +38,6 @@ OMEGA_CHUNK = 64  # columns per independently seeded chunk of random numbers
 MIN_BLOCK = 64  # the fewest columns a block may hold
 POWER_ITER = 4
 OVERSAMPLE = 10
-MAX_SWEEPS = 6
-DELTA = 0.1
 REFIT_SWEEPS = 30
 APG_STEPS = 30
 PATIENCE = 5
@@ -282,77 +283,11 @@ def omega(seed: int, layer: int, j0: int, j1: int, q: int, dtype: Any) -> np.nda
 
 def hals(V: np.ndarray, P: np.ndarray, G: np.ndarray, sweeps: int, delta: float = 0.0) -> int:
     """HALS sweeps over the rows of V (r x p, in place): V ~ argmin ||Xo - V^T U||, P = U Xo^T,
-    G = U U^T. With ``delta`` > 0, stop once a sweep changes V by less than delta times
-    the first sweep's change. A row whose G[k, k] is 0 (or below eps^2 of the largest)
-    takes a gradient step of length 1 / max G[k, k] instead.
-
-    Row k becomes max(0, P[k] / d[k] - Gm[k] @ V) with Gm = G / d whose diagonal is
-    G[k, k] / d[k] - 1 (0 for an exact row): three calls per row, no temporaries.
+    G = U U^T; the engine's sweeps (:class:`~mlnmf_cli.engine._single.RowSweeper`).
+    With ``delta`` > 0, stop once a sweep changes V by less than delta times the first
+    sweep's change. Returns the number of sweeps.
     """
-    g = np.diagonal(G).astype(np.float64)
-    top = float(g.max(initial=0.0))
-    info = np.finfo(V.dtype)
-    d = np.where(g <= top * info.eps * info.eps, top if top > info.tiny else 1.0, g)
-    Gm = (G / d[:, None]).astype(V.dtype)
-    np.fill_diagonal(Gm, (g / d - 1.0).astype(V.dtype))
-    Ps = (P / d[:, None]).astype(V.dtype)
-    buf = np.empty(V.shape[1], V.dtype)
-    zero = V.dtype.type(0)
-    first = 0.0
-    s = 0
-    prev = np.empty_like(V) if delta > 0 else None
-    for s in range(sweeps):
-        if prev is not None:
-            np.copyto(prev, V)
-        for k in range(V.shape[0]):
-            np.dot(Gm[k], V, out=buf)
-            np.subtract(Ps[k], buf, out=buf)
-            np.maximum(buf, zero, out=V[k])
-        if prev is not None:
-            prev -= V
-            change = float(np.vdot(prev, prev))
-            if s == 0:
-                first = change
-            elif change <= delta * delta * first:
-                break
-    return s + 1
-
-
-def n_sweeps(p: int, q: int, r: int) -> int:
-    """Gillis & Glineur's bound, as the engine: 1 + 0.5 (q / r + q / p), at most 6."""
-    return min(MAX_SWEEPS, 1 + math.ceil(0.5 * (q / r + q / p)))
-
-
-def chain(mats: Sequence[np.ndarray]) -> np.ndarray:
-    out = mats[0]
-    for M in mats[1:]:
-        out = out @ M
-    return out
-
-
-def apg(Wl: np.ndarray, AtA: np.ndarray, BBt: np.ndarray, C: np.ndarray, steps: int) -> np.ndarray:
-    """Nesterov projected gradient on 0.5 ||X - A Wl B||^2 (C = A^T X B^T), with restart."""
-    lip = float(np.linalg.eigvalsh(AtA)[-1]) * float(np.linalg.eigvalsh(BBt)[-1])
-    if not lip > 0:
-        return Wl
-    step = 1.0 / lip
-
-    def f(Z: np.ndarray) -> float:
-        return float(0.5 * np.vdot(AtA @ Z @ BBt, Z) - np.vdot(C, Z))
-
-    W, Y, fw, t = Wl, Wl.copy(), f(Wl), 1.0
-    for _ in range(steps):
-        Wn = np.maximum(Y - step * (AtA @ Y @ BBt - C), 0.0)
-        fn = f(Wn)
-        if fn > fw:
-            Wn = np.maximum(W - step * (AtA @ W @ BBt - C), 0.0)
-            fn, t, Y = f(Wn), 1.0, Wn.copy()
-        else:
-            t_new = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
-            Y = Wn + ((t - 1.0) / t_new) * (Wn - W)
-            t = t_new
-        W, fw = Wn, fn
-    return W
+    return RowSweeper(V).update(P, G, sweeps, delta)
 
 
 def _orth(Y: np.ndarray) -> np.ndarray:
@@ -657,22 +592,6 @@ def init_layer(
     if den > 0 and num > 0:
         W *= num / den
     return W, Pw, HHt, normX2, s
-
-
-class Momentum:
-    """Ang & Gillis's extrapolation weight, as the engine's: grows after a step that
-    lowered the error (up to a slowly rising cap), shrinks after one that did not."""
-
-    def __init__(self) -> None:
-        self.beta, self.cap = 0.5, 1.0
-
-    def success(self) -> None:
-        self.beta = min(self.cap, 1.05 * self.beta)
-        self.cap = min(1.0, 1.01 * self.cap)
-
-    def failure(self) -> None:
-        self.cap = self.beta
-        self.beta = self.beta / 1.5
 
 
 def pass_xhals(

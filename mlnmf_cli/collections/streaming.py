@@ -33,12 +33,12 @@ from mlnmf_cli.collections.blocks import (
     BlockedResult,
     BlockFile,
     LocalBlocks,
-    chain,
     check_streamable,
     learn_blocked,
     plan_blocks,
     report_sums,
 )
+from mlnmf_cli.engine.model import chain
 from mlnmf_cli.errors import InputError, OutputError, ParameterError
 
 ENV_SCHEDULER = "MLNMF_SCHEDULER"

@@ -45,7 +45,7 @@ from mlnmf_cli.engine._single import (
     _least_squares,
     n_sweeps,
 )
-from mlnmf_cli.engine.model import Model
+from mlnmf_cli.engine.model import Model, chain
 from mlnmf_cli.engine.options import DEFAULTS, Notify
 
 APG_STEPS = 30
@@ -82,14 +82,6 @@ class FineTuneOutput:
     n_iter: int = 0
     converged: bool = False
     restarts: int = 0
-
-
-def chain(mats: list[np.ndarray]) -> np.ndarray:
-    """Left-to-right product of a non-empty list of matrices."""
-    out = mats[0]
-    for M in mats[1:]:
-        out = out @ M
-    return out
 
 
 def normalize_columns(Ws: list[np.ndarray], H: np.ndarray) -> None:
@@ -142,7 +134,7 @@ def depth_weights(
     return mu / mu.sum()
 
 
-def _apg(Wl: np.ndarray, AtA: np.ndarray, BBt: np.ndarray, C: np.ndarray, steps: int) -> np.ndarray:
+def apg(Wl: np.ndarray, AtA: np.ndarray, BBt: np.ndarray, C: np.ndarray, steps: int) -> np.ndarray:
     """Nesterov projected gradient on 0.5 <AtA Wl BBt, Wl> - <C, Wl>, with restart.
 
     Monotone: a step that would raise the objective is replaced by a plain
@@ -303,7 +295,7 @@ def fine_tune(
                 Z = _least_squares(Q, K)
                 Ws[li] = np.ascontiguousarray(_least_squares(M, np.ascontiguousarray(Z.T)).T)
             else:
-                Ws[li] = _apg(Ws[li], Q, M, K, apg_steps)
+                Ws[li] = apg(Ws[li], Q, M, K, apg_steps)
             W = Ws[li]
             Y = W.T @ Y
             Q = W.T @ Q @ W
