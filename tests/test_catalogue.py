@@ -1450,13 +1450,23 @@ def _meta_text(good_model: Path) -> str:
             lambda t: t.replace('"depth": 2', '"depth": 2.0'),
             "model metadata lacks a valid 'depth' field",
         ),
+        *[
+            (
+                lambda t, v=v: t.replace('"bit_depth": 8', f'"bit_depth": {v}'),
+                "model metadata lacks a valid 'bit_depth' field",
+            )
+            for v in ('"16"', "99", "0", "[8]", "true", "8.5")
+        ],
     ],
-    ids=["nan", "infinity", "minus-infinity", "overflow", "nested", "nested-field", "float-depth"],
+    ids=["nan", "infinity", "minus-infinity", "overflow", "nested", "nested-field", "float-depth"]
+    + [f"bit-depth-{v}" for v in ("string", "99", "0", "list", "bool", "float")],
 )
 def test_model_metadata_that_json_cannot_hold(
     edit: Callable[[str], str], message: str, good_model: Path, tmp_path: Path
 ) -> None:
-    model = _with_meta(good_model, tmp_path, edit(_meta_text(good_model)))
+    text = _meta_text(good_model)
+    assert '"bit_depth": 8' in text
+    model = _with_meta(good_model, tmp_path, edit(text))
     code, _, stderr = reconstruct(model, tmp_path)
     assert (code, stderr) == (1, f"mlnmf: error: {model}: {message}\n")
     assert not (tmp_path / "rebuilt.png").exists()

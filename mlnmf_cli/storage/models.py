@@ -268,6 +268,9 @@ def _layout(meta: dict[str, Any], limit: int | None) -> _Layout:
     ):
         if name not in meta or not ok(meta[name]):
             raise InputError(f"model metadata lacks a valid {name!r} field")
+    bits = meta.get("bit_depth")
+    if bits is not None and not (_whole(bits) and 1 <= bits <= 32):
+        raise InputError("model metadata lacks a valid 'bit_depth' field")
     parameters = meta.get("parameters", {})
     if not isinstance(parameters, dict) or not (
         "ranks" not in parameters
