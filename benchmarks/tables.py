@@ -190,6 +190,8 @@ def engine_setup(r: Results) -> str:
     """How and where each part of engine.json was measured."""
     e = get(r, "engine", default={})
     envs = get(e, "environments")
+    if not isinstance(envs, dict):  # one full run: every part in the same environment
+        envs = {"every part": get(e, "environment", default={})}
     parts = []
     if isinstance(envs, dict):
         for part, env in envs.items():
@@ -606,7 +608,8 @@ def _frontier_words(r: Results, f: Any, weights: Sequence[Any], default: tuple[A
             f"and leaves a dead component in {num(get(w, 'runs_with_dead_components'), 'd')} of "
             f"{num(get(w, 'runs'), 'd')} runs."
         )
-    env = get(f, "environment", default={})
+    # Its own environment when the frontier was measured alone, else the whole run's.
+    env = get(f, "environment", default=None) or get(r, "engine", "environment", default={})
     note = get(f, "note")
     text += (
         f" (Measured at commit {str(get(env, 'git_commit', default=DASH))[:10]}, load "
