@@ -1465,7 +1465,7 @@ def collections_faces(r: Results) -> str:
         f"{pct(get(enc, 'sklearn_transform_error'), '.2f')} for scikit-learn's `transform` "
         f"({times(get(enc, 'ratio'), '.3f')}, target {times(get(enc, 'target'), 'g')}: "
         f"**{_verdict(get(enc, 'ratio'), get(enc, 'target'))}**), "
-        f"{ms(get(enc, 'mlnmf_seconds'), '.1f')} vs {ms(get(enc, 'sklearn_seconds'), '.1f')}.\n"
+        f"{ms(get(enc, 'mlnmf_seconds'), '.1f')} vs {ms(get(enc, 'sklearn_seconds'), '.1f')} (best of 7).\n"
     )
 
 
