@@ -415,9 +415,13 @@ def test_learn_on_a_scheduler_writes_the_local_model(
         report["streaming"]["blocks"]
         == json.loads((here / "report.json").read_text())["streaming"]["blocks"]
     )
+    assert report["streaming"]["passes_rerun"] == 0
     a, b = outputs.load_model(here), outputs.load_model(there)
+    # float32 over 42 passes: the two runs are usually bit-identical, but on a loaded
+    # machine differences up to 2e-5 were measured with no pass rerun (rounding in
+    # the worker processes); the benchmark's target for Dask vs local is 1e-4.
     for x, y in zip(a.Ws + a.Hs, b.Ws + b.Hs, strict=True):
-        assert rel(y, x) < 1e-5
+        assert rel(y, x) < 1e-4
     assert not list(tmp_path.glob(".*cache*"))
 
 
