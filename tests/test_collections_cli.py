@@ -90,7 +90,7 @@ def test_existing_output_needs_force_or_skip_existing(
     assert code == 1
     assert (
         err.strip()
-        == f"mlnmf: error: {out}: already exists (use --force to replace it or --skip-existing to keep it)"
+        == f"mlnmf: error: result folder {out} already exists (use --force to replace it or --skip-existing to keep it)"
     )
     code, _, _ = run("learn", grey_folder, "--ranks", "4,2", "--out", out, "--skip-existing", "-q")
     assert code == 0 and (out / "model.npz").read_bytes() == before

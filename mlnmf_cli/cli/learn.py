@@ -92,17 +92,15 @@ def _existing(out: Path, force: bool, skip_existing: bool, quiet: bool, as_json:
         raise OptionUsage("--force and --skip-existing contradict each other; choose one")
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: output path exists and is not a directory")
-    if out.exists() and not force:
-        if skip_existing:
-            if as_json:
-                sys.stdout.write(json.dumps({"output": str(out), "skipped": True}) + "\n")
-            if not quiet:
-                line(f"{out} exists; kept it (--skip-existing)")
-            raise typer.Exit(int(ExitCode.OK))
-        raise OutputError(
-            f"{out}: already exists (use --force to replace it or --skip-existing to keep it)"
-        )
-    # Checked before any work: the result folder is made beside it at the end.
+    if out.exists() and skip_existing:
+        if as_json:
+            sys.stdout.write(json.dumps({"output": str(out), "skipped": True}) + "\n")
+        if not quiet:
+            line(f"{out} exists; kept it (--skip-existing)")
+        raise typer.Exit(int(ExitCode.OK))
+    # Checked before any work (and again when the result is complete), with the
+    # words decompose uses: the result folder is made beside it at the end.
+    storage.refuse_existing(out, replace=force)
     storage.prepare_output_dir(out.resolve().parent)
 
 
