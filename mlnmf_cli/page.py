@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 from mlnmf_cli import storage
 
-__all__ = ["FILES", "collect", "render_index", "write_index"]
+__all__ = ["FILES", "collect", "render_index", "write_experiment_page", "write_index"]
 
 INDEX = "index.html"
 
@@ -184,14 +184,9 @@ details{margin:.8em 0}
 dt{font-family:monospace}
 """
 
-_SCRIPT = """
+_SORT_SCRIPT = """
 (function () {
   var root = document.documentElement;
-  root.dataset.errors = "0";
-  // Script errors and pictures or files that fail to load (capture: resource errors too).
-  window.addEventListener("error", function () {
-    root.dataset.errors = String(Number(root.dataset.errors) + 1);
-  }, true);
   var body = document.querySelector("#results tbody");
   var state = {key: "order", dir: 1};
   function value(row, key) {
@@ -223,16 +218,32 @@ _SCRIPT = """
   });
   window.mlnmfSortBy = sortBy;
   window.addEventListener("load", function () {
+    if (location.hash.indexOf("#sort=") === 0) { sortBy(location.hash.slice(6)); }
+  });
+})();
+"""
+"""The index's table sorting (by a header click, or ``#sort=KEY`` in the address)."""
+
+_CHECK_SCRIPT = """
+(function () {
+  var root = document.documentElement;
+  root.dataset.errors = "0";
+  // Script errors and pictures or files that fail to load (capture: resource errors too).
+  window.addEventListener("error", function () {
+    root.dataset.errors = String(Number(root.dataset.errors) + 1);
+  }, true);
+  window.addEventListener("load", function () {
     var images = Array.prototype.slice.call(document.images);
     var loaded = images.filter(function (i) { return i.complete && i.naturalWidth > 0; });
     var broken = images.filter(function (i) { return i.complete && i.naturalWidth === 0; });
     root.dataset.images = loaded.length + "/" + images.length;
     root.dataset.brokenImages = String(broken.length);
-    if (location.hash.indexOf("#sort=") === 0) { sortBy(location.hash.slice(6)); }
     root.dataset.ready = "yes";
   });
 })();
 """
+"""Every page: on <html>, data-errors, data-images (loaded/all), data-broken-images and,
+once loaded (and sorted), data-ready="yes" (what the browser tests read)."""
 
 _EAGER = 20  # pictures of the first rows load at once, the rest when scrolled to
 
@@ -365,7 +376,8 @@ by it (again: reverse).</p>
 <tbody>
 {body}
 </tbody></table>
-<script>{_SCRIPT}</script>
+<script>{_SORT_SCRIPT}</script>
+<script>{_CHECK_SCRIPT}</script>
 </body></html>
 """
 
@@ -429,8 +441,6 @@ def render_folder_page(folder: Path, report: Mapping[str, Any], name: str) -> st
     """The page of one ``learn`` or ``encode`` result folder, from its report and files;
     ``name`` is the folder's final name (it is written while still staged)."""
     kind = str(report.get("command") or report.get("kind") or "mlnmf")
-    names = sorted(p.name for p in Path(folder).iterdir() if p.name != INDEX)
-    pictures = sorted((n for n in names if n.endswith(".png")), key=lambda n: n != "summary.png")
     listed = report.get("failed")  # learn: the failed inputs; encode: their count
     failures = [f for f in listed if isinstance(f, Mapping)] if isinstance(listed, list) else []
     failures += [r for r in report.get("results") or [] if r.get("status") == "failed"]
@@ -469,18 +479,29 @@ def render_folder_page(folder: Path, report: Mapping[str, Any], name: str) -> st
             for r in report["results"]
         ]
         tables.append(_table(["input", "status", "error", "PSNR (dB)"], rows, "results"))
-    shown = ("columns", "inputs", "image_shape", "channels", "depth", "rank", "succeeded")
-    facts = " ".join(
-        f"{_esc(k)}: {_esc('x'.join(map(str, v)) if isinstance(v, list) else v)}."
-        for k in shown
-        if (v := report.get(k)) is not None and not isinstance(v, dict)
+    facts = _facts(
+        report, ("columns", "inputs", "image_shape", "channels", "depth", "rank", "succeeded")
+    )
+    body = f"""<p>{facts}</p>
+<p>Error: relative error ||X - model|| / ||X||; SVD floor: the best possible error of any
+model of that rank (truncated SVD); PSNR against the data's own peak.</p>
+{f"<h2>Failures</h2><ul id='failures'>{failure_list}</ul>" if failures else ""}
+{"".join(tables)}"""
+    return _shell(folder, f"mlnmf {kind}: {name}", body, first="summary.png")
+
+
+def _shell(folder: Path, title: str, body: str, *, first: str) -> str:
+    """A result folder's page: ``body``, then every picture in it (those whose name
+    starts with ``first`` first) and a link to every file."""
+    names = sorted(p.name for p in Path(folder).iterdir() if p.name != INDEX)
+    pictures = sorted(
+        (n for n in names if n.endswith(".png")), key=lambda n: not n.startswith(first)
     )
     figures = "".join(
         f'<figure><img src="{_href(n)}" alt="{_esc(n)}"><figcaption>{_esc(n)}</figcaption></figure>'
         for n in pictures
     )
     links = " ".join(f'<a href="{_href(n)}">{_esc(n)}</a>' for n in names)
-    title = f"mlnmf {kind}: {name}"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -490,17 +511,102 @@ figure{{display:inline-block;margin:0 1em 1em 0;vertical-align:top}}
 figure img{{max-width:100%}}</style></head>
 <body>
 <h1>{_esc(title)}</h1>
-<p>{facts}</p>
-<p>Error: relative error ||X - model|| / ||X||; SVD floor: the best possible error of any
-model of that rank (truncated SVD); PSNR against the data's own peak.</p>
-{f"<h2>Failures</h2><ul id='failures'>{failure_list}</ul>" if failures else ""}
-{"".join(tables)}
+{body}
 <h2>Pictures</h2>
 {figures}
 <h2>Files</h2>
 <p id="files">{links}</p>
+<script>{_CHECK_SCRIPT}</script>
 </body></html>
 """
+
+
+def _facts(data: Mapping[str, Any], keys: Sequence[str]) -> str:
+    """``key: value.`` for each of ``keys`` the report holds as a plain value (lists as AxB)."""
+    return " ".join(
+        f"{_esc(k)}: {_esc('x'.join(map(str, v)) if isinstance(v, list) else v)}."
+        for k in keys
+        if (v := data.get(k)) is not None and not isinstance(v, dict)
+    )
+
+
+def _spread(x: Any, *, always: bool = False) -> str:
+    """A similarity: a number, or ``mean [low, high]`` of a summary (the range shown when
+    it is not a point, or ``always``); two decimals, empty when there is none."""
+    if not isinstance(x, Mapping):
+        value = _number(x)
+        return "" if value is None else f"{value:.2f}"
+    mean, low, high = (_number(x.get(k)) for k in ("mean", "low", "high"))
+    if mean is None:
+        return ""
+    if low is None or high is None or (low == high and not always):
+        return f"{mean:.2f}"
+    return f"{mean:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def render_experiment_page(folder: Path, data: Mapping[str, Any], kind: str, name: str) -> str:
+    """The page of a ``compare`` or ``random-test`` folder: verdicts, similarities
+    against their null baselines, each run's errors, the pictures and files."""
+    verdicts = "".join(
+        f"<li><b>{_esc(v.get('config'))}, depth {_esc(v.get('depth'))}</b>: "
+        f"{_esc(v.get('verdict'))}</li>"
+        for v in data.get("verdicts") or []
+        if isinstance(v, Mapping)
+    )
+    similarity_rows = [
+        [
+            e.get("config"), e.get("depth"), e.get("rank"), e.get("kind"),
+            _spread(e.get("across")), _spread(e.get("null"), always=True),
+            _spread(e.get("self")), _spread(e.get("corrected")),
+        ]
+        for e in data.get("similarities") or []
+    ]  # fmt: skip
+    run_rows = [
+        [
+            r.get("input"), r.get("config"), d.get("depth"), d.get("rank"),
+            d.get("relative_error"), d.get("svd_floor"),
+            None if _number(d.get("psnr")) is None else f"{d['psnr']:.1f}",
+        ]
+        for r in data.get("runs") or []
+        for d in r.get("depths") or []
+    ]  # fmt: skip
+    notes = "".join(
+        f"<li><b>{_esc(i.get('name'))}</b>: {_esc('; '.join(map(str, i['notes'])))}</li>"
+        for i in data.get("inputs") or []
+        if isinstance(i, Mapping) and i.get("notes")
+    )
+    facts = _facts(
+        data, ("count", "size", "distribution", "repeats", "measure", "null_draws", "seed")
+    )
+    body = f"""<p>{facts}</p>
+<h2>Verdicts</h2>
+<ul id="verdicts">{verdicts}</ul>
+<h2>Similarity across inputs</h2>
+<p>Mean similarity of the features (or coefficients) of different inputs; its null
+baseline (the same measure on random factors of the same shapes, with the 2.5-97.5
+percentiles of the draws, or a 95% interval over several repeats); the similarity of one
+input with itself over seeds; and above chance = (across - null) / (1 - null): 0 at
+chance, 1 when identical.</p>
+{
+        _table(
+            ["config", "depth", "rank", "kind", "across inputs", "null", "self", "above chance"],
+            similarity_rows,
+            "similarities",
+        )
+    }
+<h2>Runs</h2>
+<p>Error: relative error ||X - model|| / ||X||; SVD floor: the best possible error of any
+model of that rank; PSNR against the data's own peak.</p>
+{_table(["input", "config", "depth", "rank", "error", "SVD floor", "PSNR (dB)"], run_rows, "runs")}
+{f"<h2>Notes on the inputs</h2><ul id='notes'>{notes}</ul>" if notes else ""}"""
+    return _shell(folder, f"mlnmf {kind}: {name}", body, first="montage")
+
+
+def write_experiment_page(folder: Path, data: Mapping[str, Any], kind: str) -> Path:
+    """Write ``folder/index.html`` (atomically) for a ``compare`` or ``random-test`` result."""
+    path = Path(folder) / INDEX
+    storage.write_text(path, render_experiment_page(folder, data, kind, Path(folder).name))
+    return path
 
 
 def write_folder_page(folder: Path, report: Mapping[str, Any], *, name: str) -> Path:

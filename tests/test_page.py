@@ -98,7 +98,7 @@ def test_page_escapes_every_name(tmp_path: Path) -> None:
     assert "new\\nline" in text  # a newline is shown, not swallowed
     assert "bytes\ufffd\ufffd" in text  # undecodable bytes shown as U+FFFD...
     assert 'href="bytes%FF%FE/summary.png"' in text  # ...and linked by their bytes
-    assert text.count("<script>") == 1  # only the page's own
+    assert text.count("<script>") == 2  # only the page's own (sorting, load check)
 
 
 def test_page_command_regenerates_from_disk(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -195,3 +195,48 @@ def test_the_ratio_to_the_floor_is_shown_only_where_it_means_something() -> None
     assert floor_ratio(3e-8, 6e-19) == "exact"  # an exact fit: not "x47100839892.51"
     assert floor_ratio(0.01, 0.0) == ""
     assert floor_ratio(None, 0.1) == ""
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs headless Chromium at /usr/bin/chromium")
+def test_compare_and_random_test_pages_in_a_real_browser(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    names = ['a <b> & "c"', "plain"]
+    for name in names:
+        Image.fromarray(np.uint8(rng.random((24, 32)) * 255)).save(tmp_path / f"{name}.png")
+    runs = {
+        "compare": ("compare", *(tmp_path / f"{n}.png" for n in names), "-c", "ranks=6,3"),
+        "random-test": (
+            "random-test",
+            "--count",
+            "2",
+            "--size",
+            "24x32",
+            "-c",
+            "ranks=6,3",
+            "--repeats",
+            "2",
+        ),
+    }
+    for kind, args in runs.items():
+        out = tmp_path / kind
+        code, _, err = run(*args, "--null-draws", "4", "-o", out, "-q")
+        assert code == 0, err
+        data = json.loads(
+            (out / ("compare.json" if kind == "compare" else f"{kind}.json")).read_text()
+        )
+        pictures = sorted(p.name for p in out.glob("*.png"))
+        dom = chromium("--dump-dom", (out / "index.html").as_uri(), profile=tmp_path / kind / "p")
+        assert dom.returncode == 0, dom.stderr[-2000:]
+        assert console_lines(dom.stderr) == []
+        root = re.search(r"<html[^>]*>", dom.stdout)
+        assert root is not None and 'data-ready="yes"' in root[0] and 'data-errors="0"' in root[0]
+        n = len(pictures)
+        assert f'data-images="{n}/{n}"' in root[0] and 'data-broken-images="0"' in root[0]
+        assert f"<title>mlnmf {kind}: {kind}</title>" in dom.stdout
+        for verdict in data["verdicts"]:  # every verdict, as the JSON says it
+            assert html.escape(verdict["verdict"], quote=False) in dom.stdout
+        rows = re.findall(r"<tr><td>", dom.stdout.split('id="runs"')[1].split("</table>")[0])
+        assert len(rows) == 2 * 2  # two inputs, two depths
+        similarities = dom.stdout.split('id="similarities"')[1].split("</table>")[0]
+        assert similarities.count("<tr><td>") == 4  # features and coefficients at two depths
+    assert html.escape('a <b> & "c"') in (tmp_path / "compare" / "index.html").read_text()

@@ -195,7 +195,7 @@ def compare(
     if not quiet:
         _runs_table(result)
         _similarity_table(experiments.similarity_rows([result]), f"similarity ({measure})")
-        line(f"results in {out} ({result.seconds:.1f} s)")
+        line(f"results in {out} ({result.seconds:.1f} s); open {out / 'index.html'}")
     _print_verdicts(data["verdicts"])
 
 
@@ -330,7 +330,7 @@ def random_test(
         if repeats > 1:
             title += f", mean and 95% interval over {repeats} repeats"
         _similarity_table(experiments.similarity_rows(test.results), title)
-        line(f"results in {out} ({test.seconds:.1f} s)")
+        line(f"results in {out} ({test.seconds:.1f} s); open {out / 'index.html'}")
     _print_verdicts(data["verdicts"])
 
 

@@ -1,4 +1,4 @@
-"""An experiment's files: compare.json, compare.csv, runs.csv, heat maps and montages."""
+"""An experiment's files: compare.json, compare.csv, runs.csv, heat maps, montages, index.html."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mlnmf_cli import render, storage
+from mlnmf_cli import page, render, storage
 from mlnmf_cli.errors import OutputError
 from mlnmf_cli.experiments.comparison import CSV_FIELDS, CompareResult
 from mlnmf_cli.experiments.config import KINDS, Config
@@ -18,7 +18,7 @@ from mlnmf_cli.experiments.runs import Run
 
 def planned_files(result_configs: int, depths: Sequence[int]) -> list[str]:
     """Names of the files ``compare`` writes, known before any work starts."""
-    names = ["compare.json", "compare.csv", "runs.csv"]
+    names = ["compare.json", "compare.csv", "runs.csv", page.INDEX]
     for ci in range(1, result_configs + 1):
         names.append(f"montage_config{ci}.png")
         for d in range(1, depths[ci - 1] + 1):
@@ -58,7 +58,8 @@ def write_outputs(
     verdict_depth: int | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write compare.json, compare.csv, runs.csv, heat maps and montages into ``out``."""
+    """Write compare.json, compare.csv, runs.csv, heat maps, montages and the page
+    (index.html) into ``out``."""
     out = Path(out)
     data = result.to_json(verdict_depth)
     if extra:
@@ -88,6 +89,7 @@ def write_outputs(
             montage(row, depth, f"config {ci}: {result.configs[ci - 1].label}"),
         )
     storage.write_json(out / "compare.json", data)
+    page.write_experiment_page(out, data, "compare")
     return data
 
 

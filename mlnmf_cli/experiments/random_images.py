@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from mlnmf_cli import render, storage
+from mlnmf_cli import page, render, storage
 from mlnmf_cli.errors import ParameterError
 from mlnmf_cli.experiments.comparison import CompareResult, compare
 from mlnmf_cli.experiments.config import DEFAULT_NULL_DRAWS, DISTRIBUTIONS, Config
@@ -162,7 +162,10 @@ def write_random_test(
     test: RandomTest, out: Path, *, verdict_depth: int | None = None
 ) -> dict[str, Any]:
     """Write the first repeat's files (as ``compare`` does) and random-test.json; return its data."""
-    write_outputs(test.results[0], out, verdict_depth=verdict_depth)
+    first = write_outputs(test.results[0], out, verdict_depth=verdict_depth)
     data = test.to_json(verdict_depth)
     storage.write_json(Path(out) / "random-test.json", data)
+    # The page: the verdicts and similarities over every repeat, the runs of the first.
+    shown = {**data, "similarities": data["summary"], "runs": first["runs"]}
+    page.write_experiment_page(Path(out), shown, "random-test")
     return data
