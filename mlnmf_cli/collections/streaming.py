@@ -348,7 +348,7 @@ def learn_streamed(
             "fine_tune": result.seconds["fine_tune"],
         }
         info["passes"] = ex.passes
-        if hasattr(ex, "retried"):  # Dask: passes run again after a worker failed
+        if client is not None:  # Dask: passes run again after a worker failed
             info["passes_rerun"] = ex.retried
         info["in_memory"] = False
         return write_streamed(out, collection, options, result, ex, seconds, info, replace=replace)

@@ -119,9 +119,10 @@ class RowSweeper:
             Gm[short, short] = g[short] / d[short] - 1
         first = 0.0
         s = 0
-        last = max_sweeps - 1
+        # The change is measured on every sweep but the last allowed one, and not at
+        # all without a ``delta`` (the blocked solver's fixed sweep counts).
+        last = max_sweeps - 1 if delta > 0 else 0
         for s in range(max_sweeps):
-            # The change is measured on every sweep but the last allowed one.
             if s < last:
                 np.copyto(self.prev, V)
             self._sweep()
@@ -135,15 +136,15 @@ class RowSweeper:
         return s + 1
 
     def _sweep(self) -> None:
-        V, buf, zero = self.V, self.buf, self.zeros
+        V, buf, zeros = self.V, self.buf, self.zeros
         dot, maximum, subtract = _dot, np.maximum, np.subtract
         for Gm_rows, T, Ps_rows, V_rows, first, rows in self.views:
             dot(Gm_rows, V, out=T)
             subtract(Ps_rows, T, out=V_rows)
-            maximum(first, zero, out=first)
+            maximum(first, zeros, out=first)
             for c, head, row in rows:
                 dot(c, head, out=buf)
-                maximum(buf, zero, out=row)
+                maximum(buf, zeros, out=row)
 
 
 @dataclass

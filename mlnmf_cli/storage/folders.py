@@ -85,10 +85,9 @@ def staged_folder(target: Path, *, replace: bool) -> Iterator[Path]:
 
     If the body fails or is interrupted, the temporary folder is removed and
     ``target`` is untouched. An existing ``target`` is replaced only when
-    ``replace`` is true (checked again when the new folder is complete: another
-    run may have written ``target`` meanwhile), and then only after the new
-    folder is complete; a kill
-    between the renames leaves the old folder aside, where
+    ``replace`` is true, and then only after the new folder is complete; whether
+    it may be is checked again then (another run may have written ``target``
+    meanwhile). A kill between the renames leaves the old folder aside, where
     :func:`recover_output` finds it and puts it back.
     """
     target = Path(target)
