@@ -73,8 +73,9 @@ def test_scikit_learn_nndsvda_recovers_every_limb_position() -> None:
 def test_learn_with_defaults_recovers_every_limb_position_of_the_swimmer() -> None:
     """Rank 17 on rank-13 data has many exact factorisations: which one a run reaches
     depends on its path, for scikit-learn too (7 of these 10 seeds' runs). With learn's
-    defaults (float64, NNDSVD) the default seed and most others give the parts; float32
-    rounding leads most runs elsewhere (1 of 10 seeds measured)."""
+    defaults (float64, NNDSVD) the default seed and most others give the parts. The four
+    components beyond the data's rank start at 0 (not from rounding noise) and are
+    restarted from the residual of the worst-fitted rows (pixels) of X."""
     images, _ = swimmer.swimmer()
     X = images.reshape(256, -1).T
     worst = [

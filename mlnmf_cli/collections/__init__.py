@@ -38,11 +38,11 @@ __all__ = ["LEARN_DEFAULTS", "Encoded", "Learned", "encode", "learn"]
 # 1.041x / 1.009x, 4 1.018x / 1.024x, 8 1.011x / 1.050x, 100 1.004x / 1.121x: 4 is the
 # smallest that meets the target and keeps depth 1 within 1.05x of its greedy error.
 # dtype float64 instead of float32: collections are small matrices (a few hundred to a few
-# thousand pixels a column), where float64 costs little, and float32 rounding changes
-# which exact factorisation the iterations reach on the swimmer: rank 17 recovered every
-# limb in 9 of 10 seeds in float64 against 1 of 10 in float32 (and 1.7 s against 2.6 s
-# for the ten runs, fewer iterations); lfw faces 40,20,10: 1.015x scikit-learn's rank 10
-# in float64, 1.018x in float32.
+# thousand pixels a column), where float64 costs little, and it does a little better on
+# both measured cases: rank 17 on the swimmer recovered every limb in 9 of 10 seeds in
+# float64 against 8 of 10 in float32 (1 of 10 before the NNDSVD start left the
+# components beyond the data's rank at zero instead of rounding noise); lfw faces
+# 40,20,10: 1.015x scikit-learn's rank 10 in float64, 1.018x in float32.
 # benchmarks/bench_collections.py measures both. No NumPy here: the CLI reads it at import.
 LEARN_DEFAULTS: dict[str, Any] = {"init": "nndsvd", "deep_weight": 4.0, "dtype": "float64"}
 

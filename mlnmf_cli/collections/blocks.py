@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from mlnmf_cli.engine._deep import apg
+from mlnmf_cli.engine._init import INIT_POWER_ITER
 from mlnmf_cli.engine._single import DELTA, Momentum, RowSweeper, n_sweeps
 from mlnmf_cli.engine.model import chain
 from mlnmf_cli.engine.options import DEFAULTS
@@ -36,7 +37,6 @@ from mlnmf_cli.errors import OutputError, ParameterError
 HEADER = 128  # bytes reserved for the .npy header of a cache file
 OMEGA_CHUNK = 64  # columns per independently seeded chunk of random numbers
 MIN_BLOCK = 64  # the fewest columns a block may hold
-POWER_ITER = 4
 OVERSAMPLE = 10
 REFIT_SWEEPS = 30
 APG_STEPS = 30
@@ -527,7 +527,7 @@ def init_layer(
     Y, normX2, total = ex.run(pass_range, [src], src, seed, layer, q)
     avg = max(total / (m * n), 0.0)
     Q = _orth(Y)
-    for _ in range(POWER_ITER):
+    for _ in range(INIT_POWER_ITER):
         Yp, ZtZ = ex.run(pass_power, [src], src, Q)
         lam, vec = np.linalg.eigh(ZtZ)
         keep = lam > lam[-1] * 1e-12 if lam[-1] > 0 else np.zeros(lam.size, bool)

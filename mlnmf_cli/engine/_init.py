@@ -8,6 +8,15 @@ import numpy as np
 
 from mlnmf_cli.engine._linalg import truncated_svd
 
+# Power iterations of the randomized SVD behind NNDSVD(a) (the SVD floor keeps
+# _linalg.POWER_ITER = 4: it reports a number). NNDSVD keeps only the signs'
+# supports of the singular vectors, and a rougher subspace costs nothing in the
+# solve: over seven photos at rank 64, both dtypes, five seeds a side, the
+# median time to scikit-learn's median 200-iteration error summed to 3.01 of
+# scikit-learn's time with 4, 2.61 with 2, 2.49 with 1 and 2.67 with 0; with 4
+# the hubble field stopped short of it in 2 of 5 seeds, with 1 in none.
+INIT_POWER_ITER = 1
+
 
 def initialize(
     X: np.ndarray, rank: int, init: str, rng: np.random.Generator, solver: str, method: str
@@ -66,7 +75,12 @@ def _nndsvd(
     negative parts, whichever pair has the larger product of norms (the first
     pair is taken in absolute value; a pair with neither stays zero).
     """
-    U, s, Vt = truncated_svd(X, rank, rng)
+    U, s, Vt = truncated_svd(X, rank, rng, power_iter=INIT_POWER_ITER)
+    # Directions X does not reach (a singular value at the float64 rounding level of
+    # the largest: data of lower rank than asked) carry no information: their
+    # components start at 0 instead of from rounding noise, and the solver restarts
+    # them from the worst-fitted rows' residual (NNDSVDa fills them with the mean).
+    s = np.where(s > s[0] * max(X.shape) * np.finfo(np.float64).eps, s, 0.0)
     up, un = np.maximum(U, 0.0), np.maximum(-U, 0.0)
     vp, vn = np.maximum(Vt, 0.0), np.maximum(-Vt, 0.0)
     up_n, un_n = np.linalg.norm(up, axis=0), np.linalg.norm(un, axis=0)
