@@ -13,7 +13,9 @@ mlnmf, scikit-learn, ...), so that the ratios survive a loaded machine:
   (a 64x64 thumbnail at rank 16, faces 625x100 and digits 64x1797 at rank 10),
   the time mlnmf needs (from X, initialisation included) to reach the relative
   error scikit-learn's NMF(cd, tol=0) reaches in 200 iterations, over
-  scikit-learn's time for those 200 iterations; the time of one mlnmf iteration
+  scikit-learn's time for those 200 iterations, as medians over ``--seeds``
+  seeds a side (the basin reached depends on the seed: see bench_single);
+  the time of one mlnmf iteration
   over the time of the two products X H^T and W^T X; and its share of Python
   overhead, the time of an iteration at rank 1 over the time at the rank.
 * ``encode``: the coefficients of 1,000 new 25x25 images with a fixed rank-20
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -108,6 +111,12 @@ def _skimage(name: str) -> Callable[[], np.ndarray]:
     return load
 
 
+def load_motorcycle() -> np.ndarray:
+    from skimage import data
+
+    return _grey(np.asarray(data.stereo_motorcycle()[0]))
+
+
 def load_colour() -> np.ndarray:
     rgb = np.asarray(Image.open(ROOT / "sample_images" / "astronaut.png").convert("RGB"))
     rgb = rgb.astype(np.float64) / 255
@@ -132,19 +141,26 @@ def load_digits() -> np.ndarray:
     return digits().data.T.astype(np.float64) / 16
 
 
-# name -> (loader, rank, kind, tuned on by earlier sessions)
+# name -> (loader, rank, kind, tuned on). "Tuned on": looked at while choosing the engine's
+# constants (the last: Ang & Gillis's starting extrapolation weight, chosen over seeds 0-4
+# on every matrix above moon). The four below it were added after that choice and never
+# looked at before it: they are the held-out check.
 MATRICES: dict[str, tuple[Callable[[], np.ndarray], int, str, bool]] = {
     "camera 512x512": (_sample("camera"), 64, "photo", True),
-    "astronaut grey 512x512": (_sample("astronaut"), 64, "photo", False),
-    "coffee grey 400x600": (_sample("coffee"), 64, "photo", False),
+    "astronaut grey 512x512": (_sample("astronaut"), 64, "photo", True),
+    "coffee grey 400x600": (_sample("coffee"), 64, "photo", True),
     "astronaut RGB 512x1536": (load_colour, 64, "photo", True),
-    "chelsea grey 300x451": (_skimage("chelsea"), 64, "photo", False),
-    "rocket grey 427x640": (_skimage("rocket"), 64, "photo", False),
-    "brick 512x512": (_skimage("brick"), 64, "photo", False),
-    "hubble grey 872x1000": (_skimage("hubble_deep_field"), 64, "photo", False),
-    "thumbnail 64x64": (load_thumbnail, 16, "small", False),
-    "faces 625x100": (load_faces, 10, "small", False),
-    "digits 64x1797": (load_digits, 10, "small", False),
+    "chelsea grey 300x451": (_skimage("chelsea"), 64, "photo", True),
+    "rocket grey 427x640": (_skimage("rocket"), 64, "photo", True),
+    "brick 512x512": (_skimage("brick"), 64, "photo", True),
+    "hubble grey 872x1000": (_skimage("hubble_deep_field"), 64, "photo", True),
+    "moon 512x512": (_skimage("moon"), 64, "photo", False),
+    "gravel 512x512": (_skimage("gravel"), 64, "photo", False),
+    "motorcycle grey 500x741": (load_motorcycle, 64, "photo", False),
+    "coins 303x384": (_skimage("coins"), 64, "photo", False),
+    "thumbnail 64x64": (load_thumbnail, 16, "small", True),
+    "faces 625x100": (load_faces, 10, "small", True),
+    "digits 64x1797": (load_digits, 10, "small", True),
 }
 QUICK = ["camera 512x512", "coffee grey 400x600", "thumbnail 64x64", "faces 625x100"]
 DEEP_IMAGES = ["camera", "astronaut", "coffee"]
@@ -179,10 +195,12 @@ def clock(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - t, out
 
 
-def sklearn_fit(X: np.ndarray, rank: int, max_iter: int = SKLEARN_ITER, tol: float = 0.0) -> Any:
+def sklearn_fit(
+    X: np.ndarray, rank: int, max_iter: int = SKLEARN_ITER, tol: float = 0.0, seed: int = 0
+) -> Any:
     from sklearn.decomposition import NMF
 
-    model = NMF(rank, init="nndsvda", solver="cd", max_iter=max_iter, tol=tol, random_state=0)
+    model = NMF(rank, init="nndsvda", solver="cd", max_iter=max_iter, tol=tol, random_state=seed)
     W = model.fit_transform(X)
     return W, model.components_, model
 
@@ -223,31 +241,57 @@ def per_iteration(
 
 
 def bench_single(
-    name: str, X64: np.ndarray, rank: int, kind: str, tuned: bool, repeats: int
+    name: str, X64: np.ndarray, rank: int, kind: str, tuned: bool, seeds: int
 ) -> list[dict[str, Any]]:
+    """Time to scikit-learn's 200-iteration error, over ``seeds`` seeds a side.
+
+    Both solvers start from NNDSVDa, whose randomized SVD takes the seed, and
+    on some images the basin reached depends on it: on the hubble field
+    scikit-learn's 200-iteration error spans 0.3568-0.3578 over seeds 0-5 and
+    mlnmf's converged error 0.3562-0.3581, so one seed pair is a draw, not a
+    measurement. The target is scikit-learn's median error over the seeds; the
+    time is the median over mlnmf's seeds to reach it (a run that stops short
+    counts as infinitely slow), over scikit-learn's median time. A first pass
+    gets scikit-learn's errors; the timed pass interleaves the two by seed.
+    """
     rows = []
     target = TARGETS["ratio_photo"] if kind == "photo" else TARGETS["ratio_small"]
     for dtype in (np.float32, np.float64):
         X = X64.astype(dtype)
-        W, H, _ = sklearn_fit(X, rank)
-        sk_err = rel_err(X, W, H)
-        sk_times, ml_times, res = [], [], None
-        for _ in range(repeats):
-            sk_times.append(clock(lambda X=X: sklearn_fit(X, rank))[0])
+        first = [clock(lambda X=X, s=s: sklearn_fit(X, rank, seed=s)) for s in range(seeds)]
+        sk_errors = [rel_err(X, W, H) for _, (W, H, _) in first]
+        sk_err = statistics.median(sk_errors)
+        sk_times = [t for t, _ in first]
+        per_seed = []
+        for s in range(seeds):
+            sk_times.append(clock(lambda X=X, s=s: sklearn_fit(X, rank, seed=s))[0])
             t, res = clock(
-                lambda X=X, e=sk_err: factorize(
-                    X, rank, max_iter=MLNMF_MAX_ITER, tol=0, target_error=e
+                lambda X=X, e=sk_err, s=s: factorize(
+                    X, rank, max_iter=MLNMF_MAX_ITER, tol=0, target_error=e, seed=s
                 )
             )
-            ml_times.append(t)
-        assert res is not None
-        sk_time, ml_time = statistics.median(sk_times), statistics.median(ml_times)
-        ml_err = rel_err(X, res.W, res.H)
-        reached = bool(ml_err <= sk_err * (1 + 1e-9))
+            err = rel_err(X, res.W, res.H)
+            per_seed.append(
+                {
+                    "seed": s,
+                    "sklearn_error": sk_errors[s],
+                    "mlnmf_seconds": t,
+                    "mlnmf_error": err,
+                    "mlnmf_n_iter": res.n_iter,
+                    "reached": bool(err <= sk_err * (1 + 1e-9)),
+                }
+            )
+        sk_time = statistics.median(sk_times)
+        ml_time = statistics.median(
+            r["mlnmf_seconds"] if r["reached"] else math.inf for r in per_seed
+        )
+        n_reached = sum(r["reached"] for r in per_seed)
+        reached = math.isfinite(ml_time)
+        median_run = sorted(per_seed, key=lambda r: r["mlnmf_seconds"])[seeds // 2]
         # Interleaved too: the products, an iteration at the rank, one at rank 1.
         n_probe = 40 if X.size > 100_000 else 100
         probes: list[tuple[float, float, float]] = []
-        for _ in range(max(3, repeats)):
+        for _ in range(3):
             probes.append(
                 (
                     products_time(X, rank, 1),
@@ -256,7 +300,9 @@ def bench_single(
                 )
             )
         prod, it_r, it_1 = (statistics.median(p[i] for p in probes) for i in range(3))
-        ratio = ml_time / sk_time
+        ratio = (
+            ml_time / sk_time if reached else max(r["mlnmf_seconds"] for r in per_seed) / sk_time
+        )
         row = {
             "matrix": name,
             "kind": kind,
@@ -265,13 +311,17 @@ def bench_single(
             "megapixels": X.size / 1e6,
             "rank": rank,
             "dtype": np.dtype(dtype).name,
+            "seeds": seeds,
             "sklearn_seconds": sk_time,
             "sklearn_seconds_per_iter": sk_time / SKLEARN_ITER,
             "sklearn_error": sk_err,
-            "mlnmf_seconds": ml_time,
-            "mlnmf_error": ml_err,
-            "mlnmf_n_iter": res.n_iter,
+            "sklearn_error_range": [min(sk_errors), max(sk_errors)],
+            "mlnmf_seconds": ml_time if reached else None,
+            "mlnmf_error": statistics.median(r["mlnmf_error"] for r in per_seed),
+            "mlnmf_n_iter": median_run["mlnmf_n_iter"],
             "reached": reached,
+            "reached_seeds": n_reached,
+            "per_seed": per_seed,
             "ratio": ratio,
             "ratio_target": target,
             "ratio_met": reached and ratio <= target,
@@ -290,9 +340,10 @@ def bench_single(
             row["per_iter_met"] = row["per_iter_ratio"] <= TARGETS["per_iter_512"]
         rows.append(row)
         print(
-            f"{name:24s} {row['dtype']:8s} r={rank:<3d} sklearn {sk_time:7.3f}s err {sk_err:.5f} | "
-            f"mlnmf {ml_time:7.3f}s err {ml_err:.5f} {res.n_iter:4d} it"
-            f"{'' if reached else ' (NOT REACHED)'} | ratio {ratio:5.2f} (<= {target}) | "
+            f"{name:24s} {row['dtype']:8s} r={rank:<3d} sklearn {sk_time:7.3f}s err {sk_err:.5f} "
+            f"[{min(sk_errors):.5f}-{max(sk_errors):.5f}] | mlnmf "
+            f"{ml_time:7.3f}s {median_run['mlnmf_n_iter']:4d} it, reached {n_reached}/{seeds} | "
+            f"ratio {ratio:5.2f} (<= {target}) | "
             f"iter {it_r * 1e3:6.2f} ms = {row['per_iter_ratio']:4.1f} x products, "
             f"rank-1 iter {it_1 * 1e3:5.2f} ms ({row['python_overhead_share']:.0%})",
             flush=True,
@@ -412,39 +463,52 @@ def bench_encode(repeats: int) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------ deep
 
 
-def bench_deep(name: str, X64: np.ndarray, repeats: int) -> list[dict[str, Any]]:
+def bench_deep(name: str, X64: np.ndarray, seeds: int) -> list[dict[str, Any]]:
+    """The whole deep model against one scikit-learn rank-64 fit, ``seeds`` seeds a side
+    (interleaved): medians, and every depth's worst ratio to its greedy error over
+    the seeds (the layer-1 basin is a draw of the seed, as in bench_single)."""
     rows = []
     for dtype in (np.float32, np.float64):
         X = X64.astype(dtype)
-        sk_times, deep_times, deep = [], [], None
-        for _ in range(repeats):
-            sk_times.append(clock(lambda X=X: sklearn_fit(X, DEEP_RANKS[0]))[0])
-            t, deep = clock(lambda X=X: factorize_deep(X, DEEP_RANKS))
-            deep_times.append(t)
-        assert deep is not None
-        full = factorize_deep(X, DEEP_RANKS, fine_tune=False)
         single16 = long_deepest_rank_fit(X)
-        ratios = [e / g for e, g in zip(deep.depth_errors, full.greedy_errors, strict=True)]
-        dead = _deep.dead_components(deep.Ws, deep.Hs)
+        sk_times, deep_times, runs = [], [], []
+        for s in range(seeds):
+            sk_times.append(clock(lambda X=X, s=s: sklearn_fit(X, DEEP_RANKS[0], seed=s))[0])
+            t, deep = clock(lambda X=X, s=s: factorize_deep(X, DEEP_RANKS, seed=s))
+            deep_times.append(t)
+            full = factorize_deep(X, DEEP_RANKS, fine_tune=False, seed=s)
+            ratios = [e / g for e, g in zip(deep.depth_errors, full.greedy_errors, strict=True)]
+            runs.append((deep, full, ratios, _deep.dead_components(deep.Ws, deep.Hs)))
+        deepest = [d.depth_errors[-1] / single16 for d, _, _, _ in runs]
+        # The run whose deepest error is the median one is the row's example.
+        median_seed = int(np.argsort(deepest)[seeds // 2])
+        deep, full, ratios, _ = runs[median_seed]
+        worst = [max(r[2][k] for r in runs) for k in range(len(DEEP_RANKS))]
+        any_dead = [max(r[3][k] for r in runs) for k in range(len(DEEP_RANKS))]
         time_ratio = statistics.median(deep_times) / statistics.median(sk_times)
+        deepest_median = statistics.median(deepest)
         row = {
             "image": name,
             "shape": list(X.shape),
             "dtype": np.dtype(dtype).name,
             "ranks": DEEP_RANKS,
+            "seeds": seeds,
+            "median_seed": median_seed,
             "full_greedy_errors": full.greedy_errors,
             "greedy_errors": deep.greedy_errors,
             "fine_tuned_errors": deep.depth_errors,
             "depth_over_full_greedy": ratios,
+            "depth_over_full_greedy_worst": worst,
             "depth_target": TARGETS["depth_vs_greedy"],
-            "depth_met": all(r <= TARGETS["depth_vs_greedy"] for r in ratios),
+            "depth_met": all(r <= TARGETS["depth_vs_greedy"] for r in worst),
             "svd_floors": [svd_floor(X, r) for r in DEEP_RANKS],
             "sklearn_rank16_long_error": single16,
-            "deepest_over_sklearn_rank16": deep.depth_errors[-1] / single16,
+            "deepest_over_sklearn_rank16": deepest_median,
+            "deepest_over_sklearn_rank16_range": [min(deepest), max(deepest)],
             "deepest_target": TARGETS["deep_vs_single"],
-            "deepest_met": deep.depth_errors[-1] / single16 <= TARGETS["deep_vs_single"],
-            "dead_components": dead,
-            "no_dead_met": not any(dead),
+            "deepest_met": deepest_median <= TARGETS["deep_vs_single"],
+            "dead_components": any_dead,
+            "no_dead_met": not any(any_dead),
             "greedy_seconds": deep.seconds["greedy"],
             "fine_tune_seconds": deep.seconds["fine_tune"],
             "fine_tune_n_iter": deep.fine_tune_n_iter,
@@ -462,13 +526,13 @@ def bench_deep(name: str, X64: np.ndarray, repeats: int) -> list[dict[str, Any]]
         }
         rows.append(row)
         print(
-            f"deep {name:10s} {row['dtype']:8s} errors {np.round(deep.depth_errors, 4).tolist()} "
-            f"vs full greedy {np.round(full.greedy_errors, 4).tolist()} "
-            f"(x {np.round(ratios, 3).tolist()}), deepest / sklearn rank-16 "
-            f"{row['deepest_over_sklearn_rank16']:.3f}, dead {dead} | deep "
-            f"{row['deep_seconds']:.2f}s (greedy {deep.seconds['greedy']:.2f}, fine-tune "
-            f"{deep.seconds['fine_tune']:.2f}, {deep.fine_tune_n_iter} rounds) / sklearn "
-            f"rank-64 {row['sklearn_rank64_seconds']:.2f}s = {time_ratio:.2f} (<= 1.5)",
+            f"deep {name:10s} {row['dtype']:8s} median seed: errors "
+            f"{np.round(deep.depth_errors, 4).tolist()} vs full greedy "
+            f"{np.round(full.greedy_errors, 4).tolist()}; worst x greedy over seeds "
+            f"{np.round(worst, 3).tolist()}, deepest / sklearn rank-16 {deepest_median:.3f} "
+            f"[{min(deepest):.3f}-{max(deepest):.3f}], dead {any_dead} | deep "
+            f"{row['deep_seconds']:.2f}s / sklearn rank-64 {row['sklearn_rank64_seconds']:.2f}s "
+            f"= {time_ratio:.2f} (<= 1.5)",
             flush=True,
         )
     return rows
@@ -633,6 +697,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI size: 4 matrices, 1 repeat")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (median)")
+    parser.add_argument(
+        "--seeds", type=int, default=5, help="seeds a side for the time to error (median)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads (0 = default)")
     parser.add_argument("--only", default=None, help="matrices whose name contains this")
     parser.add_argument(
@@ -643,6 +710,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     repeats = 1 if args.quick else args.repeats
+    seeds = 1 if args.quick else args.seeds
     parts = set(args.parts.split(","))
     warnings.filterwarnings("ignore", message=".*Maximum number of iterations.*")
     limiter = None
@@ -658,6 +726,7 @@ def main(argv: list[str] | None = None) -> int:
         "environment": env,
         "threads": args.threads,
         "repeats": repeats,
+        "seeds": seeds,
         "quick": args.quick,
         "targets": {**TARGETS, **TARGETS_COMPAT},
         "defaults": {
@@ -667,14 +736,17 @@ def main(argv: list[str] | None = None) -> int:
             "greedy_tol": _deep.GREEDY_TOL,
         },
     }
-    print(f"mlnmf engine vs scikit-learn NMF(cd), repeats={repeats}, threads={args.threads}")
+    print(
+        f"mlnmf engine vs scikit-learn NMF(cd), repeats={repeats}, seeds={seeds}, "
+        f"threads={args.threads}"
+    )
     print(f"load average {report['environment'].get('load_average')}", flush=True)
     if "single" in parts:
         single: list[dict[str, Any]] = []
         for name, (loader, rank, kind, tuned) in MATRICES.items():
             if (args.quick and name not in QUICK) or (args.only and args.only not in name):
                 continue
-            single.extend(bench_single(name, loader(), rank, kind, tuned, repeats))
+            single.extend(bench_single(name, loader(), rank, kind, tuned, seeds))
         report["single_layer"] = single
     if "sweeps" in parts and not args.quick:
         name = "camera 512x512"
@@ -683,7 +755,7 @@ def main(argv: list[str] | None = None) -> int:
         report["encode"] = bench_encode(repeats)
     if "deep" in parts:
         images = DEEP_IMAGES[:1] if args.quick else DEEP_IMAGES
-        report["deep"] = [row for n in images for row in bench_deep(n, deep_image(n), repeats)]
+        report["deep"] = [row for n in images for row in bench_deep(n, deep_image(n), seeds)]
     if "frontier" in parts:
         images = FRONTIER_IMAGES[:1] if args.quick else FRONTIER_IMAGES
         default = (_deep.MIDDLE_WEIGHT, _deep.DEEP_WEIGHT)

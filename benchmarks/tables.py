@@ -200,9 +200,15 @@ def engine_setup(r: Results) -> str:
             commit = str(get(env, "git_commit", default=DASH))[:10]
             parts.append(f"{str(part).replace(',', ', ')} at commit {commit} (load {load})")
     env = get(e, "environment", default={})
-    repeats = num(get(e, "repeats"), "d")
+    what = f"Median of {num(get(e, 'repeats'), 'd')} interleaved repeats"
+    if _is_num(get(e, "seeds")):
+        what = (
+            f"Medians over {num(get(e, 'seeds'), 'd')} seeds a side (interleaved) for the times "
+            f"to error and the deep models, of {num(get(e, 'repeats'), 'd')} interleaved "
+            "repeats elsewhere"
+        )
     return (
-        f"Median of {repeats} interleaved repeats, {num(get(e, 'threads'), 'd')} BLAS thread, "
+        f"{what}, {num(get(e, 'threads'), 'd')} BLAS thread, "
         f"{get(env, 'cpu', default=DASH)} with {get(env, 'cpus', default=DASH)} cores shared with "
         f"other work, NumPy {get(env, 'numpy', default=DASH)}, scikit-learn "
         f"{get(env, 'scikit_learn', default=DASH)}. Parts measured: "
@@ -217,23 +223,32 @@ def engine_speed(r: Results) -> str:
     rows = []
     for row in items(r, "engine", "single_layer"):
         mlnmf = f"{secs(get(row, 'mlnmf_seconds'))} ({num(get(row, 'mlnmf_n_iter'), 'd')} it)"
+        if get(row, "reached_seeds") is not None:
+            mlnmf += f", {num(get(row, 'reached_seeds'), 'd')}/{num(get(row, 'seeds'), 'd')} seeds"
         if get(row, "reached") is False:
-            mlnmf += (
-                f", stopped at {num(get(row, 'mlnmf_error'), '.4f')} > "
+            mlnmf = (
+                f"stopped at {num(get(row, 'mlnmf_error'), '.4f')} > "
                 f"{num(get(row, 'sklearn_error'), '.4f')}"
             )
+            if _is_num(get(row, "reached_seeds")) and _is_num(get(row, "seeds")):
+                short = get(row, "seeds") - get(row, "reached_seeds")
+                mlnmf = f"{num(short, 'd')} of {num(get(row, 'seeds'), 'd')} seeds {mlnmf} (median)"
+        sk_err = num(get(row, "sklearn_error"), ".4f")
+        if items(row, "sklearn_error_range"):
+            low, high = items(row, "sklearn_error_range")
+            sk_err += f" ({num(low, '.4f')}-{num(high, '.4f')})"
         rows.append(
             [
                 get(row, "matrix", default=DASH), yes_no(get(row, "tuned_on")),
                 num(get(row, "rank"), "d"), get(row, "dtype", default=DASH),
-                secs(get(row, "sklearn_seconds")), mlnmf, num(get(row, "ratio"), ".3f"),
+                secs(get(row, "sklearn_seconds")), sk_err, mlnmf, num(get(row, "ratio"), ".3f"),
                 num(get(row, "ratio_target"), "g"), _met(get(row, "ratio_met")),
             ]
         )  # fmt: skip
     return md_table(
-        ["matrix", "tuned on", "rank", "dtype", "scikit-learn 200 it", "mlnmf to its error",
-         "ratio", "target", "met"],
-        "llrlrrrrl",
+        ["matrix", "tuned on", "rank", "dtype", "scikit-learn 200 it", "its error",
+         "mlnmf to that error", "ratio", "target", "met"],
+        "llrlrrrrrl",
         rows,
     )  # fmt: skip
 
@@ -258,6 +273,18 @@ def _speed_sentence(rows: Sequence[Any], what: str) -> str:
     if untuned and len(untuned) < len(rows):
         met_u, known_u, _ = _tally(untuned, "ratio_met")
         text += f" On the matrices it was not tuned on: {met_u} of {known_u}."
+    partly = [
+        f"{_name(x, 'matrix', 'dtype')} ({num(get(x, 'seeds') - get(x, 'reached_seeds'), 'd')} "
+        f"of {num(get(x, 'seeds'), 'd')})"
+        for x in rows
+        if _is_num(get(x, "reached_seeds"))
+        and _is_num(get(x, "seeds"))
+        and get(x, "reached_seeds") < get(x, "seeds")
+    ]
+    if partly:
+        text += (
+            f" Seeds that stopped short of the error (counted as infinitely slow): {_and(partly)}."
+        )
     short = [str(get(x, "matrix")) for x in rows if get(x, "reached") is False]
     if short:
         runs = [str(get(x, "matrix")) for x in rows]
@@ -498,7 +525,9 @@ def engine_deep_summary(r: Results) -> str:
     scored = [
         (ratio, i + 1, m)
         for m in models
-        for i, ratio in enumerate(items(m, "depth_over_full_greedy"))
+        for i, ratio in enumerate(
+            items(m, "depth_over_full_greedy_worst") or items(m, "depth_over_full_greedy")
+        )
         if _is_num(ratio)
     ]
     if scored:
@@ -511,13 +540,17 @@ def engine_deep_summary(r: Results) -> str:
         moves.append(f"depth {depth} in {lower} of {len(at)}")
     deep_met, deep_known, deep_verdict = _tally(models, "deepest_met")
     dead_met, dead_known, _ = _tally(models, "no_dead_met")
+    seeds = get(models[0], "seeds") if models else None
+    over = f" (each over {num(seeds, 'd')} seeds: its worst seed)" if _is_num(seeds) else ""
+    median = f" (medians over {num(seeds, 'd')} seeds)" if _is_num(seeds) else ""
     return (
         f"Every depth within {times(get(t, 'depth_vs_greedy'), 'g')} its greedy error (a greedy "
-        f"run to convergence, no fine-tuning) in {depth_met} of {known} runs, {depth_verdict}, worst {worst}. "
+        f"run to convergence, no fine-tuning) in {depth_met} of {known} runs{over}, "
+        f"{depth_verdict}, worst {worst}. "
         f"Fine-tuning lowers the error below the greedy one at {_and(moves) or DASH} runs. The "
         f"deepest depth is "
         f"{span((get(m, 'deepest_over_sklearn_rank16') for m in models), lambda v: times(v, '.3f'))}"
-        f" the error of a long scikit-learn rank-16 fit: the "
+        f" the error of a long scikit-learn rank-16 fit{median}: the "
         f"{times(get(t, 'deep_vs_single'), 'g')} target is met in {deep_met} of {deep_known} runs, "
         f"{deep_verdict}. Runs without a dead component (an all-zero column or row): {dead_met} "
         f"of {dead_known}.\n"

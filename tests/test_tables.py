@@ -23,11 +23,13 @@ ENGINE = {
             {"matrix": "grey 8x8", "kind": "photo", "tuned_on": False, "rank": 2,
              "dtype": "float32", "sklearn_seconds": 1.0, "mlnmf_seconds": 0.25,
              "mlnmf_n_iter": 7, "reached": True, "ratio": 0.25, "ratio_target": 0.25,
-             "ratio_met": True},
+             "ratio_met": True, "seeds": 5, "reached_seeds": 4, "sklearn_error": 0.1,
+             "sklearn_error_range": [0.09, 0.11]},
             {"matrix": "grey 8x8", "kind": "photo", "tuned_on": False, "rank": 2,
-             "dtype": "float64", "sklearn_seconds": 1.0, "mlnmf_seconds": 0.5,
+             "dtype": "float64", "sklearn_seconds": 1.0, "mlnmf_seconds": None,
              "mlnmf_n_iter": 9, "reached": False, "sklearn_error": 0.1, "mlnmf_error": 0.2,
-             "ratio": 0.5, "ratio_target": 0.25, "ratio_met": False},
+             "ratio": 0.5, "ratio_target": 0.25, "ratio_met": False, "seeds": 5,
+             "reached_seeds": 2},
         ],
         "deep": [
             {"image": "grey", "dtype": "float32", "ranks": [4, 2],
@@ -56,17 +58,24 @@ def test_only_the_marked_region_changes() -> None:
     new = tables.render_text(text, ENGINE)
     assert new.startswith("before 1.23\n<!-- table:engine-speed -->\n| matrix |")
     assert new.endswith("<!-- /table -->\nafter 4.56\n")
-    assert "| grey 8x8 | no | 2 | float32 | 1.000 s | 0.250 s (7 it) | 0.250 | 0.25 | yes |" in new
+    assert (
+        "| grey 8x8 | no | 2 | float32 | 1.000 s | 0.1000 (0.0900-0.1100) | "
+        "0.250 s (7 it), 4/5 seeds | 0.250 | 0.25 | yes |" in new
+    )
     assert "old | table" not in new
     assert tables.render_text(new, ENGINE) == new  # a second run changes nothing
 
 
 def test_a_run_short_of_the_reference_error_is_said_and_counts_as_not_met() -> None:
     table = tables.RENDERERS["engine-speed"](ENGINE)
-    assert "0.500 s (9 it), stopped at 0.2000 > 0.1000 | 0.500 | 0.25 | no |" in table
+    assert "| 3 of 5 seeds stopped at 0.2000 > 0.1000 (median) | 0.500 | 0.25 | no |" in table
     text = tables.RENDERERS["engine-speed-summary"](ENGINE)
     assert "Photos: 1 of 2 runs reach" in text
     assert "is not met, worst 0.50 (grey 8x8 float64)" in text
+    assert (
+        "Seeds that stopped short of the error (counted as infinitely slow): "
+        "grey 8x8 float32 (1 of 5) and grey 8x8 float64 (3 of 5)." in text
+    )
     assert (
         "Stopped short of scikit-learn's error (counted as not met): grey 8x8 (1 of 2 runs)" in text
     )
@@ -103,7 +112,7 @@ def test_missing_and_malformed_results_render_dashes() -> None:
         for name, render in tables.RENDERERS.items():
             assert isinstance(render(results), str), name
     row = tables.RENDERERS["engine-speed"](broken).splitlines()[2]
-    assert row == "| m | — | — | — | — | — (— it) | — | — | — |"
+    assert row == "| m | — | — | — | — | — | — (— it) | — | — | — |"
 
 
 def test_an_unknown_table_name_is_one_clear_error() -> None:
