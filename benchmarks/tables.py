@@ -235,7 +235,7 @@ def engine_speed(r: Results) -> str:
                 mlnmf = f"{num(short, 'd')} of {num(get(row, 'seeds'), 'd')} seeds {mlnmf} (median)"
         sk_err = num(get(row, "sklearn_error"), ".4f")
         if items(row, "sklearn_error_range"):
-            low, high = items(row, "sklearn_error_range")
+            low, high = get(row, "sklearn_error_range", 0), get(row, "sklearn_error_range", -1)
             sk_err += f" ({num(low, '.4f')}-{num(high, '.4f')})"
         rows.append(
             [
