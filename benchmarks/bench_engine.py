@@ -252,7 +252,8 @@ def bench_single(
     measurement. The target is scikit-learn's median error over the seeds; the
     time is the median over mlnmf's seeds to reach it (a run that stops short
     counts as infinitely slow), over scikit-learn's median time. A first pass
-    gets scikit-learn's errors; the timed pass interleaves the two by seed.
+    gets scikit-learn's errors; a second interleaves the two by seed, and
+    scikit-learn's time is the median over both passes' runs.
     """
     rows = []
     target = TARGETS["ratio_photo"] if kind == "photo" else TARGETS["ratio_small"]

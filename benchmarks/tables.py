@@ -223,14 +223,15 @@ def engine_speed(r: Results) -> str:
     rows = []
     for row in items(r, "engine", "single_layer"):
         mlnmf = f"{secs(get(row, 'mlnmf_seconds'))} ({num(get(row, 'mlnmf_n_iter'), 'd')} it)"
-        if get(row, "reached_seeds") is not None:
+        seeded = _is_num(get(row, "reached_seeds")) and _is_num(get(row, "seeds"))
+        if seeded:
             mlnmf += f", {num(get(row, 'reached_seeds'), 'd')}/{num(get(row, 'seeds'), 'd')} seeds"
         if get(row, "reached") is False:
             mlnmf = (
                 f"stopped at {num(get(row, 'mlnmf_error'), '.4f')} > "
                 f"{num(get(row, 'sklearn_error'), '.4f')}"
             )
-            if _is_num(get(row, "reached_seeds")) and _is_num(get(row, "seeds")):
+            if seeded:
                 short = get(row, "seeds") - get(row, "reached_seeds")
                 mlnmf = f"{num(short, 'd')} of {num(get(row, 'seeds'), 'd')} seeds {mlnmf} (median)"
         sk_err = num(get(row, "sklearn_error"), ".4f")
